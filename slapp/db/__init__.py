@@ -1,0 +1,1 @@
+"""The labeling database schema and the command that creates it."""

@@ -1,0 +1,64 @@
+"""Create the labeling tables: ``python -m slapp.db.init``.
+
+Connects with the ``LABELING_*`` environment variables and runs
+``schema.sql``, whose statements are all idempotent: a second run changes
+nothing.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import psycopg2
+
+from slapp.utils import query_utils
+
+SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+TABLES = ("experiment_selection", "segmentation_runs", "rois")
+
+logger = logging.getLogger("slapp.db.init")
+
+
+def create_tables(dbconn: query_utils.DbConnection) -> list[str]:
+    """Create the labeling tables that do not exist yet, in one transaction.
+
+    Parameters
+    ----------
+    dbconn : DbConnection
+        The labeling database.
+
+    Returns
+    -------
+    list of str
+        The tables that this call created (empty when all existed).
+    """
+    existing_query = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    with dbconn.transaction() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('slapp.db.init'))")
+        cursor.execute(existing_query)
+        before = {row["tablename"] for row in cursor.fetchall()}
+        cursor.execute(SCHEMA_PATH.read_text())
+    return [table for table in TABLES if table not in before]
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
+    parser = argparse.ArgumentParser(prog="python -m slapp.db.init", description=__doc__)
+    parser.add_argument("--log_level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
+    try:
+        dbconn = query_utils.DbConnection(
+            **query_utils.get_db_credentials(**query_utils.label_defaults))
+        created = create_tables(dbconn)
+    except (query_utils.CredentialsException, psycopg2.Error) as error:
+        print(f"slapp.db.init: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    if created:
+        logger.info("created tables: %s", ", ".join(created))
+    else:
+        logger.info("all tables exist: nothing to do")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synthetic two-photon data for demos and tests."""

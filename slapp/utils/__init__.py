@@ -1,0 +1,1 @@
+"""Shared helpers: the database layer and the code version."""

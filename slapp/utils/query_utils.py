@@ -1,0 +1,334 @@
+"""The one database layer: credentials, connections, reads, writes and bulk writes.
+
+Every step of the flow reads LIMS and writes the labeling database through
+:class:`DbConnection`. Values always travel as query parameters; the only SQL
+executed as given is a user's own LIMS query string, and only through
+:meth:`DbConnection.query_readonly`, inside a read-only transaction with a
+statement timeout. Writes are all-or-nothing. Connecting retries with backoff,
+because a job array opens hundreds of connections at once. Passwords never
+appear in a log line, a ``repr`` or an exception message.
+"""
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql as pgsql
+
+from slapp.utils import pg_copy
+
+logger = logging.getLogger(__name__)
+
+label_defaults = {"host": "localhost", "database": "labeling", "port": 5432}
+lims_defaults = {"host": "limsdb2", "database": "lims2", "port": 5432}
+
+# Connection failures that no amount of waiting will fix: fail at once.
+_PERMANENT_CONNECT_ERRORS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "invalid port",
+    "could not translate host name",
+)
+
+
+class CredentialsException(Exception):
+    """A database credential is missing from the environment."""
+
+
+def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
+                       database: str | None = None, port: int | None = None) -> dict:
+    """Collect the connection parameters of one database.
+
+    The user name and password come only from the environment
+    (``{env_prefix}USER``, ``{env_prefix}PASSWORD``), so they are never written
+    into a file of the project. Host, database and port come from
+    ``{env_prefix}HOST``, ``{env_prefix}DATABASE`` and ``{env_prefix}PORT`` when
+    set, and otherwise from the keyword arguments.
+
+    Parameters
+    ----------
+    env_prefix : str
+        Prefix of the environment variables, ``"LABELING_"`` or ``"LIMS_"``.
+    host, database : str, optional
+        Fallbacks when the environment does not set them.
+    port : int, optional
+        Fallback port; 5432 when neither this nor the environment gives one.
+
+    Returns
+    -------
+    dict
+        Keys ``user``, ``host``, ``database``, ``password``, ``port``: the
+        keyword arguments of :class:`DbConnection`.
+
+    Raises
+    ------
+    CredentialsException
+        Naming the first missing variable (never a value).
+    """
+    def setting(name: str, fallback: Any = None) -> Any:
+        value = os.environ.get(env_prefix + name)
+        if value in (None, ""):
+            value = fallback
+        if value in (None, ""):
+            raise CredentialsException(
+                f"environment variable {env_prefix}{name} is not set")
+        return value
+
+    credentials = {
+        "user": setting("USER"),
+        "password": setting("PASSWORD"),
+        "host": setting("HOST", host),
+        "database": setting("DATABASE", database),
+    }
+    port_text = setting("PORT", 5432 if port is None else port)
+    try:
+        credentials["port"] = int(port_text)
+    except ValueError:
+        raise CredentialsException(
+            f"{env_prefix}PORT must be a number, not {port_text!r}") from None
+    return credentials
+
+
+def _is_permanent(error: psycopg2.OperationalError) -> bool:
+    message = str(error).lower()
+    return any(marker in message for marker in _PERMANENT_CONNECT_ERRORS)
+
+
+def _is_connection_lost(error: Exception, connection: Any) -> bool:
+    return (isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+            and (connection is None or connection.closed != 0))
+
+
+class DbConnection:
+    """A PostgreSQL database, connected lazily and reconnected when lost.
+
+    Parameters
+    ----------
+    user, host, database, password : str
+        Connection parameters, e.g. from :func:`get_db_credentials`.
+    port : int
+        Server port.
+    read_only : bool
+        Make every transaction of the session read-only (used for LIMS).
+    connect_attempts : int
+        Tries before a connection failure is raised. Eight tries with the
+        backoff below wait up to about a minute in all, long enough for a
+        server that is restarting or briefly out of connection slots, short
+        enough that a misconfigured job fails within its first minute.
+    backoff_seconds : float
+        First wait between tries; it doubles each time (with jitter, so the
+        tasks of a job array do not retry in lockstep), capped at 15 s.
+    """
+
+    def __init__(self, user: str, host: str, database: str, password: str, port: int = 5432,
+                 *, read_only: bool = False, connect_attempts: int = 8,
+                 backoff_seconds: float = 0.5):
+        self.user, self.host, self.database, self.port = user, host, database, int(port)
+        self.read_only = read_only
+        self._password = password
+        self._connect_attempts = max(1, connect_attempts)
+        self._backoff_seconds = backoff_seconds
+        self._connection = None
+
+    def __repr__(self) -> str:
+        return (f"DbConnection(user={self.user!r}, host={self.host!r}, "
+                f"database={self.database!r}, port={self.port})")
+
+    def _connect(self):
+        options = "-c default_transaction_read_only=on" if self.read_only else None
+        for attempt in range(1, self._connect_attempts + 1):
+            try:
+                connection = psycopg2.connect(
+                    user=self.user, password=self._password, host=self.host,
+                    dbname=self.database, port=self.port, options=options,
+                    connect_timeout=10, application_name="slapp")
+                connection.autocommit = False
+                return connection
+            except psycopg2.OperationalError as error:
+                if _is_permanent(error) or attempt == self._connect_attempts:
+                    raise
+                delay = min(15.0, self._backoff_seconds * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.5)
+                logger.warning("cannot connect to %s (try %d of %d), retrying in %.1f s: %s",
+                               self.database, attempt, self._connect_attempts, delay,
+                               str(error).strip().splitlines()[0])
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def connect(self):
+        """Open the connection now, with retries, unless it is open; return it."""
+        if self._connection is None or self._connection.closed:
+            self._connection = self._connect()
+        return self._connection
+
+    @property
+    def connection(self):
+        """The open psycopg2 connection, (re)connecting with retries if needed."""
+        return self.connect()
+
+    def close(self) -> None:
+        """Close the connection; the next call reconnects."""
+        if self._connection is not None and not self._connection.closed:
+            self._connection.close()
+        self._connection = None
+
+    def __enter__(self) -> "DbConnection":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor whose statements commit together or not at all.
+
+        Yields
+        ------
+        psycopg2.extensions.cursor
+            A ``RealDictCursor``: fetched rows are dicts.
+        """
+        connection = self.connection
+        try:
+            with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                yield cursor
+            connection.commit()
+        except BaseException:
+            if not connection.closed:
+                connection.rollback()
+            raise
+
+    def _run(self, work, retry_if_lost: bool):
+        self.connect()  # a failure to connect has had its retries already: raise it here
+        try:
+            with self.transaction() as cursor:
+                return work(cursor)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            if not (retry_if_lost and _is_connection_lost(error, self._connection)):
+                raise
+            logger.warning("connection to %s lost, reconnecting once", self.database)
+            self.close()
+            with self.transaction() as cursor:
+                return work(cursor)
+
+    def query(self, query: str, params: Sequence | dict | None = None) -> list[dict]:
+        """Run one statement and return its rows.
+
+        Parameters
+        ----------
+        query : str
+            SQL with ``%s`` or ``%(name)s`` placeholders for every value.
+        params : sequence or dict, optional
+            The values, sent separately from the SQL text.
+
+        Returns
+        -------
+        list of dict
+            One dict per row; PostgreSQL arrays are Python lists.
+        """
+        def work(cursor):
+            cursor.execute(query, params)
+            return [dict(row) for row in cursor.fetchall()] if cursor.description else []
+        return self._run(work, retry_if_lost=True)
+
+    def query_readonly(self, query: str, params: Sequence | dict | None = None,
+                       timeout_seconds: float = 300.0) -> list[dict]:
+        """Run a query inside a read-only transaction with a statement timeout.
+
+        This is the path for query strings that users write themselves: a
+        statement that tries to write is refused by the server, and the
+        transaction is rolled back whatever the query did.
+
+        Parameters
+        ----------
+        query : str
+            The SQL, executed as given when ``params`` is None.
+        params : sequence or dict, optional
+            Values for placeholders in ``query``.
+        timeout_seconds : float
+            The server cancels the query after this long.
+
+        Returns
+        -------
+        list of dict
+            One dict per row.
+        """
+        def work(cursor):
+            cursor.execute("SET TRANSACTION READ ONLY")
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                           (str(int(timeout_seconds * 1000)),))
+            cursor.execute(query, params)
+            rows = [dict(row) for row in cursor.fetchall()] if cursor.description else []
+            cursor.connection.rollback()
+            return rows
+        return self._run(work, retry_if_lost=True)
+
+    def execute(self, statement: str, params: Sequence | dict | None = None) -> int:
+        """Run one writing statement in its own transaction.
+
+        Returns
+        -------
+        int
+            The number of rows it affected.
+        """
+        def work(cursor):
+            cursor.execute(statement, params)
+            return cursor.rowcount
+        return self._run(work, retry_if_lost=False)
+
+    def insert(self, statement: str, params: Sequence | dict | None = None) -> list[dict]:
+        """Run one insert and commit it; returns the rows of a ``RETURNING`` clause."""
+        def work(cursor):
+            cursor.execute(statement, params)
+            return [dict(row) for row in cursor.fetchall()] if cursor.description else []
+        return self._run(work, retry_if_lost=False)
+
+    def bulk_insert(self, statements: Iterable[str | tuple[str, Sequence | dict]]) -> None:
+        """Run many statements in one transaction: all commit, or none does.
+
+        Parameters
+        ----------
+        statements : iterable
+            Each a SQL string, or a ``(sql, params)`` pair.
+        """
+        def work(cursor):
+            for statement in statements:
+                sql_text, params = (statement, None) if isinstance(statement, str) else statement
+                cursor.execute(sql_text, params)
+        self._run(work, retry_if_lost=False)
+
+    def copy_rows(self, table: str, columns: Sequence[tuple[str, str]],
+                  rows: Iterable[Sequence[Any]], cursor=None) -> None:
+        """Write rows with PostgreSQL's binary COPY, the fast path for large arrays.
+
+        Parameters
+        ----------
+        table : str
+            Target table.
+        columns : sequence of (name, pg_type)
+            The columns written and their PostgreSQL types, e.g.
+            ``("trace", "real[]")``.
+        rows : iterable of sequences
+            One value per column; streamed, never held all at once.
+        cursor : cursor, optional
+            A cursor of an open :meth:`transaction` to join; without one the
+            copy runs (and commits) in a transaction of its own.
+        """
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
+            pgsql.Identifier(table),
+            pgsql.SQL(", ").join(pgsql.Identifier(name) for name, _ in columns))
+        pg_types = [pg_type for _, pg_type in columns]
+
+        def work(copy_cursor):
+            stream = pg_copy.StreamReader(pg_copy.encode_rows(rows, pg_types))
+            copy_cursor.copy_expert(statement, stream, size=1 << 20)
+
+        if cursor is not None:
+            work(cursor)
+        else:
+            self._run(work, retry_if_lost=False)

@@ -1,0 +1,57 @@
+"""The embedded server: start, status, env, stop, and data kept across restarts."""
+import shlex
+import stat
+
+from slapp import embedded
+from slapp.utils.query_utils import DbConnection
+
+
+def test_env_points_the_clis_at_the_server(embedded_server, run_cli):
+    result = run_cli("slapp.embedded", "env", "--home", embedded_server.home)
+    assert result.returncode == 0, result.stderr
+    exported = dict(shlex.split(line)[1].split("=", 1) for line in result.stdout.splitlines())
+    assert exported["LIMS_DATABASE"] == "lims" and exported["LABELING_DATABASE"] == "labeling"
+    assert exported["LABELING_PORT"] == str(embedded_server.port)
+    with DbConnection(user=exported["LABELING_USER"], password=exported["LABELING_PASSWORD"],
+                      host=exported["LABELING_HOST"], database=exported["LABELING_DATABASE"],
+                      port=int(exported["LABELING_PORT"])) as dbconn:
+        assert dbconn.query("SELECT current_user AS who") == [{"who": "labeling"}]
+
+
+def test_status_reports_running(embedded_server, run_cli):
+    result = run_cli("slapp.embedded", "status", "--home", embedded_server.home)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"running: port {embedded_server.port}")
+
+
+def test_passwords_file_is_private(embedded_server):
+    assert stat.S_IMODE(embedded_server.config_path.stat().st_mode) == 0o600
+
+
+def test_lims_reader_cannot_write(lims_db):
+    import psycopg2
+    import pytest
+    with pytest.raises(psycopg2.Error):
+        lims_db.execute("CREATE TABLE intruder (id int)")
+
+
+def test_data_survives_a_restart(tmp_path):
+    server = embedded.EmbeddedServer(tmp_path / "home")
+    server.start()
+    try:
+        with DbConnection(**server.credentials("labeling", "labeling")) as dbconn:
+            dbconn.execute("CREATE TABLE kept (note text)")
+            dbconn.execute("INSERT INTO kept VALUES (%s)", ("still here",))
+        server.stop()
+        assert not server.is_running()
+        server.start()
+        with DbConnection(**server.credentials("labeling", "labeling")) as dbconn:
+            assert dbconn.query("SELECT note FROM kept") == [{"note": "still here"}]
+    finally:
+        server.stop()
+
+
+def test_env_before_start_is_a_clear_error(tmp_path, run_cli):
+    result = run_cli("slapp.embedded", "env", "--home", tmp_path / "nothing")
+    assert result.returncode == 1
+    assert "run `python -m slapp.embedded start`" in result.stderr
