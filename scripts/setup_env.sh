@@ -14,10 +14,11 @@ fi
 stamp=.venv/.slapp-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
     python -m pip install --quiet --upgrade pip wheel setuptools
-    # PyTorch for the CPU when this machine has it at hand (it has no GPU); otherwise
-    # Suite2P pulls the default PyTorch build (several GB with its CUDA libraries).
-    python -m pip install --quiet "torch==2.13.0" 2>/dev/null || true
-    python -m pip install --quiet -r requirements.txt
+    # Prefer the CPU build of PyTorch that this kind of machine keeps at hand (no GPU
+    # here), resolved together with everything else so that nothing upgrades it;
+    # elsewhere Suite2P pulls the default build (several GB with its CUDA libraries).
+    python -m pip install --quiet -r requirements.txt "torch==2.13.0" 2>/dev/null \
+        || python -m pip install --quiet -r requirements.txt
     python -m pip install --quiet --no-deps -e .
     touch "$stamp"
 fi
