@@ -1,0 +1,135 @@
+"""``python -m slapp.segmentation.status`` against the real labeling database.
+
+Runs are inserted with SQL, as a finished segmentation task leaves them; the
+code version is pinned with ``TRANSFORM_HASH`` so that edits other engineers
+make to the package while the test runs do not change what counts as done.
+"""
+import json
+
+import pytest
+
+VERSION = "status-test-version"
+PINNED = {"TRANSFORM_HASH": VERSION}
+
+
+def write_manifest(directory, experiment_ids):
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"manifest": [
+        {"experiment_id": experiment_id, "nbinned": 10, "log_level": "ERROR",
+         "input_video": str(directory / f"{experiment_id}.h5")}
+        for experiment_id in experiment_ids]}))
+    return path
+
+
+def insert_run(dbconn, experiment_id, version, n_rois):
+    run_id = dbconn.insert(
+        "INSERT INTO segmentation_runs (ophys_experiment_id, ophys_segmentation_commit_hash, "
+        "source_video_path, video_shape, nframes, nbinned, suite2p_version, suite2p_settings, "
+        "suite2p_seconds, total_seconds, hostname) "
+        "VALUES (%s, %s, '/movies/m.h5', '{8,8}', 100, 10, '1.1.0', '{}', 1.0, 2.0, 'node1') "
+        "RETURNING id", (experiment_id, version))[0]["id"]
+    dbconn.bulk_insert([
+        ("INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, coo_col, coo_data, "
+         "trace, neuropil_trace, is_cell, cell_probability, npix, centroid_row, centroid_col, "
+         "radius, aspect_ratio, compactness, skew) VALUES (%s, %s, '{1}', '{2}', '{0.5}', "
+         "'{1,2}', '{1,1}', true, 0.9, 1, 1, 2, 1, 1, 1, 0.1)", (run_id, index))
+        for index in range(n_rois)])
+    return run_id
+
+
+def test_status_reports_each_entry_and_resubmits_only_the_missing(
+        labeling_db, run_cli, tmp_path):
+    manifest = write_manifest(tmp_path, [850517344, 850517352, 850517360, 850517368])
+    first = insert_run(labeling_db, 850517344, VERSION, n_rois=3)
+    insert_run(labeling_db, 850517352, "an-older-version", n_rois=5)
+    third = insert_run(labeling_db, 850517360, VERSION, n_rois=0)
+    output = tmp_path / "status.json"
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--output_json", output, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"code version {VERSION}: 4 entries in {manifest}"
+    assert lines[1].startswith(f"0  850517344  done     run {first}, 3 ROIs, ")
+    assert lines[2] == ("1  850517352  missing  "
+                        "(segmented only by other code versions: an-older-version)")
+    assert lines[3].startswith(f"2  850517360  done     run {third}, 0 ROIs, ")
+    assert lines[4] == "3  850517368  missing"
+    assert lines[5] == "2 done, 2 missing"
+    assert f"qsub -t 1,3 -v MANIFEST={manifest} suite2p_array_job_example.pbs" in result.stdout
+    assert "#PBS -t 1,3" in result.stdout
+    assert (f"sbatch --array=1,3 --export=ALL,MANIFEST={manifest} "
+            "suite2p_array_job_example.slurm") in result.stdout
+
+    report = json.loads(output.read_text())
+    assert report["code_version"] == VERSION
+    assert (report["n_done"], report["n_missing"]) == (2, 2)
+    assert report["missing_indices"] == [1, 3]
+    assert report["array_spec"] == "1,3"
+    assert [(entry["status"], entry["segmentation_run_id"], entry["n_rois"])
+            for entry in report["entries"]] == [
+        ("done", first, 3), ("missing", None, None), ("done", third, 0), ("missing", None, None)]
+    assert report["entries"][1]["other_code_versions"] == ["an-older-version"]
+
+
+def test_everything_done_means_nothing_to_resubmit(labeling_db, run_cli, tmp_path):
+    manifest = write_manifest(tmp_path, [1, 2])
+    insert_run(labeling_db, 1, VERSION, n_rois=1)
+    insert_run(labeling_db, 2, VERSION, n_rois=2)
+    output = tmp_path / "status.json"
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--output_json", output, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [
+        "2 done, 0 missing", "nothing to resubmit: every entry is done"]
+    assert "sbatch" not in result.stdout
+    report = json.loads(output.read_text())
+    assert report["array_spec"] is None and report["missing_indices"] == []
+
+
+def test_the_resubmission_is_throttled(labeling_db, run_cli, tmp_path):
+    manifest = write_manifest(tmp_path, range(100, 112))
+    insert_run(labeling_db, 105, VERSION, n_rois=1)
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--max_concurrent", 4, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    assert "11 missing" in result.stdout
+    assert "qsub -t 0-4,6-11%4 " in result.stdout
+    assert "sbatch --array=0-4,6-11%4 " in result.stdout
+
+
+@pytest.mark.parametrize("make_input, unset, message", [
+    (lambda directory: directory / "absent.json", None, "absent.json"),
+    (lambda directory: (directory / "m.json").write_text("{not json") and directory / "m.json",
+     None, "is not valid"),
+    (lambda directory: write_manifest(directory, [1]), "LABELING_PASSWORD",
+     "environment variable LABELING_PASSWORD is not set"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(
+        labeling_db, run_cli, cli_env, tmp_path, make_input, unset, message):
+    manifest = make_input(tmp_path)
+    output = tmp_path / "status.json"
+    env = dict(PINNED, **({unset: ""} if unset else {}))
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--output_json", output, env=env)
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("status: error: ")
+    assert message in result.stderr
+    assert cli_env["LABELING_PASSWORD"] not in result.stderr + result.stdout
+    assert not output.exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".status")] == []
+
+
+def test_help_lists_every_option(run_cli):
+    result = run_cli("slapp.segmentation.status", "--help")
+
+    assert result.returncode == 0, result.stderr
+    for option in ("--manifest_json", "--max_concurrent", "--output_json", "--log_level"):
+        assert option in result.stdout
