@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -27,7 +28,9 @@ import marshmallow as mm
 from tqdm import tqdm
 
 from slapp.data_selection.utils import FindFileException, find_full_movie
-from slapp.utils.cli import one_line
+from slapp.utils.cli import one_line, run_main
+from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
+                                     lims_defaults)
 
 # Messages of this many bad experiments go into the final error line; every
 # one of them is also logged on its own line before it.
@@ -136,3 +139,240 @@ def load_manifest(path: str | Path) -> list[dict]:
     except (ValueError, mm.ValidationError) as error:  # JSONDecodeError is a ValueError
         raise SegmentationManifestException(
             f"manifest {path} is not valid: {one_line(error)}") from error
+
+
+def movie_frame_count(movie_path: Path) -> int:
+    """The number of frames of an HDF5 movie, read from its metadata alone.
+
+    Only the ``data`` dataset's shape is read; no frame is loaded, so this
+    costs the same for a movie of 100 frames or of 100,000.
+
+    Parameters
+    ----------
+    movie_path : Path
+        An HDF5 file with dataset ``data`` (frames x height x width).
+
+    Returns
+    -------
+    int
+        The length of the first axis of ``data``.
+
+    Raises
+    ------
+    SegmentationManifestException
+        If the file cannot be opened as HDF5, has no ``data`` dataset, or
+        ``data`` is not three-dimensional.
+    """
+    try:
+        with h5py.File(movie_path, "r") as movie:
+            dataset = movie.get("data")
+            if not isinstance(dataset, h5py.Dataset):
+                raise SegmentationManifestException(f"movie {movie_path} has no 'data' dataset")
+            shape = dataset.shape
+    except OSError as error:
+        raise SegmentationManifestException(
+            f"cannot read movie {movie_path} as HDF5: {one_line(error)}") from error
+    if len(shape) != 3:
+        raise SegmentationManifestException(
+            f"movie {movie_path} has 'data' of shape {shape}, not frames x height x width")
+    return shape[0]
+
+
+def manifest_entry(experiment: dict, bin_size: int) -> dict:
+    """Find one experiment's movie and check it against LIMS.
+
+    Parameters
+    ----------
+    experiment : dict
+        A LIMS row: ``id``, ``nframes`` (``movie_number_of_frames``) and
+        ``storage_directory``.
+    bin_size : int
+        Frames per binned frame.
+
+    Returns
+    -------
+    dict
+        The manifest entry: ``experiment_id``, ``nbinned``, ``input_video``.
+
+    Raises
+    ------
+    SegmentationManifestException
+        If LIMS lacks the frame count or directory, the movie cannot be
+        found or read, its frame count differs from LIMS's, or it is shorter
+        than one bin.
+    """
+    if experiment["storage_directory"] is None:
+        raise SegmentationManifestException("LIMS has no storage_directory")
+    if experiment["nframes"] is None:
+        raise SegmentationManifestException("LIMS has no movie_number_of_frames")
+    try:
+        movie_path = find_full_movie(Path(experiment["storage_directory"]))
+    except FindFileException as error:
+        raise SegmentationManifestException(str(error)) from error
+    nframes = movie_frame_count(movie_path)
+    if nframes != experiment["nframes"]:
+        raise SegmentationManifestException(
+            f"LIMS says {experiment['nframes']} frames, movie {movie_path} has {nframes}")
+    nbinned = int(nframes / bin_size)
+    if nbinned == 0:
+        raise SegmentationManifestException(
+            f"movie {movie_path} has {nframes} frames, fewer than one bin of {bin_size} "
+            f"(nbinned would be 0)")
+    return {"experiment_id": experiment["id"], "nbinned": nbinned,
+            "input_video": str(movie_path)}
+
+
+def build_entries(experiments: list[dict], bin_size: int, workers: int,
+                  progress: bool = False) -> tuple[dict, dict]:
+    """Run :func:`manifest_entry` for many experiments, ``workers`` at a time.
+
+    Parameters
+    ----------
+    experiments : list of dict
+        LIMS rows, as :func:`manifest_entry` takes them.
+    bin_size : int
+        Frames per binned frame.
+    workers : int
+        Threads; the work is waiting on file-system listings, which threads
+        overlap. 1 looks the movies up one after another.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    entries : dict
+        Experiment id to manifest entry, for the experiments that check out.
+    problems : dict
+        Experiment id to the message saying what is wrong, for the rest.
+    """
+    entries, problems = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(experiments)))) as pool, \
+            tqdm(total=len(experiments), desc="finding movies", unit="movie",
+                 disable=not progress) as bar:
+        futures = {pool.submit(manifest_entry, experiment, bin_size): experiment["id"]
+                   for experiment in experiments}
+        for future in as_completed(futures):
+            experiment_id = futures[future]
+            try:
+                entries[experiment_id] = future.result()
+            except SegmentationManifestException as error:
+                problems[experiment_id] = str(error)
+            bar.update()
+    return entries, problems
+
+
+def _write_json_atomically(path: Path, document: dict) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as output:
+            json.dump(document, output, indent=2)
+            output.write("\n")
+            output.flush()
+            os.fsync(output.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a manifest is not
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+class SegmentationManifest(argschema.ArgSchemaParser):
+    """Build and write the segmentation manifest of a stored selection.
+
+    ``SegmentationManifest(input_data={...}, args=[]).run(lims_dbconn,
+    label_dbconn)`` writes the manifest to ``output_json`` and returns it.
+    """
+
+    default_schema = SegmentationManifestSchema
+    default_output_schema = SegmentationManifestOutputSchema
+
+    def __init__(self, *args, logger_name: str = "SegmentationManifest", **kwargs):
+        super().__init__(*args, logger_name=logger_name, **kwargs)
+
+    def _selected_ids(self, label_dbconn) -> list[int]:
+        selection_id = self.args["experiment_selection_id"]
+        rows = label_dbconn.query(
+            "SELECT sub_selected_ids FROM experiment_selection WHERE id = %s", (selection_id,))
+        if not rows:
+            raise SegmentationManifestException(
+                f"no experiment_selection with id {selection_id}")
+        if not rows[0]["sub_selected_ids"]:
+            raise SegmentationManifestException(
+                f"experiment_selection {selection_id} has no sub_selected_ids")
+        return rows[0]["sub_selected_ids"]
+
+    def run(self, lims_dbconn, label_dbconn) -> dict:
+        """Build the manifest and write it, or write nothing and raise.
+
+        Parameters
+        ----------
+        lims_dbconn : slapp.utils.query_utils.DbConnection
+            LIMS (read-only is enough).
+        label_dbconn : slapp.utils.query_utils.DbConnection
+            The labeling database holding ``experiment_selection``.
+
+        Returns
+        -------
+        dict
+            The manifest as written: ``{"manifest": [entry, ...]}``.
+
+        Raises
+        ------
+        SegmentationManifestException
+            If the selection does not exist or is empty, or if any experiment
+            is listed twice, is missing from LIMS, or fails a check of :func:`manifest_entry`;
+            every bad experiment is logged and summarised in the message.
+        """
+        experiment_ids = self._selected_ids(label_dbconn)
+        self.logger.info("selected %d experiments from table experiment_selection",
+                         len(experiment_ids))
+        lims_rows = lims_dbconn.query(
+            "SELECT id, movie_number_of_frames AS nframes, storage_directory "
+            "FROM ophys_experiments WHERE id = ANY(%s)", (experiment_ids,))
+        in_lims = {row["id"]: row for row in lims_rows}
+        entries, problems = build_entries(
+            list(in_lims.values()), self.args["bin_size"], self.args["discovery_workers"],
+            progress=sys.stderr.isatty())
+        problems.update({experiment_id: "not in LIMS ophys_experiments"
+                         for experiment_id in experiment_ids if experiment_id not in in_lims})
+        problems.update({experiment_id: f"listed {count} times in sub_selected_ids"
+                         for experiment_id, count in Counter(experiment_ids).items()
+                         if count > 1})
+        if problems:
+            raise SegmentationManifestException(self._report(experiment_ids, problems))
+        manifest = self.get_output_json(
+            {"manifest": [entries[experiment_id] for experiment_id in experiment_ids]})
+        _write_json_atomically(Path(self.args["output_json"]), manifest)
+        self.logger.info("wrote %s", self.args["output_json"])
+        return manifest
+
+    def _report(self, experiment_ids: list[int], problems: dict) -> str:
+        """Log each problem on its own line; return the one-line summary."""
+        ordered = [f"{experiment_id}: {problems[experiment_id]}"
+                   for experiment_id in dict.fromkeys(experiment_ids)
+                   if experiment_id in problems]
+        for line in ordered:
+            self.logger.error(line)
+        summary = "; ".join(ordered[:_PROBLEMS_IN_SUMMARY])
+        if len(ordered) > _PROBLEMS_IN_SUMMARY:
+            summary += f"; and {len(ordered) - _PROBLEMS_IN_SUMMARY} more (each logged above)"
+        return (f"{len(ordered)} of {len(dict.fromkeys(experiment_ids))} experiments have "
+                f"problems, no manifest written: {summary}")
+
+
+def main() -> None:
+    """Build the manifest from the command line, with credentials from the environment."""
+    module = SegmentationManifest()
+    with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True) \
+            as lims_dbconn, \
+            DbConnection(**get_db_credentials("LABELING_", **label_defaults)) as label_dbconn:
+        module.run(lims_dbconn, label_dbconn)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main(main, "segmentation_manifest"))

@@ -1,11 +1,15 @@
 """Step 2: the segmentation manifest, built from a stored selection against real
 PostgreSQL and real HDF5 files, and read back by the segmentation step."""
 import json
+import os
 
+import h5py
 import pytest
 
 from slapp.data_selection.segmentation_manifest import (
-    SegmentationManifestException, SegmentationManifestOutputSchema, load_manifest)
+    SegmentationManifest, SegmentationManifestException, SegmentationManifestOutputSchema,
+    load_manifest, movie_frame_count)
+from slapp.demo.lims import add_experiment
 
 
 def _write(path, document):
@@ -58,3 +62,280 @@ def test_load_manifest_rejects_a_bad_document_naming_the_file(tmp_path, text, me
 def test_load_manifest_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(SegmentationManifestException, match="cannot read manifest .*nowhere.json"):
         load_manifest(tmp_path / "nowhere.json")
+
+
+# --- building the manifest from a stored selection -------------------------------
+
+MODULE = "slapp.data_selection.segmentation_manifest"
+
+
+def _movie_dir(storage, experiment_id):
+    """A LIMS-like experiment directory: specimen_*/ophys_session_*/ophys_experiment_*."""
+    return (storage / f"specimen_{experiment_id + 11}" / f"ophys_session_{experiment_id + 7}"
+            / f"ophys_experiment_{experiment_id}")
+
+
+def _write_movie(path, nframes, dataset="data"):
+    """An HDF5 movie whose dataset has a shape but no frames written (cheap to make)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as movie:
+        movie.create_dataset(dataset, shape=(nframes, 4, 4), dtype="uint16")
+    return path
+
+
+def _add_experiment(lims_admin, storage, experiment_id, nframes, *,
+                    movie="processed/motion_corrected_video.h5", movie_frames=None):
+    """LIMS rows for one experiment and, unless ``movie`` is None, its movie file."""
+    directory = _movie_dir(storage, experiment_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    if movie is not None:
+        _write_movie(directory / movie, nframes if movie_frames is None else movie_frames)
+    with lims_admin.cursor() as cursor:
+        add_experiment(cursor, experiment_id, project="VisualBehaviorMultiscope",
+                       genotype="Sst-IRES-Cre", depth=175, nframes=nframes,
+                       storage_directory=str(directory))
+    return directory
+
+
+def _store_selection(labeling_db, sub_selected_ids):
+    """An experiment_selection row as select_data writes it; returns its id."""
+    return labeling_db.insert(
+        "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
+        "ophys_experiment_ids, sub_selected_ids, random_seed, comment_string) "
+        "VALUES (%s, %s, %s::bigint[], %s::bigint[], %s, %s) RETURNING id",
+        (["U0VMRUNU"], "test", [sorted(sub_selected_ids)], sub_selected_ids, 42,
+         "test selection"))[0]["id"]
+
+
+@pytest.fixture
+def storage(tmp_path):
+    """The root of a LIMS-like storage tree."""
+    root = tmp_path / "prod0"
+    root.mkdir()
+    return root
+
+
+def test_manifest_of_20_experiments_in_selection_order(
+        run_cli, labeling_db, lims_admin, storage, tmp_path):
+    experiment_ids = [850517344 + 8 * k for k in range(20)]
+    selected = experiment_ids[::-1][:10] + experiment_ids[:10]  # not sorted
+    expected = {}
+    for k, experiment_id in enumerate(experiment_ids):
+        nframes = 115 * (k + 1) + k  # nbinned = k + 1
+        movie = ("processed/motion_corrected_video.h5" if k % 3 else
+                 "processed/concat/concat_31Hz_0.h5")
+        directory = _add_experiment(lims_admin, storage, experiment_id, nframes, movie=movie)
+        if k % 3 == 0:  # the concatenated movie wins over the motion-corrected one
+            _write_movie(directory / "processed" / "motion_corrected_video.h5", 7)
+        expected[experiment_id] = {"log_level": "ERROR", "experiment_id": experiment_id,
+                                   "nbinned": k + 1,
+                                   "input_video": str(directory / movie)}
+    selection_id = _store_selection(labeling_db, selected)
+    output = tmp_path / "example_output.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", selection_id,
+                     "--output_json", output, "--log_level", "INFO")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(output.read_text()) == {
+        "manifest": [expected[experiment_id] for experiment_id in selected]}
+    assert load_manifest(output) == [expected[experiment_id] for experiment_id in selected]
+    assert result.stderr.splitlines() == [
+        "INFO:SegmentationManifest:selected 20 experiments from table experiment_selection",
+        f"INFO:SegmentationManifest:wrote {output}"]
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_input_video_is_resolved_through_symbolic_links(
+        labeling_db, lims_db, lims_admin, storage, tmp_path):
+    real = _add_experiment(lims_admin, storage, 1001, 230)
+    link = tmp_path / "allen"
+    link.symlink_to(storage)
+    with lims_admin.cursor() as cursor:
+        cursor.execute("UPDATE ophys_experiments SET storage_directory = %s WHERE id = 1001",
+                       (str(link / real.relative_to(storage)),))
+    output = tmp_path / "manifest.json"
+    module = SegmentationManifest(input_data={
+        "experiment_selection_id": _store_selection(labeling_db, [1001]),
+        "output_json": str(output), "bin_size": 100}, args=[])
+
+    manifest = module.run(lims_db, labeling_db)
+
+    assert manifest["manifest"] == [{
+        "log_level": "ERROR", "experiment_id": 1001, "nbinned": 2,
+        "input_video": str(real.resolve() / "processed" / "motion_corrected_video.h5")}]
+    assert json.loads(output.read_text()) == manifest
+
+
+def test_sequential_and_concurrent_discovery_give_the_same_manifest(
+        labeling_db, lims_db, lims_admin, storage, tmp_path):
+    experiment_ids = list(range(500, 530))
+    for experiment_id in experiment_ids:
+        _add_experiment(lims_admin, storage, experiment_id, 2 * experiment_id)
+    selection_id = _store_selection(labeling_db, experiment_ids[::-1])
+    manifests = []
+    for workers in (1, 8):
+        output = tmp_path / f"manifest_{workers}.json"
+        SegmentationManifest(input_data={
+            "experiment_selection_id": selection_id, "output_json": str(output),
+            "discovery_workers": workers}, args=[]).run(lims_db, labeling_db)
+        manifests.append(load_manifest(output))
+
+    assert manifests[0] == manifests[1]
+    assert [entry["experiment_id"] for entry in manifests[0]] == experiment_ids[::-1]
+    assert [entry["nbinned"] for entry in manifests[0]] == [
+        int(2 * experiment_id / 115) for experiment_id in experiment_ids[::-1]]
+
+
+def test_frame_count_comes_from_the_shape_alone(tmp_path):
+    # 100,000 frames of 512 x 512: 52 GB if a frame were ever read, a few kB on disk.
+    path = tmp_path / "long.h5"
+    with h5py.File(path, "w") as movie:
+        movie.create_dataset("data", shape=(100_000, 512, 512), dtype="uint16",
+                             chunks=(1, 512, 512))
+
+    assert movie_frame_count(path) == 100_000
+    assert path.stat().st_size < 1_000_000
+
+
+# --- every bad input: non-zero exit, a message naming the experiment, no file -----
+
+def _bad_experiment(kind, lims_admin, storage, experiment_id):
+    """Set up experiment ``experiment_id`` to be bad in the way ``kind`` says."""
+    if kind == "not in LIMS":
+        return "not in LIMS ophys_experiments"
+    if kind == "no movie":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 500, movie=None)
+        _write_movie(directory / "processed" / "other.h5", 500)
+        return f"no movie (concat_31Hz_0.h5 or motion_corrected_video.h5) in {directory}"
+    if kind == "two movies":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 500,
+                                    movie="a/concat_31Hz_0.h5")
+        _write_movie(directory / "b" / "concat_31Hz_0.h5", 500)
+        return f"2 files named concat_31Hz_0.h5 in {directory}"
+    if kind == "frame mismatch":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 1000, movie_frames=999)
+        return (f"LIMS says 1000 frames, movie "
+                f"{directory / 'processed' / 'motion_corrected_video.h5'} has 999")
+    if kind == "not HDF5":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 500, movie=None)
+        movie = directory / "processed" / "motion_corrected_video.h5"
+        movie.parent.mkdir()
+        movie.write_text("not an HDF5 file")
+        return f"cannot read movie {movie} as HDF5"
+    if kind == "no data dataset":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 500, movie=None)
+        movie = _write_movie(directory / "processed" / "motion_corrected_video.h5", 500,
+                             dataset="frames")
+        return f"movie {movie} has no 'data' dataset"
+    if kind == "shorter than a bin":
+        directory = _add_experiment(lims_admin, storage, experiment_id, 114)
+        return (f"movie {directory / 'processed' / 'motion_corrected_video.h5'} has 114 "
+                f"frames, fewer than one bin of 115 (nbinned would be 0)")
+    if kind == "no storage directory":
+        with lims_admin.cursor() as cursor:
+            add_experiment(cursor, experiment_id, project="p", genotype="g", depth=1,
+                           nframes=500, storage_directory=None)
+        return "LIMS has no storage_directory"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["not in LIMS", "no movie", "two movies", "frame mismatch", "not HDF5",
+             "no data dataset", "shorter than a bin", "no storage directory"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_experiment_fails_the_run_naming_it_and_writes_nothing(
+        kind, run_cli, labeling_db, lims_admin, storage, tmp_path):
+    _add_experiment(lims_admin, storage, 111, 500)
+    _add_experiment(lims_admin, storage, 333, 500)
+    problem = _bad_experiment(kind, lims_admin, storage, 222)
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id",
+                     _store_selection(labeling_db, [111, 222, 333]), "--output_json", output)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        f"segmentation_manifest: error: 1 of 3 experiments have problems, "
+        f"no manifest written: 222: {problem}")
+    assert f"ERROR:SegmentationManifest:222: {problem}" in result.stderr
+    assert not output.exists()
+    assert os.listdir(tmp_path) == [storage.name]
+
+
+def test_every_bad_experiment_is_reported_in_one_run(
+        run_cli, labeling_db, lims_admin, storage, tmp_path):
+    _add_experiment(lims_admin, storage, 1, 500)
+    bad = {10 + k: _bad_experiment(kind, lims_admin, storage, 10 + k)
+           for k, kind in enumerate(BAD_KINDS)}
+    selected = [17, 1, 16, 15, 14, 13, 12, 11, 10]
+    output = tmp_path / "manifest.json"
+    output.write_text("the previous manifest")
+
+    result = run_cli(MODULE, "--experiment_selection_id", _store_selection(labeling_db, selected),
+                     "--output_json", output)
+
+    assert result.returncode == 1
+    error_lines = [line for line in result.stderr.splitlines()
+                   if line.startswith("ERROR:SegmentationManifest:")]
+    assert [line.split(":")[2] for line in error_lines] == [
+        str(experiment_id) for experiment_id in selected if experiment_id in bad]
+    summary = result.stderr.splitlines()[-1]
+    assert summary.startswith("segmentation_manifest: error: 8 of 9 experiments have problems, "
+                              "no manifest written: 17: LIMS has no storage_directory; 16: ")
+    for experiment_id, problem in bad.items():
+        assert f"{experiment_id}: {problem}" in summary
+    assert output.read_text() == "the previous manifest"
+
+
+def test_duplicate_ids_in_the_selection_are_an_error(
+        run_cli, labeling_db, lims_admin, storage, tmp_path):
+    _add_experiment(lims_admin, storage, 5, 500)
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", _store_selection(labeling_db, [5, 5]),
+                     "--output_json", output)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "segmentation_manifest: error: 1 of 1 experiments have problems, no manifest "
+        "written: 5: listed 2 times in sub_selected_ids")
+    assert not output.exists()
+
+
+def test_unknown_selection_id_is_an_error(run_cli, labeling_db, tmp_path):
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", 99, "--output_json", output)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "segmentation_manifest: error: no experiment_selection with id 99"]
+    assert not output.exists()
+
+
+def test_a_selection_with_no_sub_selected_ids_is_an_error(run_cli, labeling_db, tmp_path):
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", _store_selection(labeling_db, []),
+                     "--output_json", output)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "segmentation_manifest: error: experiment_selection 1 has no sub_selected_ids"]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bin_size", "0"], "bin_size: Must be greater than or equal to 1."),
+    (["--discovery_workers", "0"], "discovery_workers: Must be greater than or equal to 1."),
+])
+def test_bad_settings_are_refused_before_anything_is_read(run_cli, tmp_path, args, message):
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", 1, "--output_json", output, *args)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"segmentation_manifest: error: invalid input: {message}"
+    assert not output.exists()
