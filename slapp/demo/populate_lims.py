@@ -1,0 +1,247 @@
+"""Fill the embedded server's ``lims`` database with a demo LIMS.
+
+::
+
+    python -m slapp.demo.populate_lims            # uses $SLAPP_HOME (default ./.slapp)
+
+A few hundred synthetic experiments, always the same ones (a fixed seed),
+spread over the projects, driver lines and depths that the seed's example
+queries (``example_selection_input.json``) name, and over others that those
+queries must not match: other projects and drivers, depths outside the
+queried ranges, sessions that failed QC. Every donor also carries a reporter
+genotype (genotype type ``reporter``), as real mice do, so a query that
+forgets ``gt.name = 'driver'`` returns each experiment twice.
+
+Every experiment gets a ``movie_number_of_frames`` and a LIMS-style
+``storage_directory`` under ``$SLAPP_HOME/demo/storage``; the movies themselves
+are made later, only for the experiments the demo segments
+(:mod:`slapp.demo.storage`). Running the command again adds only what is
+missing, in one transaction.
+"""
+import random
+import sys
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import argschema
+import marshmallow as mm
+import psycopg2.extras
+
+from slapp.demo.lims import _lookup_or_insert, add_experiment, create_lims_tables
+from slapp.demo.storage import experiment_storage_directory, write_json_atomically
+from slapp.embedded import LIMS_DATABASE, EmbeddedServer, default_home
+from slapp.utils.cli import run_main
+
+DEMO_SEED = 20191209
+# Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell
+# fire, short enough to generate and segment in seconds (see MovieSpec.nframes).
+DEMO_NFRAMES = 3000
+# Allen imaging planes lie between 75 and 375 um, in steps of 25 um here.
+DEPTHS = tuple(range(75, 376, 25))
+# Ids in the range of the seed's example ids (850517344 ... 1012112426).
+FIRST_ID, LAST_ID = 850_000_000, 1_012_999_999
+REPORTERS = {
+    "Sst-IRES-Cre": "Ai148(TIT2L-GC6f-ICL-tTA2)",
+    "Vip-IRES-Cre": "Ai148(TIT2L-GC6f-ICL-tTA2)",
+    "Slc17a7-IRES2-Cre": "Ai93(TITL-GCaMP6f)",
+}
+
+
+@dataclass(frozen=True)
+class _Group:
+    """``count`` experiments of one project and driver, depths drawn from ``depths``."""
+
+    project: str
+    driver: str
+    depths: tuple
+    workflow_state: str
+    count: int
+
+
+def _depths(low: int, high: int) -> tuple:
+    return tuple(depth for depth in DEPTHS if low <= depth <= high)
+
+
+_VBM, _VBT = "VisualBehaviorMultiscope", "VisualBehaviorTask1B"
+_SST, _SLC, _VIP = "Sst-IRES-Cre", "Slc17a7-IRES2-Cre", "Vip-IRES-Cre"
+_GROUPS = (
+    # what the four example queries select from (they ask for 75, 20, 25 and 10)
+    _Group(_VBM, _SST, _depths(100, 300), "passed", 95),
+    _Group(_VBT, _SST, _depths(100, 300), "passed", 28),
+    _Group(_VBM, _SLC, _depths(100, 200), "passed", 34),
+    _Group(_VBT, _SLC, _depths(100, 200), "passed", 14),
+    # near misses: right project and driver, wrong depth or workflow state
+    _Group(_VBM, _SST, (75, 325, 350, 375), "passed", 12),
+    _Group(_VBM, _SST, _depths(100, 300), "failed", 6),
+    _Group(_VBM, _SST, _depths(100, 300), "qc", 4),
+    _Group(_VBT, _SST, (75, 325, 375), "passed", 5),
+    _Group(_VBT, _SST, _depths(100, 300), "failed", 3),
+    _Group(_VBM, _SLC, (75, *_depths(225, 375)), "passed", 14),
+    _Group(_VBM, _SLC, _depths(100, 200), "qc", 4),
+    _Group(_VBT, _SLC, _depths(225, 375), "passed", 6),
+    _Group(_VBT, _SLC, _depths(100, 200), "failed", 3),
+    # other drivers and other projects
+    _Group(_VBM, _VIP, _depths(100, 300), "passed", 24),
+    _Group(_VBT, _VIP, _depths(100, 300), "passed", 10),
+    _Group("VisualCoding", _SST, _depths(100, 300), "passed", 15),
+    _Group("VisualCoding", _SLC, _depths(100, 200), "passed", 20),
+    _Group("OpenScopeX", _VIP, DEPTHS, "passed", 10),
+    _Group("OpenScopeX", _SLC, _depths(100, 200), "passed", 8),
+)
+
+
+@dataclass(frozen=True)
+class DemoExperiment:
+    """One experiment of the demo LIMS (its donor, specimen and session share its id)."""
+
+    experiment_id: int
+    project: str
+    driver: str
+    reporter: str
+    depth: int
+    workflow_state: str
+    nframes: int
+
+
+def demo_experiments() -> list[DemoExperiment]:
+    """Return the demo LIMS's experiments; the same list on every call and machine.
+
+    Returns
+    -------
+    list of DemoExperiment
+        Sorted by id. Python's own ``random.Random`` draws them, whose
+        integer and sampling streams do not change between Python versions.
+    """
+    rng = random.Random(DEMO_SEED)
+    total = sum(group.count for group in _GROUPS)
+    ids = rng.sample(range(FIRST_ID, LAST_ID + 1), total)
+    experiments = []
+    for group in _GROUPS:
+        for _ in range(group.count):
+            experiments.append(DemoExperiment(
+                experiment_id=ids.pop(), project=group.project, driver=group.driver,
+                reporter=REPORTERS[group.driver], depth=rng.choice(group.depths),
+                workflow_state=group.workflow_state, nframes=DEMO_NFRAMES))
+    return sorted(experiments, key=lambda experiment: experiment.experiment_id)
+
+
+def add_donor_genotype(cursor, donor_id: int, genotype: str, genotype_type: str) -> None:
+    """Give a donor one more genotype (e.g. its reporter line); nothing if it has it.
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        On the LIMS database.
+    donor_id : int
+        ``donors.id``.
+    genotype, genotype_type : str
+        ``genotypes.name`` and ``genotype_types.name``; created if new.
+    """
+    type_id = _lookup_or_insert(cursor, "genotype_types", {"name": genotype_type})
+    genotype_id = _lookup_or_insert(cursor, "genotypes",
+                                    {"name": genotype, "genotype_type_id": type_id})
+    cursor.execute("INSERT INTO donors_genotypes (donor_id, genotype_id) VALUES (%s, %s) "
+                   "ON CONFLICT DO NOTHING", (donor_id, genotype_id))
+
+
+def populate_demo_lims(cursor, storage_root: Path) -> int:
+    """Create the LIMS tables if needed and add the demo experiments they lack.
+
+    Experiments present already are left as they are, except that their
+    ``storage_directory`` is pointed at ``storage_root`` (so a moved
+    ``$SLAPP_HOME`` keeps working).
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        On the LIMS database, as a role that may write it.
+    storage_root : pathlib.Path
+        Top of the demo storage tree.
+
+    Returns
+    -------
+    int
+        How many experiments were added.
+    """
+    create_lims_tables(cursor)
+    experiments = demo_experiments()
+    cursor.execute("SELECT id FROM ophys_experiments WHERE id = ANY(%s)",
+                   ([experiment.experiment_id for experiment in experiments],))
+    existing = {row[0] if isinstance(row, tuple) else row["id"] for row in cursor.fetchall()}
+    directories = {experiment.experiment_id: str(experiment_storage_directory(
+        storage_root, experiment.experiment_id, experiment.experiment_id,
+        experiment.experiment_id)) + "/" for experiment in experiments}
+    added = 0
+    for experiment in experiments:
+        if experiment.experiment_id in existing:
+            continue
+        add_experiment(cursor, experiment.experiment_id, project=experiment.project,
+                       genotype=experiment.driver, depth=experiment.depth,
+                       workflow_state=experiment.workflow_state, nframes=experiment.nframes,
+                       storage_directory=directories[experiment.experiment_id])
+        add_donor_genotype(cursor, experiment.experiment_id, experiment.reporter, "reporter")
+        added += 1
+    psycopg2.extras.execute_values(
+        cursor,
+        "UPDATE ophys_experiments AS oe SET storage_directory = moved.directory "
+        "FROM (VALUES %s) AS moved (id, directory) "
+        "WHERE oe.id = moved.id AND oe.storage_directory IS DISTINCT FROM moved.directory",
+        list(directories.items()))
+    return added
+
+
+class PopulateLimsSchema(argschema.ArgSchema):
+    slapp_home = mm.fields.Str(
+        metadata={"description": "the embedded server's directory. Default: $SLAPP_HOME, "
+                                 "else ./.slapp, the directory `python -m slapp.embedded "
+                                 "start` uses, so the two commands agree without being told"})
+    storage_root = mm.fields.Str(
+        metadata={"description": "top of the demo storage tree that storage_directory "
+                                 "points into. Default: <slapp_home>/demo/storage, so "
+                                 "everything the demo makes lives in one directory that "
+                                 "is easy to delete"})
+
+
+class PopulateLimsOutputSchema(mm.Schema):
+    n_experiments = mm.fields.Int(required=True,
+                                  metadata={"description": "demo experiments now in LIMS"})
+    n_added = mm.fields.Int(required=True,
+                            metadata={"description": "experiments this run added"})
+    storage_root = mm.fields.Str(required=True,
+                                 metadata={"description": "top of the demo storage tree"})
+
+
+class PopulateLims(argschema.ArgSchemaParser):
+    """Fill the embedded ``lims`` database with the demo experiments."""
+
+    default_schema = PopulateLimsSchema
+    default_output_schema = PopulateLimsOutputSchema
+
+    def run(self) -> dict:
+        """Populate the demo LIMS in one transaction and report what it holds.
+
+        Returns
+        -------
+        dict
+            ``n_experiments``, ``n_added`` and ``storage_root``.
+        """
+        home = Path(self.args["slapp_home"]) if self.args.get("slapp_home") else default_home()
+        storage_root = (Path(self.args["storage_root"]) if self.args.get("storage_root")
+                        else home / "demo" / "storage").resolve()
+        server = EmbeddedServer(home)
+        with closing(server.admin_connection(LIMS_DATABASE)) as connection:
+            connection.autocommit = False
+            with connection, connection.cursor() as cursor:
+                added = populate_demo_lims(cursor, storage_root)
+        output = {"n_experiments": len(demo_experiments()), "n_added": added,
+                  "storage_root": str(storage_root)}
+        print(f"demo LIMS: {output['n_experiments']} experiments ({added} added now), "
+              f"storage_directory under {storage_root}")
+        if self.args.get("output_json"):
+            write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
+        return output
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main(lambda: PopulateLims(logger_name="PopulateLims").run(), "populate_lims"))

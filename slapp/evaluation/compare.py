@@ -1,0 +1,261 @@
+"""Score a stored segmentation run against ground-truth cell masks.
+
+::
+
+    python -m slapp.evaluation.compare --segmentation_run_id 3 \\
+        --ground_truth .slapp/demo/storage/.../motion_corrected_video_ground_truth.h5
+    precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs)
+
+The run's ROIs are read from the labeling database (``LABELING_*`` variables):
+each ROI's COO mask (``coo_row``, ``coo_col``, ``coo_data``) in the run's
+``video_shape`` frame. The ground truth is an HDF5 file with a dataset
+``masks`` (cells, height, width), as :func:`slapp.demo.synthetic_movie.write_movie`
+writes it. ROIs and cells are paired one to one by
+:func:`slapp.evaluation.matching.match_rois`: a pair counts when the
+intersection over union of their pixel supports is at least the threshold.
+
+All of a run's ROIs are scored by default, not only those Suite2P's built-in
+classifier calls cells: that classifier was trained on other recordings, and
+every ROI goes on to the labelers, who make the cell / not-cell call
+themselves. ``--only_cells`` scores the classifier's cells instead.
+"""
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import argschema
+import marshmallow as mm
+import numpy as np
+import scipy.sparse
+
+from slapp.demo.synthetic_movie import read_ground_truth
+from slapp.evaluation.matching import MatchResult, match_rois
+from slapp.utils.cli import run_main
+from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+
+
+class CompareException(Exception):
+    """A run or a ground-truth file cannot be compared."""
+
+
+def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int,
+                   only_cells: bool = False) -> tuple[list[scipy.sparse.coo_matrix], tuple]:
+    """Read a segmentation run's ROI masks from the labeling database.
+
+    Parameters
+    ----------
+    label_dbconn : DbConnection
+        The labeling database.
+    segmentation_run_id : int
+        ``segmentation_runs.id``.
+    only_cells : bool
+        Keep only the ROIs whose ``is_cell`` is true.
+
+    Returns
+    -------
+    masks : list of scipy.sparse.coo_matrix
+        One weighted mask per ROI, shape ``video_shape``, in Suite2P index order.
+    video_shape : tuple of int
+        ``(height, width)`` of the run's movie.
+
+    Raises
+    ------
+    CompareException
+        If there is no such run.
+    """
+    runs = label_dbconn.query("SELECT video_shape FROM segmentation_runs WHERE id = %s",
+                              (segmentation_run_id,))
+    if not runs:
+        raise CompareException(f"there is no segmentation run with id {segmentation_run_id}")
+    video_shape = tuple(runs[0]["video_shape"])
+    rows = label_dbconn.query(
+        "SELECT coo_row, coo_col, coo_data FROM rois WHERE segmentation_run_id = %s "
+        "AND (is_cell OR NOT %s) ORDER BY suite2p_roi_index",
+        (segmentation_run_id, only_cells))
+    masks = [scipy.sparse.coo_matrix((row["coo_data"], (row["coo_row"], row["coo_col"])),
+                                     shape=video_shape) for row in rows]
+    return masks, video_shape
+
+
+def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
+    """Read ground-truth cell masks and check that they fit the run's frame.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        HDF5 file with a dataset ``masks`` (cells, height, width).
+    video_shape : tuple of int
+        ``(height, width)`` the masks must have.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (cells, height, width).
+
+    Raises
+    ------
+    CompareException
+        If the file is missing, unreadable, has no ``masks`` dataset, or its
+        masks have another shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CompareException(f"ground truth file {path} does not exist")
+    try:
+        truth = read_ground_truth(path)
+    except (OSError, KeyError) as error:
+        raise CompareException(
+            f"cannot read ground truth masks (HDF5 dataset 'masks') from {path}: "
+            f"{str(error).strip() or type(error).__name__}") from None
+    if truth.ndim != 3:
+        raise CompareException(
+            f"ground truth masks in {path} must be (cells, height, width), got shape "
+            f"{truth.shape}")
+    if tuple(truth.shape[1:]) != tuple(video_shape):
+        raise CompareException(
+            f"ground truth masks in {path} are {truth.shape[1]} x {truth.shape[2]} px but the "
+            f"segmentation run's movie is {video_shape[0]} x {video_shape[1]} px")
+    return truth
+
+
+def compare_run(label_dbconn: DbConnection, segmentation_run_id: int, ground_truth: Path,
+                iou_threshold: float = 0.5, only_cells: bool = False) -> MatchResult:
+    """Match a stored run's ROIs to ground-truth cells.
+
+    Parameters
+    ----------
+    label_dbconn : DbConnection
+        The labeling database.
+    segmentation_run_id : int
+        ``segmentation_runs.id``.
+    ground_truth : pathlib.Path
+        Ground-truth masks (see :func:`load_truth_masks`).
+    iou_threshold : float
+        Minimum intersection over union for a ROI to count as finding a cell.
+    only_cells : bool
+        Score only the ROIs that Suite2P's classifier calls cells.
+
+    Returns
+    -------
+    MatchResult
+        Counts, precision, recall, F1 and the matched pairs.
+
+    Raises
+    ------
+    CompareException
+        If the run does not exist or the ground truth does not fit it.
+    """
+    masks, video_shape = load_run_masks(label_dbconn, segmentation_run_id, only_cells)
+    truth = load_truth_masks(ground_truth, video_shape)
+    return match_rois(masks, truth, iou_threshold=iou_threshold)
+
+
+def format_result(result: MatchResult) -> str:
+    """Render a match result as one line for a person.
+
+    Parameters
+    ----------
+    result : MatchResult
+        From :func:`compare_run`.
+
+    Returns
+    -------
+    str
+        e.g. ``precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs)``.
+    """
+    return (f"precision {result.precision:.2f}  recall {result.recall:.2f}  F1 {result.f1:.2f} "
+            f"({result.true_positives} of {result.n_truth} cells, {result.n_predicted} ROIs)")
+
+
+class CompareSchema(argschema.ArgSchema):
+    segmentation_run_id = mm.fields.Int(
+        required=True, validate=mm.validate.Range(min=1),
+        metadata={"description": "segmentation_runs.id of the run to score"})
+    ground_truth = mm.fields.Str(
+        required=True,
+        metadata={"description": "HDF5 file with the true cell masks, dataset 'masks' "
+                                 "(cells, height, width) in the movie's frame"})
+    iou_threshold = mm.fields.Float(
+        dump_default=0.5, validate=mm.validate.Range(min=0, max=1, min_inclusive=False),
+        metadata={"description": "minimum intersection over union for a ROI to count as "
+                                 "finding a cell. 0.5 is the usual criterion and makes a "
+                                 "match unambiguous: no ROI can reach it with two cells "
+                                 "that do not overlap"})
+    only_cells = mm.fields.Bool(
+        dump_default=False,
+        metadata={"description": "score only the ROIs Suite2P's classifier calls cells. "
+                                 "Off by default: the classifier was trained on other "
+                                 "recordings, and every ROI is sent to the labelers"})
+
+
+class CompareOutputSchema(mm.Schema):
+    segmentation_run_id = mm.fields.Int(required=True)
+    ground_truth = mm.fields.Str(required=True)
+    iou_threshold = mm.fields.Float(required=True)
+    only_cells = mm.fields.Bool(required=True)
+    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs scored"})
+    n_cells = mm.fields.Int(required=True, metadata={"description": "true cells"})
+    true_positives = mm.fields.Int(required=True,
+                                   metadata={"description": "ROI-cell pairs matched"})
+    precision = mm.fields.Float(required=True)
+    recall = mm.fields.Float(required=True)
+    f1 = mm.fields.Float(required=True)
+
+
+class CompareSegmentation(argschema.ArgSchemaParser):
+    """Score one stored segmentation run against ground truth."""
+
+    default_schema = CompareSchema
+    default_output_schema = CompareOutputSchema
+
+    def run(self, label_dbconn: DbConnection) -> dict:
+        """Compare, print the one-line result, and write ``--output_json`` if asked.
+
+        Parameters
+        ----------
+        label_dbconn : DbConnection
+            The labeling database.
+
+        Returns
+        -------
+        dict
+            The output document (see :class:`CompareOutputSchema`).
+        """
+        ground_truth = Path(self.args["ground_truth"]).resolve()
+        result = compare_run(label_dbconn, self.args["segmentation_run_id"], ground_truth,
+                             self.args["iou_threshold"], self.args["only_cells"])
+        output = {"segmentation_run_id": self.args["segmentation_run_id"],
+                  "ground_truth": str(ground_truth),
+                  "iou_threshold": self.args["iou_threshold"],
+                  "only_cells": self.args["only_cells"],
+                  "n_rois": result.n_predicted, "n_cells": result.n_truth,
+                  "true_positives": result.true_positives, "precision": result.precision,
+                  "recall": result.recall, "f1": result.f1}
+        print(format_result(result))
+        if self.args.get("output_json"):
+            _write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
+        return output
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def main() -> None:  # pragma: no cover - thin CLI
+    """Run the command with the labeling database from the environment."""
+    parser = CompareSegmentation(logger_name="CompareSegmentation")
+    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+        parser.run(label_dbconn)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main(main, "compare"))
