@@ -15,7 +15,6 @@ seed and the comment, so the selection can be explained and redrawn later.
 """
 import base64
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -248,14 +247,31 @@ def check_disjoint(sub_selections: list[list[int]]) -> None:
         "a selection holds each experiment once: make the queries disjoint")
 
 
-def padded_id_matrix(id_lists: list[list[int]]) -> list[list[int | None]]:
-    """One row per query, padded with None to the longest: PostgreSQL arrays are rectangular."""
+def padded_id_array_literal(id_lists: list[list[int]]) -> str:
+    """Every id of every query as a 2-D PostgreSQL ``bigint[]`` literal, one row per query.
+
+    PostgreSQL arrays are rectangular, so shorter rows are padded with NULL.
+    The text form is sent as a query parameter: the server parses it several
+    times faster than an ``ARRAY[...]`` expression of as many elements.
+
+    Parameters
+    ----------
+    id_lists : list of list of int
+        Each query's ids.
+
+    Returns
+    -------
+    str
+        E.g. ``"{{3,5,8},{4,NULL,NULL}}"``.
+    """
     width = max(len(ids) for ids in id_lists)
-    return [list(ids) + [None] * (width - len(ids)) for ids in id_lists]
+    rows = (",".join([str(int(experiment_id)) for experiment_id in ids]
+                     + ["NULL"] * (width - len(ids))) for ids in id_lists)
+    return "{" + ",".join("{" + row + "}" for row in rows) + "}"
 
 
-def _write_json_atomically(path: Path, content: dict) -> Path:
-    """Write JSON to a temporary file beside ``path``; the caller renames it into place."""
+def _write_temporary_json(path: Path, content: dict) -> Path:
+    """Write JSON to a new temporary file beside ``path``, for the caller to rename into place."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                          suffix=".tmp")
     try:
@@ -290,8 +306,49 @@ class DataSelector(argschema.ArgSchemaParser):
                 query, timeout_seconds=self.args["query_timeout_seconds"])
         except psycopg2.Error as error:
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise DataSelectionException(f"query {query_index} failed: {first_line}") from None
+            raise DataSelectionException(f"query {query_index} failed: {first_line}") from error
         return experiment_ids_from_rows(rows, query_index)
+
+    def _draw(self, lims_dbconn: DbConnection) -> tuple[list[QueryIds], list[list[int]]]:
+        """Run every query, check the counts, draw each query's sample; log the result."""
+        counts, seed = self.args["sub_selection_counts"], self.args["random_seed"]
+        query_ids = [self._fetch_ids(lims_dbconn, index, query)
+                     for index, query in enumerate(self.args["query_strings"])]
+        check_counts(query_ids, counts)
+        sub_selections = [sub_select(found.ids, count, seed)
+                          for found, count in zip(query_ids, counts)]
+        check_disjoint(sub_selections)
+        for index, (found, drawn) in enumerate(zip(query_ids, sub_selections)):
+            if found.repeated_rows:
+                self.logger.info("query %d repeated an exp_id in %d rows; each experiment "
+                                 "counts once", index, found.repeated_rows)
+            self.logger.info("query %d returned %d ids, sub-selected %d",
+                             index, len(found.ids), len(drawn))
+        return query_ids, sub_selections
+
+    def _record(self, label_dbconn: DbConnection, row_values: tuple, selection: dict) -> dict:
+        """Insert the row and write ``output_json``: both happen, or neither does."""
+        output_path = self.args.get("output_json")
+        temporary = None
+        try:
+            with label_dbconn.transaction() as cursor:
+                cursor.execute(INSERT_SELECTION, row_values)
+                output = {"experiment_selection_id": cursor.fetchone()["id"], **selection}
+                if output_path:
+                    temporary = _write_temporary_json(Path(output_path),
+                                                      self.get_output_json(output))
+            if temporary is not None:
+                os.replace(temporary, output_path)
+                temporary = None
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+        self.logger.info("wrote experiment_selection id %d: %d experiments from %d queries",
+                         output["experiment_selection_id"], len(selection["sub_selected_ids"]),
+                         len(self.args["query_strings"]))
+        if output_path:
+            self.logger.info("wrote %s", output_path)
+        return output
 
     def run(self, lims_dbconn: DbConnection, label_dbconn: DbConnection | None = None) -> dict:
         """Run the queries, draw the sample and store it (unless ``dry_run``).
@@ -325,22 +382,8 @@ class DataSelector(argschema.ArgSchemaParser):
         lims_dbconn.connect()  # a connection failure is reported as such, not as a query's
         if not dry_run:
             label_dbconn.connect()  # fail before the queries, which may take minutes
-        queries, counts = self.args["query_strings"], self.args["sub_selection_counts"]
-        seed = self.args["random_seed"]
         commit_hash = code_version()
-        query_ids = [self._fetch_ids(lims_dbconn, index, query)
-                     for index, query in enumerate(queries)]
-        check_counts(query_ids, counts)
-        sub_selections = [sub_select(found.ids, count, seed)
-                          for found, count in zip(query_ids, counts)]
-        check_disjoint(sub_selections)
-
-        for index, (found, drawn) in enumerate(zip(query_ids, sub_selections)):
-            if found.repeated_rows:
-                self.logger.info("query %d repeated an exp_id in %d rows; each experiment "
-                                 "counts once", index, found.repeated_rows)
-            self.logger.info("query %d returned %d ids, sub-selected %d",
-                             index, len(found.ids), len(drawn))
+        query_ids, sub_selections = self._draw(lims_dbconn)
         selection = {
             "sub_selected_ids": [experiment_id for drawn in sub_selections
                                  for experiment_id in drawn],
@@ -348,34 +391,14 @@ class DataSelector(argschema.ArgSchemaParser):
         }
         if dry_run:
             print(json.dumps({"dry_run": True, "slapp_commit_hash": commit_hash,
-                              "random_seed": seed,
+                              "random_seed": self.args["random_seed"],
                               "comment_string": self.args["comment_string"], **selection}))
             return {"experiment_selection_id": None, **selection}
-
-        row_values = ([encode_query(query) for query in queries], commit_hash,
-                      padded_id_matrix([found.ids for found in query_ids]),
-                      selection["sub_selected_ids"], seed, self.args["comment_string"])
-        output_path = self.args.get("output_json")
-        temporary = None
-        try:
-            with label_dbconn.transaction() as cursor:
-                cursor.execute(INSERT_SELECTION, row_values)
-                selection_id = cursor.fetchone()["id"]
-                output = {"experiment_selection_id": selection_id, **selection}
-                if output_path:
-                    temporary = _write_json_atomically(Path(output_path),
-                                                       self.get_output_json(output))
-            if temporary is not None:
-                os.replace(temporary, output_path)
-                temporary = None
-        finally:
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
-        self.logger.info("wrote experiment_selection id %d: %d experiments from %d queries",
-                         selection_id, len(selection["sub_selected_ids"]), len(queries))
-        if output_path:
-            self.logger.info("wrote %s", output_path)
-        return output
+        row_values = ([encode_query(query) for query in self.args["query_strings"]],
+                      commit_hash, padded_id_array_literal([found.ids for found in query_ids]),
+                      selection["sub_selected_ids"], self.args["random_seed"],
+                      self.args["comment_string"])
+        return self._record(label_dbconn, row_values, selection)
 
 
 def _bare_flag_as_true(argv: list[str], flag: str = "--dry_run") -> list[str]:

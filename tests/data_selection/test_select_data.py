@@ -241,6 +241,20 @@ def test_query_with_no_rows_and_count_zero_is_recorded(small_lims, labeling_db, 
     assert row["sub_selected_ids"] == expected_draw([1, 2, 3], 2)
 
 
+def test_no_row_when_the_output_json_cannot_be_written(small_lims, labeling_db, lims_db,
+                                                     tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    selector = DataSelector(input_data=dict(query_strings=[SIMPLE_QUERY % (1, 30)],
+                                            sub_selection_counts=[3],
+                                            output_json=str(out_dir / "selection.json")),
+                            args=[])
+    out_dir.rmdir()  # gone between validation and writing
+    with pytest.raises(FileNotFoundError):
+        selector.run(lims_db, labeling_db)
+    assert selection_rows(labeling_db) == []
+
+
 def test_length_mismatch_raises_validation_error_at_construction():
     with pytest.raises(marshmallow.ValidationError, match="one count per query"):
         DataSelector(input_data=dict(query_strings=["SELECT 1 AS exp_id"] * 2,
