@@ -202,13 +202,28 @@ def report_lines(statuses: list[dict], spec: str | None, manifest_path: Path,
     return lines
 
 
-def _write_json_atomically(document: dict, path: str) -> None:
-    """Write ``document`` to ``path`` through a temporary file in the same directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=directory)
+def write_json_atomically(path: str | Path, document: dict) -> None:
+    """Write ``document`` as JSON to ``path`` so that readers see all of it or nothing.
+
+    The JSON goes to a temporary file in the same directory, which then
+    replaces ``path``; the file gets the permissions the umask gives a new file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file.
+    document : dict
+        JSON-serializable content.
+    """
+    path = Path(path).absolute()
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
     try:
         with os.fdopen(descriptor, "w") as output_file:
             json.dump(document, output_file, indent=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide it from the lab
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -253,7 +268,7 @@ class SegmentationStatus(argschema.ArgSchemaParser):
             "array_spec": spec,
         }
         if self.args.get("output_json"):
-            _write_json_atomically(self.get_output_json(report), self.args["output_json"])
+            write_json_atomically(self.args["output_json"], self.get_output_json(report))
         return report
 
 
