@@ -8,7 +8,7 @@ import pytest
 
 from slapp.data_selection.segmentation_manifest import (
     SegmentationManifest, SegmentationManifestException, SegmentationManifestOutputSchema,
-    load_manifest, movie_frame_count)
+    build_entries, load_manifest, movie_frame_count)
 from slapp.demo.lims import add_experiment
 
 
@@ -337,5 +337,18 @@ def test_bad_settings_are_refused_before_anything_is_read(run_cli, tmp_path, arg
     result = run_cli(MODULE, "--experiment_selection_id", 1, "--output_json", output, *args)
 
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == f"segmentation_manifest: error: invalid input: {message}"
+    assert result.stderr.splitlines()[-1] == (
+        f"segmentation_manifest: error: invalid input: {message}")
     assert not output.exists()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_is_shown_only_when_asked(capsys, lims_admin, storage, progress):
+    rows = [{"id": experiment_id, "nframes": 230,
+             "storage_directory": str(_add_experiment(lims_admin, storage, experiment_id, 230))}
+            for experiment_id in (1, 2)]
+
+    entries, problems = build_entries(rows, bin_size=115, workers=2, progress=progress)
+
+    assert sorted(entries) == [1, 2] and problems == {}
+    assert ("finding movies" in capsys.readouterr().err) == progress
