@@ -2,7 +2,8 @@
 
 ::
 
-    python -m slapp.embedded start          # create (first time) and start the server
+    python -m slapp.embedded start          # create (first time) and start the server,
+                                            # with the labeling tables
     eval "$(python -m slapp.embedded env)"  # point the LIMS_* and LABELING_* variables at it
     python -m slapp.embedded status
     python -m slapp.embedded stop
@@ -33,6 +34,9 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql as pgsql
+
+from slapp.db.init import create_tables
+from slapp.utils.query_utils import DbConnection
 
 logger = logging.getLogger("slapp.embedded")
 
@@ -196,6 +200,10 @@ class EmbeddedServer:
             logger.info("started PostgreSQL on 127.0.0.1:%s (data in %s)",
                         config["port"], self.pgdata)
         self._ensure_roles_and_databases(config["passwords"])
+        with DbConnection(**self.credentials(LABELING_ROLE, LABELING_DATABASE)) as dbconn:
+            created = create_tables(dbconn)
+        if created:
+            logger.info("created labeling tables: %s", ", ".join(created))
 
     def _initdb(self, superuser_password: str) -> None:
         password_file = self.log_path.parent / ".initdb-password"

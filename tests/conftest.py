@@ -5,9 +5,11 @@ The server lives in a temporary directory on a free port, so a developer's own
 empty tables.
 """
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -31,9 +33,27 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory):
+def server_home_factory():
+    """Make directories for embedded servers, removed when the session ends.
+
+    They live outside pytest's temporary tree on purpose: every pytest session
+    run as root resets that tree to mode 0700, which would lock the server's
+    unprivileged service user out of a server that another session is using.
+    """
+    homes = []
+
+    def make() -> Path:
+        homes.append(Path(tempfile.mkdtemp(prefix="slapp-test-server-")))
+        return homes[-1]
+    yield make
+    for home in homes:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_server(server_home_factory):
     """A running embedded server, stopped when the session ends."""
-    server = embedded.EmbeddedServer(tmp_path_factory.mktemp("embedded"), port=_free_port())
+    server = embedded.EmbeddedServer(server_home_factory(), port=_free_port())
     server.start()
     with DbConnection(**server.credentials(embedded.LABELING_ROLE,
                                            embedded.LABELING_DATABASE)) as dbconn:

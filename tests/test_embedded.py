@@ -35,8 +35,8 @@ def test_lims_reader_cannot_write(lims_db):
         lims_db.execute("CREATE TABLE intruder (id int)")
 
 
-def test_data_survives_a_restart(tmp_path):
-    server = embedded.EmbeddedServer(tmp_path / "home")
+def test_data_survives_a_restart(server_home_factory):
+    server = embedded.EmbeddedServer(server_home_factory())
     server.start()
     try:
         with DbConnection(**server.credentials("labeling", "labeling")) as dbconn:

@@ -21,7 +21,7 @@ def _flatten(messages, prefix: str = "") -> list[str]:
         lines = []
         for key, value in messages.items():
             name = f"{prefix}.{key}" if prefix else str(key)
-            lines.extend(_flatten(value, "" if key == "_schema" else name))
+            lines.extend(_flatten(value, prefix if key == "_schema" else name))
         return lines
     if isinstance(messages, (list, tuple)):
         return [line for item in messages for line in _flatten(item, prefix)]
