@@ -80,9 +80,9 @@ def fill_databases(server: embedded.EmbeddedServer, experiments: dict) -> int:
         ids = list(experiments)
         return label_dbconn.insert(
             "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
-            "ophys_experiment_ids, sub_selected_ids, random_seed, comment_string) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (["YmVuY2g="], "bench", [ids], ids, 0, "bench_manifest"))[0]["id"]
+            "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed, "
+            "comment_string) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (["YmVuY2g="], "bench", [ids], [len(ids)], ids, 0, "bench_manifest"))[0]["id"]
 
 
 @contextmanager

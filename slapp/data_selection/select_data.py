@@ -11,7 +11,8 @@ an ``exp_id`` column. The ids of each query are de-duplicated and sorted, then
 draw independent of the order in which the server returns rows. One
 ``experiment_selection`` row records the queries (base64 of their UTF-8
 text), the code version, every id of every query, the sub-selected ids, the
-seed and the comment, so the selection can be explained and redrawn later.
+counts, the seed and the comment, so the selection can be explained and
+redrawn later.
 """
 import base64
 import json
@@ -34,8 +35,8 @@ from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defa
 
 INSERT_SELECTION = (
     "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
-    "ophys_experiment_ids, sub_selected_ids, random_seed, comment_string) "
-    "VALUES (%s::text[], %s, %s::bigint[], %s::bigint[], %s, %s) RETURNING id")
+    "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed, comment_string) "
+    "VALUES (%s::text[], %s, %s::bigint[], %s::int[], %s::bigint[], %s, %s) RETURNING id")
 MAX_NAMED_DUPLICATES = 10  # keeps the duplicate-experiment error on one readable line
 
 
@@ -396,7 +397,7 @@ class DataSelector(argschema.ArgSchemaParser):
             return {"experiment_selection_id": None, **selection}
         row_values = ([encode_query(query) for query in self.args["query_strings"]],
                       commit_hash, padded_id_array_literal([found.ids for found in query_ids]),
-                      selection["sub_selected_ids"], self.args["random_seed"],
+                      self.args["sub_selection_counts"], selection["sub_selected_ids"], self.args["random_seed"],
                       self.args["comment_string"])
         return self._record(label_dbconn, row_values, selection)
 

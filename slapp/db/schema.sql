@@ -10,6 +10,8 @@ CREATE TABLE IF NOT EXISTS experiment_selection (
     slapp_commit_hash    text NOT NULL,
     -- every id each query returned: one row per query, short rows padded with NULL
     ophys_experiment_ids bigint[] NOT NULL,
+    -- how many ids were drawn from each query, in query order
+    sub_selection_counts int[] NOT NULL,
     -- the ids sent on to segmentation, in query order
     sub_selected_ids     bigint[] NOT NULL,
     random_seed          int NOT NULL,

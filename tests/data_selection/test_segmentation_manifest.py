@@ -101,9 +101,10 @@ def _store_selection(labeling_db, sub_selected_ids):
     """An experiment_selection row as select_data writes it; returns its id."""
     return labeling_db.insert(
         "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
-        "ophys_experiment_ids, sub_selected_ids, random_seed, comment_string) "
-        "VALUES (%s, %s, %s::bigint[], %s::bigint[], %s, %s) RETURNING id",
-        (["U0VMRUNU"], "test", [sorted(sub_selected_ids)], sub_selected_ids, 42,
+        "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed, "
+        "comment_string) VALUES (%s, %s, %s::bigint[], %s, %s::bigint[], %s, %s) RETURNING id",
+        (["U0VMRUNU"], "test", [sorted(sub_selected_ids)], [len(sub_selected_ids)],
+         sub_selected_ids, 42,
          "test selection"))[0]["id"]
 
 

@@ -131,7 +131,7 @@ def test_second_run_stores_the_same_selection(example_lims, labeling_db, lims_db
     first, second = selection_rows(labeling_db)
     assert second["id"] != first["id"]
     for column in ("sub_selected_ids", "ophys_experiment_ids", "base64_query_strings",
-                   "slapp_commit_hash", "random_seed"):
+                   "slapp_commit_hash", "random_seed", "sub_selection_counts"):
         assert second[column] == first[column]
 
 
@@ -139,7 +139,7 @@ def test_stored_row_alone_reproduces_the_draw(example_lims, labeling_db, lims_db
     DataSelector(input_data=dict(EXAMPLE, random_seed=1234), args=[]).run(lims_db, labeling_db)
     [row] = selection_rows(labeling_db)
     redrawn = [expected_draw([i for i in ids if i is not None], count, row["random_seed"])
-               for ids, count in zip(row["ophys_experiment_ids"], COUNTS)]
+               for ids, count in zip(row["ophys_experiment_ids"], row["sub_selection_counts"])]
     assert row["sub_selected_ids"] == [i for drawn in redrawn for i in drawn]
     assert row["sub_selected_ids"][:75] != expected_draw(example_lims[0], 75)  # not seed 42's
 
