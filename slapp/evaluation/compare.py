@@ -4,7 +4,7 @@
 
     python -m slapp.evaluation.compare --segmentation_run_id 3 \\
         --ground_truth .slapp/demo/storage/.../motion_corrected_video_ground_truth.h5
-    precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs)
+    precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs classified as cells, of 61)
 
 The run's ROIs are read from the labeling database (``LABELING_*`` variables):
 each ROI's COO mask (``coo_row``, ``coo_col``, ``coo_data``) in the run's
@@ -14,15 +14,18 @@ writes it. ROIs and cells are paired one to one by
 :func:`slapp.evaluation.matching.match_rois`: a pair counts when the
 intersection over union of their pixel supports is at least the threshold.
 
-All of a run's ROIs are scored by default, not only those Suite2P's built-in
-classifier calls cells: that classifier was trained on other recordings, and
-every ROI goes on to the labelers, who make the cell / not-cell call
-themselves. ``--only_cells`` scores the classifier's cells instead.
+By default only the ROIs that Suite2P's built-in classifier calls cells
+(``is_cell``) are scored: that is Suite2P's answer to "where are the cells".
+The segmentation deliberately over-detects (``threshold_scaling`` 0.75) so that
+the labelers see every candidate, and most of the extra ROIs are neuropil
+patches the classifier rejects. ``--only_cells False`` scores every ROI, which
+measures what the labelers are shown.
 """
 import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import argschema
@@ -40,8 +43,27 @@ class CompareException(Exception):
     """A run or a ground-truth file cannot be compared."""
 
 
-def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int,
-                   only_cells: bool = False) -> tuple[list[scipy.sparse.coo_matrix], tuple]:
+@dataclass(frozen=True)
+class RunComparison:
+    """How a stored run's ROIs match the ground truth.
+
+    Attributes
+    ----------
+    match : MatchResult
+        Counts, precision, recall, F1 and matched pairs of the scored ROIs.
+    only_cells : bool
+        Whether only the ROIs Suite2P classifies as cells were scored.
+    n_rois_in_run : int
+        All ROIs of the run, scored or not.
+    """
+
+    match: MatchResult
+    only_cells: bool
+    n_rois_in_run: int
+
+
+def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int
+                   ) -> tuple[list[scipy.sparse.coo_matrix], np.ndarray, tuple]:
     """Read a segmentation run's ROI masks from the labeling database.
 
     Parameters
@@ -50,13 +72,13 @@ def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int,
         The labeling database.
     segmentation_run_id : int
         ``segmentation_runs.id``.
-    only_cells : bool
-        Keep only the ROIs whose ``is_cell`` is true.
 
     Returns
     -------
     masks : list of scipy.sparse.coo_matrix
         One weighted mask per ROI, shape ``video_shape``, in Suite2P index order.
+    is_cell : numpy.ndarray
+        bool (n_rois,): Suite2P's classifier output for each mask.
     video_shape : tuple of int
         ``(height, width)`` of the run's movie.
 
@@ -71,12 +93,12 @@ def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int,
         raise CompareException(f"there is no segmentation run with id {segmentation_run_id}")
     video_shape = tuple(runs[0]["video_shape"])
     rows = label_dbconn.query(
-        "SELECT coo_row, coo_col, coo_data FROM rois WHERE segmentation_run_id = %s "
-        "AND (is_cell OR NOT %s) ORDER BY suite2p_roi_index",
-        (segmentation_run_id, only_cells))
+        "SELECT coo_row, coo_col, coo_data, is_cell FROM rois "
+        "WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index", (segmentation_run_id,))
     masks = [scipy.sparse.coo_matrix((row["coo_data"], (row["coo_row"], row["coo_col"])),
                                      shape=video_shape) for row in rows]
-    return masks, video_shape
+    is_cell = np.array([row["is_cell"] for row in rows], dtype=bool)
+    return masks, is_cell, video_shape
 
 
 def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
@@ -121,7 +143,7 @@ def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
 
 
 def compare_run(label_dbconn: DbConnection, segmentation_run_id: int, ground_truth: Path,
-                iou_threshold: float = 0.5, only_cells: bool = False) -> MatchResult:
+                iou_threshold: float = 0.5, only_cells: bool = True) -> RunComparison:
     """Match a stored run's ROIs to ground-truth cells.
 
     Parameters
@@ -135,38 +157,46 @@ def compare_run(label_dbconn: DbConnection, segmentation_run_id: int, ground_tru
     iou_threshold : float
         Minimum intersection over union for a ROI to count as finding a cell.
     only_cells : bool
-        Score only the ROIs that Suite2P's classifier calls cells.
+        Score only the ROIs that Suite2P's classifier calls cells (the default),
+        or every ROI.
 
     Returns
     -------
-    MatchResult
-        Counts, precision, recall, F1 and the matched pairs.
+    RunComparison
+        The match of the scored ROIs, and how many ROIs the run has in all.
 
     Raises
     ------
     CompareException
         If the run does not exist or the ground truth does not fit it.
     """
-    masks, video_shape = load_run_masks(label_dbconn, segmentation_run_id, only_cells)
+    masks, is_cell, video_shape = load_run_masks(label_dbconn, segmentation_run_id)
     truth = load_truth_masks(ground_truth, video_shape)
-    return match_rois(masks, truth, iou_threshold=iou_threshold)
+    scored = [mask for mask, cell in zip(masks, is_cell) if cell or not only_cells]
+    return RunComparison(match=match_rois(scored, truth, iou_threshold=iou_threshold),
+                         only_cells=only_cells, n_rois_in_run=len(masks))
 
 
-def format_result(result: MatchResult) -> str:
-    """Render a match result as one line for a person.
+def format_result(comparison: RunComparison) -> str:
+    """Render a comparison as one line for a person.
 
     Parameters
     ----------
-    result : MatchResult
+    comparison : RunComparison
         From :func:`compare_run`.
 
     Returns
     -------
     str
-        e.g. ``precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs)``.
+        e.g. ``precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs)``,
+        followed by ``classified as cells, of 61`` when only cells were scored.
     """
-    return (f"precision {result.precision:.2f}  recall {result.recall:.2f}  F1 {result.f1:.2f} "
-            f"({result.true_positives} of {result.n_truth} cells, {result.n_predicted} ROIs)")
+    match = comparison.match
+    scored = f"{match.n_predicted} ROIs"
+    if comparison.only_cells:
+        scored += f" classified as cells, of {comparison.n_rois_in_run}"
+    return (f"precision {match.precision:.2f}  recall {match.recall:.2f}  F1 {match.f1:.2f} "
+            f"({match.true_positives} of {match.n_truth} cells, {scored})")
 
 
 class CompareSchema(argschema.ArgSchema):
@@ -184,10 +214,12 @@ class CompareSchema(argschema.ArgSchema):
                                  "match unambiguous: no ROI can reach it with two cells "
                                  "that do not overlap"})
     only_cells = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "score only the ROIs Suite2P's classifier calls cells. "
-                                 "Off by default: the classifier was trained on other "
-                                 "recordings, and every ROI is sent to the labelers"})
+        dump_default=True,
+        metadata={"description": "score only the ROIs Suite2P's classifier calls cells: "
+                                 "Suite2P's own answer to where the cells are. False "
+                                 "scores every ROI, i.e. what the labelers are shown; the "
+                                 "segmentation over-detects on purpose, so precision is "
+                                 "lower"})
 
 
 class CompareOutputSchema(mm.Schema):
@@ -196,6 +228,8 @@ class CompareOutputSchema(mm.Schema):
     iou_threshold = mm.fields.Float(required=True)
     only_cells = mm.fields.Bool(required=True)
     n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs scored"})
+    n_rois_in_run = mm.fields.Int(required=True,
+                                  metadata={"description": "all ROIs of the run"})
     n_cells = mm.fields.Int(required=True, metadata={"description": "true cells"})
     true_positives = mm.fields.Int(required=True,
                                    metadata={"description": "ROI-cell pairs matched"})
@@ -224,16 +258,17 @@ class CompareSegmentation(argschema.ArgSchemaParser):
             The output document (see :class:`CompareOutputSchema`).
         """
         ground_truth = Path(self.args["ground_truth"]).resolve()
-        result = compare_run(label_dbconn, self.args["segmentation_run_id"], ground_truth,
-                             self.args["iou_threshold"], self.args["only_cells"])
+        comparison = compare_run(label_dbconn, self.args["segmentation_run_id"], ground_truth,
+                                 self.args["iou_threshold"], self.args["only_cells"])
+        match = comparison.match
         output = {"segmentation_run_id": self.args["segmentation_run_id"],
                   "ground_truth": str(ground_truth),
                   "iou_threshold": self.args["iou_threshold"],
-                  "only_cells": self.args["only_cells"],
-                  "n_rois": result.n_predicted, "n_cells": result.n_truth,
-                  "true_positives": result.true_positives, "precision": result.precision,
-                  "recall": result.recall, "f1": result.f1}
-        print(format_result(result))
+                  "only_cells": comparison.only_cells,
+                  "n_rois": match.n_predicted, "n_rois_in_run": comparison.n_rois_in_run,
+                  "n_cells": match.n_truth, "true_positives": match.true_positives,
+                  "precision": match.precision, "recall": match.recall, "f1": match.f1}
+        print(format_result(comparison))
         if self.args.get("output_json"):
             _write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
         return output

@@ -66,24 +66,37 @@ def _perturbed_masks(truth):
 def test_a_run_equal_to_the_ground_truth_scores_one(labeling_db, truth_path):
     truth = read_ground_truth(truth_path)
     run_id = _insert_run(labeling_db, list(truth))
-    result = compare_run(labeling_db, run_id, truth_path)
-    assert (result.n_predicted, result.n_truth, result.true_positives) == (8, 8, 8)
-    assert result.precision == result.recall == result.f1 == 1.0
+    comparison = compare_run(labeling_db, run_id, truth_path)
+    match = comparison.match
+    assert (match.n_predicted, match.n_truth, match.true_positives) == (8, 8, 8)
+    assert match.precision == match.recall == match.f1 == 1.0
+    assert comparison.n_rois_in_run == 8
 
 
 def test_a_perturbed_run_scores_the_known_counts(labeling_db, truth_path):
     masks, is_cell = _perturbed_masks(read_ground_truth(truth_path))
     run_id = _insert_run(labeling_db, masks, is_cell)
 
-    result = compare_run(labeling_db, run_id, truth_path)
-    assert (result.n_predicted, result.n_truth, result.true_positives) == (9, 8, 5)
-    assert result.precision == pytest.approx(5 / 9)
-    assert result.recall == pytest.approx(5 / 8)
-    assert result.f1 == pytest.approx(10 / 17)
+    every_roi = compare_run(labeling_db, run_id, truth_path, only_cells=False).match
+    assert (every_roi.n_predicted, every_roi.n_truth, every_roi.true_positives) == (9, 8, 5)
+    assert every_roi.precision == pytest.approx(5 / 9)
+    assert every_roi.recall == pytest.approx(5 / 8)
+    assert every_roi.f1 == pytest.approx(10 / 17)
 
-    cells_only = compare_run(labeling_db, run_id, truth_path, only_cells=True)
-    assert (cells_only.n_predicted, cells_only.true_positives) == (6, 5)
-    assert cells_only.precision == pytest.approx(5 / 6)
+    cells = compare_run(labeling_db, run_id, truth_path)  # the default: Suite2P's cells
+    assert (cells.match.n_predicted, cells.match.true_positives) == (6, 5)
+    assert cells.match.precision == pytest.approx(5 / 6)
+    assert cells.match.f1 == pytest.approx(10 / 14)
+    assert cells.n_rois_in_run == 9
+
+
+def test_a_run_without_cells_scores_zero(labeling_db, truth_path):
+    truth = read_ground_truth(truth_path)
+    run_id = _insert_run(labeling_db, list(truth), is_cell=[False] * len(truth))
+    match = compare_run(labeling_db, run_id, truth_path).match
+    assert (match.n_predicted, match.true_positives) == (0, 0)
+    assert match.precision == match.recall == match.f1 == 0.0
+    assert compare_run(labeling_db, run_id, truth_path, only_cells=False).match.f1 == 1.0
 
 
 def test_the_threshold_decides_what_counts(labeling_db, truth_path):
@@ -95,8 +108,10 @@ def test_the_threshold_decides_what_counts(labeling_db, truth_path):
         half[rows[len(rows) * 2 // 3]:] = 0
         halves.append(half)
     run_id = _insert_run(labeling_db, halves)
-    assert compare_run(labeling_db, run_id, truth_path, iou_threshold=0.3).true_positives == 8
-    assert compare_run(labeling_db, run_id, truth_path, iou_threshold=0.9).true_positives == 0
+    assert compare_run(labeling_db, run_id, truth_path,
+                       iou_threshold=0.3).match.true_positives == 8
+    assert compare_run(labeling_db, run_id, truth_path,
+                       iou_threshold=0.9).match.true_positives == 0
 
 
 def test_cli_prints_one_line_and_writes_output_json(labeling_db, truth_path, run_cli, tmp_path):
@@ -107,14 +122,20 @@ def test_cli_prints_one_line_and_writes_output_json(labeling_db, truth_path, run
                       "--ground_truth", truth_path, "--output_json", output_json)
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == (
-        "precision 0.56  recall 0.62  F1 0.59 (5 of 8 cells, 9 ROIs)")
+        "precision 0.83  recall 0.62  F1 0.71 (5 of 8 cells, 6 ROIs classified as cells, of 9)")
     score = json.loads(output_json.read_text())
     assert score == {
         "segmentation_run_id": run_id, "ground_truth": str(truth_path.resolve()),
-        "iou_threshold": 0.5, "only_cells": False, "n_rois": 9, "n_cells": 8,
-        "true_positives": 5, "precision": pytest.approx(5 / 9),
-        "recall": pytest.approx(5 / 8), "f1": pytest.approx(10 / 17)}
+        "iou_threshold": 0.5, "only_cells": True, "n_rois": 6, "n_rois_in_run": 9,
+        "n_cells": 8, "true_positives": 5, "precision": pytest.approx(5 / 6),
+        "recall": pytest.approx(5 / 8), "f1": pytest.approx(10 / 14)}
     assert [path.name for path in tmp_path.iterdir()] == ["score.json"]
+
+    every_roi = run_cli("slapp.evaluation.compare", "--segmentation_run_id", run_id,
+                        "--ground_truth", truth_path, "--only_cells", "False")
+    assert every_roi.returncode == 0, every_roi.stderr
+    assert every_roi.stdout.strip() == (
+        "precision 0.56  recall 0.62  F1 0.59 (5 of 8 cells, 9 ROIs)")
 
 
 def _bad_ground_truths(tmp_path):

@@ -1,0 +1,288 @@
+"""The whole toolkit, end to end, on this machine: ``python -m slapp.demo.run_demo``.
+
+No LIMS and no cluster needed. In ``$SLAPP_HOME`` (default ``./.slapp``) it
+
+1. starts the embedded PostgreSQL server (``python -m slapp.embedded start``),
+2. creates the labeling tables (``python -m slapp.db.init``),
+3. fills a demo LIMS (``python -m slapp.demo.populate_lims``),
+4. selects experiments with ``demo_selection_input.json`` (step 1, ``select_data``),
+5. generates synthetic movies with ground truth for the selected experiments only,
+6. builds the segmentation manifest (step 2, ``segmentation_manifest``),
+7. segments every movie with Suite2P through the local runner (step 3, ``run_local``),
+8. scores every run against its ground truth (:mod:`slapp.evaluation.compare`)
+   and prints a summary and where the ROI pictures are.
+
+Each step runs the real command as a subprocess, with the server's
+``LIMS_*``/``LABELING_*`` variables in its environment, and its output is shown
+as it comes. A second run reuses what exists: the stored selection with the
+same queries, counts, seed and comment; the movies on disk; the segmentation
+runs of this code version. It takes seconds.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import argschema
+import marshmallow as mm
+
+from slapp.data_selection.select_data import DataSelector, encode_query
+from slapp.demo.storage import ensure_movies, write_json_atomically
+from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
+from slapp.embedded import EmbeddedServer, default_home
+from slapp.evaluation.compare import compare_run
+from slapp.utils.cli import run_main
+from slapp.utils.code_version import code_version
+from slapp.utils.query_utils import DbConnection
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Lines of a failing step's output kept for the error message.
+_TAIL_LINES = 20
+
+
+class RunDemoException(Exception):
+    """A step of the demo failed."""
+
+
+class RunDemoSchema(argschema.ArgSchema):
+    slapp_home = mm.fields.Str(
+        metadata={"description": "where the server, the demo LIMS's movies, the manifest and "
+                                 "the pictures live. Default: $SLAPP_HOME, else ./.slapp, the "
+                                 "directory every slapp command uses for the embedded "
+                                 "server, so they all find the same one"})
+    selection_input = mm.fields.Str(
+        dump_default=str(REPO_ROOT / "demo_selection_input.json"),
+        metadata={"description": "select_data's --input_json. The default draws one "
+                                 "experiment from each of the seed's four example queries: "
+                                 "every query shape of the real example, in minutes"})
+    workers = mm.fields.Int(
+        dump_default=2, validate=mm.validate.Range(min=1),
+        metadata={"description": "movies segmented at once by the local runner; 2 matches "
+                                 "a 2-core laptop"})
+    bin_size = mm.fields.Int(
+        dump_default=22, validate=mm.validate.Range(min=1),
+        metadata={"description": "segmentation_manifest's --bin_size. A real 50,000-frame "
+                                 "movie binned by the usual 115 frames gives Suite2P ~430 "
+                                 "frames to detect cells on; a 3,000-frame demo movie would "
+                                 "give 26, too few to tell cells from noise. 22 frames, "
+                                 "Suite2P's own smallest bin (tau 0.7 s x 31 Hz), gives 136"})
+    frame_size = mm.fields.Int(
+        dump_default=128, validate=mm.validate.Range(min=32),
+        metadata={"description": "height and width of generated movies in pixels. 128 px "
+                                 "is a 100 um crop of an Allen field: a few dozen cells, "
+                                 "segmented in seconds. Existing movies are kept whatever "
+                                 "their size"})
+
+
+class RunDemoOutputSchema(mm.Schema):
+    experiment_selection_id = mm.fields.Int(required=True)
+    manifest_json = mm.fields.Str(required=True)
+    plot_dir = mm.fields.Str(required=True)
+    mean_f1 = mm.fields.Float(required=True)
+    experiments = mm.fields.List(mm.fields.Dict(), required=True, metadata={
+        "description": "per experiment: experiment_id, segmentation_run_id, n_rois, "
+                       "n_rois_classified_cells, n_cells, true_positives, precision, recall, "
+                       "f1 (of the classified cells), f1_all_rois, movie, ground_truth"})
+
+
+def _heading(text: str) -> None:
+    print(f"\n== {text} ==", flush=True)
+
+
+class RunDemo(argschema.ArgSchemaParser):
+    """Run the demo's steps in order; stop at the first that fails."""
+
+    default_schema = RunDemoSchema
+    default_output_schema = RunDemoOutputSchema
+
+    def _step(self, title: str, module: str, *arguments) -> None:
+        """Run ``python -m module arguments``, echoing its output; raise if it fails."""
+        _heading(title)
+        command = [sys.executable, "-m", module, *map(str, arguments)]
+        print("$ python -m " + " ".join([module, *map(str, arguments)]), flush=True)
+        started = time.monotonic()
+        tail = deque(maxlen=_TAIL_LINES)
+        with subprocess.Popen(command, env=self.environment, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+            for line in process.stdout:
+                print("  " + line, end="", flush=True)
+                if line.strip():
+                    tail.append(line.strip())
+        if process.returncode != 0:
+            last = tail[-1] if tail else f"exit status {process.returncode}"
+            raise RunDemoException(f"{title} failed: {last}")
+        print(f"  ({time.monotonic() - started:.1f} s)", flush=True)
+
+    def run(self) -> dict:
+        """Run the demo end to end and print its summary.
+
+        Returns
+        -------
+        dict
+            See :class:`RunDemoOutputSchema`.
+
+        Raises
+        ------
+        RunDemoException
+            When a step fails; its output has been printed already.
+        """
+        started = time.monotonic()
+        home = (Path(self.args["slapp_home"]) if self.args.get("slapp_home")
+                else default_home()).resolve()
+        selection_input = Path(self.args["selection_input"]).resolve()
+        if not selection_input.is_file():
+            raise RunDemoException(f"selection input {selection_input} does not exist")
+        # validated as select_data will validate it, before anything runs; the log level
+        # is ours to keep (argschema sets the root logger's level from it)
+        selector_args = DataSelector(input_data={**_read_json(selection_input),
+                                                 "log_level": "WARNING"}, args=[]).args
+        demo_dir = home / "demo"
+        manifest_json = demo_dir / "manifest.json"
+
+        self.environment = {key: value for key, value in os.environ.items()
+                            if not key.startswith(("LIMS_", "LABELING_"))}
+        self.environment["SLAPP_HOME"] = str(home)
+        self._step("Embedded PostgreSQL server", "slapp.embedded", "start", "--home", home)
+        server = EmbeddedServer(home)
+        self.environment.update(server.environment())
+        demo_dir.mkdir(parents=True, exist_ok=True)
+        self._step("Labeling tables", "slapp.db.init")
+        self._step("Demo LIMS", "slapp.demo.populate_lims", "--slapp_home", home)
+
+        with DbConnection(**server.credentials(LABELING_ROLE, LABELING_DATABASE)) as label_db, \
+                DbConnection(**server.credentials(LIMS_ROLE, LIMS_DATABASE),
+                             read_only=True) as lims_db:
+            selection = self._select(label_db, selection_input, selector_args, demo_dir)
+            _heading("Synthetic movies for the selected experiments")
+            step_started = time.monotonic()
+            movies = ensure_movies(lims_db, selection["sub_selected_ids"],
+                                   self.args["frame_size"])
+            for movie in movies:
+                print(f"  {'generated' if movie.generated else 'kept     '} {movie.movie_path}")
+            print(f"  ({time.monotonic() - step_started:.1f} s)", flush=True)
+            self._step("Step 2: segmentation manifest",
+                       "slapp.data_selection.segmentation_manifest",
+                       "--experiment_selection_id", selection["experiment_selection_id"],
+                       "--bin_size", self.args["bin_size"], "--output_json", manifest_json,
+                       "--log_level", "INFO")
+            self._step("Step 3: Suite2P segmentation (local runner)",
+                       "slapp.segmentation.run_local", "--manifest_json", manifest_json,
+                       "--workers", self.args["workers"])
+            experiments = _score_runs(label_db, movies)
+
+        output = {"experiment_selection_id": selection["experiment_selection_id"],
+                  "manifest_json": str(manifest_json),
+                  "plot_dir": str(manifest_json.parent / "segmentation_plots"),
+                  "mean_f1": sum(row["f1"] for row in experiments) / len(experiments),
+                  "experiments": experiments}
+        _print_summary(output, time.monotonic() - started)
+        if self.args.get("output_json"):
+            write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
+        return output
+
+    def _select(self, label_db: DbConnection, selection_input: Path, selector_args: dict,
+                demo_dir: Path) -> dict:
+        """Step 1, or the stored selection that the same input made before."""
+        title = "Step 1: select experiments"
+        previous = find_selection(label_db, selector_args)
+        if previous is not None:
+            _heading(title)
+            print(f"  reusing experiment_selection id {previous['experiment_selection_id']}: "
+                  f"same queries, counts, seed and comment as {selection_input.name}")
+            return previous
+        selection_json = demo_dir / "selection.json"
+        self._step(title, "slapp.data_selection.select_data", "--input_json", selection_input,
+                   "--output_json", selection_json, "--log_level", "INFO")
+        return _read_json(selection_json)
+
+
+def find_selection(label_dbconn: DbConnection, selector_args: dict) -> dict | None:
+    """Find the newest stored selection made from the same select_data input.
+
+    Same input means the same query strings in the same order, the same
+    counts, seed and comment.
+
+    Parameters
+    ----------
+    label_dbconn : DbConnection
+        The labeling database.
+    selector_args : dict
+        Validated select_data input (``query_strings``, ``sub_selection_counts``,
+        ``random_seed``, ``comment_string``).
+
+    Returns
+    -------
+    dict or None
+        ``experiment_selection_id`` and ``sub_selected_ids``, or None.
+    """
+    rows = label_dbconn.query(
+        "SELECT id, sub_selected_ids FROM experiment_selection "
+        "WHERE base64_query_strings = %s::text[] AND sub_selection_counts = %s::int[] "
+        "AND random_seed = %s AND comment_string = %s ORDER BY id DESC LIMIT 1",
+        ([encode_query(query) for query in selector_args["query_strings"]],
+         selector_args["sub_selection_counts"], selector_args["random_seed"],
+         selector_args["comment_string"]))
+    if not rows:
+        return None
+    return {"experiment_selection_id": rows[0]["id"],
+            "sub_selected_ids": rows[0]["sub_selected_ids"]}
+
+
+def _score_runs(label_db: DbConnection, movies: list) -> list[dict]:
+    """Compare this code version's run of each movie with its ground truth."""
+    runs = label_db.query(
+        "SELECT id, ophys_experiment_id FROM segmentation_runs "
+        "WHERE ophys_experiment_id = ANY(%s) AND ophys_segmentation_commit_hash = %s",
+        ([movie.experiment_id for movie in movies], code_version()))
+    run_ids = {row["ophys_experiment_id"]: row["id"] for row in runs}
+    missing = [str(movie.experiment_id) for movie in movies if movie.experiment_id not in run_ids]
+    if missing:
+        raise RunDemoException(f"no segmentation run of this code version ({code_version()}) "
+                               f"for experiment {', '.join(missing)}")
+    experiments = []
+    for movie in movies:
+        run_id = run_ids[movie.experiment_id]
+        cells = compare_run(label_db, run_id, movie.ground_truth_path, only_cells=True)
+        every_roi = compare_run(label_db, run_id, movie.ground_truth_path, only_cells=False)
+        experiments.append({
+            "experiment_id": movie.experiment_id, "segmentation_run_id": run_id,
+            "n_rois": cells.n_rois_in_run, "n_rois_classified_cells": cells.match.n_predicted,
+            "n_cells": cells.match.n_truth, "true_positives": cells.match.true_positives,
+            "precision": cells.match.precision, "recall": cells.match.recall,
+            "f1": cells.match.f1, "f1_all_rois": every_roi.match.f1,
+            "movie": str(movie.movie_path), "ground_truth": str(movie.ground_truth_path)})
+    return experiments
+
+
+def _print_summary(output: dict, seconds: float) -> None:
+    _heading("Summary: Suite2P's cells against the ground truth (IoU >= 0.5)")
+    print(f"  {'experiment':>11} {'run':>4} {'ROIs':>5} {'cells':>6} {'true':>5} {'found':>6} "
+          f"{'precision':>10} {'recall':>7} {'F1':>5}   {'F1 all ROIs':>11}")
+    for row in output["experiments"]:
+        print(f"  {row['experiment_id']:>11} {row['segmentation_run_id']:>4} {row['n_rois']:>5} "
+              f"{row['n_rois_classified_cells']:>6} {row['n_cells']:>5} "
+              f"{row['true_positives']:>6} {row['precision']:>10.2f} {row['recall']:>7.2f} "
+              f"{row['f1']:>5.2f}   {row['f1_all_rois']:>11.2f}")
+    print(f"  mean F1 {output['mean_f1']:.2f} over {len(output['experiments'])} experiments")
+    print("  (ROIs: all Suite2P found; cells: those its classifier calls cells, which are "
+          "scored;\n   true: cells in the movie; found: true cells matched by a scored ROI)")
+    print(f"\n  ROI outlines over each movie's mean image: {output['plot_dir']}/<experiment>.png")
+    print(f"  manifest: {output['manifest_json']}")
+    first = output["experiments"][0]
+    print("  score a run yourself:\n"
+          "    . .venv/bin/activate && eval \"$(python -m slapp.embedded env)\"\n"
+          f"    python -m slapp.evaluation.compare --segmentation_run_id "
+          f"{first['segmentation_run_id']} --ground_truth {first['ground_truth']}")
+    print(f"  demo finished in {seconds:.0f} s", flush=True)
+
+
+def _read_json(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main(lambda: RunDemo(logger_name="RunDemo").run(), "run_demo"))
