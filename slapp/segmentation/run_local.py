@@ -1,0 +1,366 @@
+"""Segment every entry of a manifest on this machine, a few at a time.
+
+::
+
+    python -m slapp.segmentation.run_local --manifest_json ./example_output.json --workers 2
+
+For a user with one machine instead of a cluster. Each entry runs as its own
+``python -m slapp.segmentation.segment`` process, exactly as an array task
+would, so a crash in one movie (Suite2P, memory) cannot take the others down.
+``--workers`` processes run at once, and the machine's cores are divided
+between them (``OMP_NUM_THREADS`` and friends), so that they do not fight
+over the same cores. Each task's output goes to ``<log_dir>/<index>_<experiment_id>.log``.
+At the end a summary ``done: N, skipped: N, failed: N`` is printed with the
+error line of every failed task; the exit status is non-zero if any failed.
+Entries already segmented by this code version are skipped by the tasks
+themselves, so rerunning after a failure only redoes what is missing. Ctrl-C
+stops the running tasks (they clean up their temporary files) and exits.
+"""
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import argschema
+import marshmallow as mm
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.segmentation.status import write_json_atomically
+from slapp.utils.cli import run_main
+from slapp.utils.query_utils import get_db_credentials, label_defaults
+
+logger = logging.getLogger("slapp.segmentation.run_local")
+
+SEGMENT_MODULE = "slapp.segmentation.segment"
+# Libraries under Suite2P that size their thread pools from these variables.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+POLL_SECONDS = 0.2
+# A task that gets Ctrl-C finishes its current numpy/torch call, deletes its
+# temporary files and rolls back its transaction; this bounds the wait for it.
+INTERRUPT_GRACE_SECONDS = 30.0
+
+
+class RunLocalException(Exception):
+    """The local run cannot start, or some of its tasks failed."""
+
+
+class RunLocalSchema(argschema.ArgSchema):
+    """Segment every manifest entry on this machine, ``workers`` at a time."""
+
+    manifest_json = argschema.fields.InputFile(
+        required=True,
+        metadata={"description": "the segmentation manifest (written by "
+                                 "slapp.data_selection.segmentation_manifest)"})
+    workers = mm.fields.Int(
+        dump_default=1, validate=mm.validate.Range(min=1),
+        metadata={"description": "entries segmented at once. 1, because Suite2P already "
+                                 "uses every core for one movie and a 512x512 Allen movie "
+                                 "takes several GB of memory and a binary copy of tens of "
+                                 "GB on tmp_dir; raise it for small movies or a big "
+                                 "machine. The cores are shared out between the workers"})
+    tmp_dir = mm.fields.Str(
+        allow_none=True, dump_default=None,
+        metadata={"description": "directory for Suite2P's binary copy of each movie "
+                                 "(frames x height x width x 2 bytes, one per worker); "
+                                 "the system temporary directory when not given. Use a "
+                                 "fast local disk with room for all workers"})
+    overwrite = mm.fields.Bool(
+        dump_default=False,
+        metadata={"description": "replace runs this code version already made instead of "
+                                 "skipping them; off, so rerunning after a failure only "
+                                 "redoes what is missing"})
+    log_dir = mm.fields.Str(
+        allow_none=True, dump_default=None,
+        metadata={"description": "directory for each task's log and output json; "
+                                 "<directory of manifest_json>/segmentation_logs when not "
+                                 "given, so the logs sit beside the manifest they belong to"})
+    segment_options = mm.fields.Str(
+        dump_default="",
+        metadata={"description": "more options for every task's segment command, as one "
+                                 "string, e.g. '--diameter 12 --tau 1.0' for other cells or "
+                                 "indicators; empty, so the segment defaults (chosen for "
+                                 "512x512 Allen movies at 31 Hz) apply"})
+    task_log_level = mm.fields.Str(
+        dump_default="INFO", validate=mm.validate.OneOf(argschema.fields.LogLevel.options),
+        metadata={"description": "log level of each task; INFO, because a task's log is "
+                                 "read after a failure and should say what it was doing"})
+
+
+class TaskOutcomeSchema(mm.Schema):
+    """How one manifest entry ended."""
+
+    manifest_index = mm.fields.Int(required=True)
+    experiment_id = mm.fields.Int(required=True)
+    outcome = mm.fields.Str(required=True,
+                            validate=mm.validate.OneOf(["done", "skipped", "failed"]))
+    segmentation_run_id = mm.fields.Int(allow_none=True)
+    n_rois = mm.fields.Int(allow_none=True)
+    error = mm.fields.Str(allow_none=True,
+                          metadata={"description": "the failed task's one-line error"})
+    log_path = mm.fields.Str(required=True)
+
+
+class RunLocalOutputSchema(mm.Schema):
+    """What ``--output_json`` holds."""
+
+    n_done = mm.fields.Int(required=True)
+    n_skipped = mm.fields.Int(required=True)
+    n_failed = mm.fields.Int(required=True)
+    tasks = mm.fields.Nested(TaskOutcomeSchema, many=True, required=True)
+
+
+@dataclass
+class TaskOutcome:
+    """How one manifest entry ended (see :class:`TaskOutcomeSchema`)."""
+
+    manifest_index: int
+    experiment_id: int
+    outcome: str
+    log_path: str
+    segmentation_run_id: int | None = None
+    n_rois: int | None = None
+    error: str | None = None
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Share this machine's cores out between ``workers`` tasks (at least one each).
+
+    Parameters
+    ----------
+    workers : int
+        Tasks running at once.
+    cores : int, optional
+        Cores this process may use; by default its CPU affinity.
+
+    Returns
+    -------
+    int
+        Threads each task's numerical libraries may start.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0))
+    return max(1, cores // workers)
+
+
+def last_error_line(log_path: Path, returncode: int) -> str:
+    """The failed task's one-line error from its log, or how it died.
+
+    Parameters
+    ----------
+    log_path : Path
+        The task's combined stdout and stderr.
+    returncode : int
+        Its exit status (negative: killed by that signal).
+
+    Returns
+    -------
+    str
+        The last ``prog: error: ...`` line of the log; otherwise its last line,
+        followed by the exit status.
+    """
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()
+             if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    if errors:
+        return errors[-1]
+    if returncode < 0:
+        ending = f"killed by signal {signal.Signals(-returncode).name}"
+    else:
+        ending = f"exit status {returncode}"
+    return f"{lines[-1]} ({ending})" if lines else ending
+
+
+class _Task:
+    """One running ``segment`` process and the files it writes."""
+
+    def __init__(self, index: int, entry: dict, log_dir: Path):
+        self.index = index
+        self.experiment_id = entry["experiment_id"]
+        stem = f"{index}_{self.experiment_id}"
+        self.log_path = log_dir / f"{stem}.log"
+        self.output_path = log_dir / f"{stem}.json"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, command: list[str], env: dict) -> None:
+        self.output_path.unlink(missing_ok=True)  # never read a previous run's result
+        with open(self.log_path, "wb") as log:
+            # Its own session: a terminal's Ctrl-C reaches run_local, which then
+            # stops the task on purpose (see stop()).
+            self.process = subprocess.Popen(
+                command + ["--manifest_index", str(self.index),
+                           "--output_json", str(self.output_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True)
+
+    def outcome(self) -> TaskOutcome:
+        returncode = self.process.returncode
+        outcome = TaskOutcome(self.index, self.experiment_id, "failed", str(self.log_path))
+        if returncode != 0:
+            outcome.error = last_error_line(self.log_path, returncode)
+            return outcome
+        try:
+            result = json.loads(self.output_path.read_text())
+        except (OSError, ValueError) as error:
+            outcome.error = f"the task exited 0 but its output {self.output_path} is unreadable: {error}"
+            return outcome
+        outcome.outcome = "done" if result["status"] == "segmented" else "skipped"
+        outcome.segmentation_run_id = result.get("segmentation_run_id")
+        outcome.n_rois = result.get("n_rois")
+        return outcome
+
+    def stop(self) -> None:
+        """Interrupt the task's process group, and kill it if it does not end in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(INTERRUPT_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning("experiment %s did not stop on Ctrl-C within %.0f s: killing it; "
+                           "its temporary files may be left behind", self.experiment_id,
+                           INTERRUPT_GRACE_SECONDS)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class RunLocal(argschema.ArgSchemaParser):
+    """``python -m slapp.segmentation.run_local``: see the module docstring."""
+
+    default_schema = RunLocalSchema
+    default_output_schema = RunLocalOutputSchema
+
+    def _checked_paths(self) -> tuple[Path, Path, Path | None]:
+        """Validate the inputs before anything is written; return manifest, log and tmp dirs."""
+        manifest_path = Path(self.args["manifest_json"]).resolve()
+        log_dir = Path(self.args["log_dir"] or manifest_path.parent / "segmentation_logs")
+        if log_dir.exists() and not log_dir.is_dir():
+            raise RunLocalException(f"log_dir {log_dir} exists and is not a directory")
+        tmp_dir = self.args["tmp_dir"]
+        if tmp_dir is not None and not Path(tmp_dir).is_dir():
+            raise RunLocalException(f"tmp_dir {tmp_dir} is not a directory")
+        # Fail once here, not in every task, when the database is not configured.
+        get_db_credentials(**label_defaults)
+        return (manifest_path, log_dir.resolve(),
+                None if tmp_dir is None else Path(tmp_dir).resolve())
+
+    def _segment_command(self, manifest_path: Path, tmp_dir: Path | None) -> list[str]:
+        command = [sys.executable, "-m", SEGMENT_MODULE, "--manifest_json", str(manifest_path),
+                   "--log_level", self.args["task_log_level"]]
+        if tmp_dir is not None:
+            command += ["--tmp_dir", str(tmp_dir)]
+        if self.args["overwrite"]:
+            command += ["--overwrite", "True"]
+        try:
+            return command + shlex.split(self.args["segment_options"])
+        except ValueError as error:
+            raise RunLocalException(
+                f"segment_options {self.args['segment_options']!r} cannot be split into "
+                f"options: {error}") from None
+
+    def _task_environment(self, workers: int) -> dict:
+        threads = str(threads_per_worker(workers))
+        return {**os.environ, **{name: threads for name in THREAD_VARIABLES}}
+
+    def run(self) -> dict:
+        """Segment every entry, print the summary and write ``--output_json``.
+
+        Returns
+        -------
+        dict
+            The summary, as :class:`RunLocalOutputSchema` describes.
+
+        Raises
+        ------
+        RunLocalException
+            If the inputs are unusable (before anything runs), or after the
+            run if any task failed.
+        KeyboardInterrupt
+            On Ctrl-C or SIGTERM, once the running tasks are stopped.
+        """
+        manifest_path, log_dir, tmp_dir = self._checked_paths()
+        manifest = load_manifest(manifest_path)
+        command = self._segment_command(manifest_path, tmp_dir)
+        workers = min(self.args["workers"], max(len(manifest), 1))
+        env = self._task_environment(workers)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("segmenting %d entries, %d at a time with %s threads each; logs in %s",
+                    len(manifest), workers, env["OMP_NUM_THREADS"], log_dir)
+
+        pending = deque(_Task(index, entry, log_dir) for index, entry in enumerate(manifest))
+        running: list[_Task] = []
+        outcomes: list[TaskOutcome] = []
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        progress = tqdm(total=len(manifest), unit="movie", desc="segment",
+                        disable=not sys.stderr.isatty())
+        try:
+            with logging_redirect_tqdm():
+                while pending or running:
+                    while pending and len(running) < workers:
+                        task = pending.popleft()
+                        task.start(command, env)
+                        running.append(task)
+                    time.sleep(POLL_SECONDS)
+                    for task in [task for task in running if task.process.poll() is not None]:
+                        running.remove(task)
+                        outcomes.append(self._report(task.outcome()))
+                        progress.update()
+        except KeyboardInterrupt:
+            logger.warning("interrupted: stopping %d running tasks", len(running))
+            for task in running:
+                task.stop()
+            raise
+        finally:
+            progress.close()
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        return self._summarize(sorted(outcomes, key=lambda outcome: outcome.manifest_index),
+                               log_dir)
+
+    @staticmethod
+    def _report(outcome: TaskOutcome) -> TaskOutcome:
+        if outcome.outcome == "failed":
+            logger.error("experiment %s failed: %s", outcome.experiment_id, outcome.error)
+        else:
+            logger.info("experiment %s %s: run %s, %s ROIs", outcome.experiment_id,
+                        outcome.outcome, outcome.segmentation_run_id, outcome.n_rois)
+        return outcome
+
+    def _summarize(self, outcomes: list[TaskOutcome], log_dir: Path) -> dict:
+        counts = {name: sum(outcome.outcome == name for outcome in outcomes)
+                  for name in ("done", "skipped", "failed")}
+        print(", ".join(f"{name}: {count}" for name, count in counts.items()))
+        for outcome in outcomes:
+            if outcome.outcome == "failed":
+                print(f"failed: experiment {outcome.experiment_id} (manifest index "
+                      f"{outcome.manifest_index}): {outcome.error} (log: {outcome.log_path})")
+        summary = {"n_done": counts["done"], "n_skipped": counts["skipped"],
+                   "n_failed": counts["failed"], "tasks": [asdict(o) for o in outcomes]}
+        if self.args.get("output_json"):
+            write_json_atomically(self.args["output_json"], self.get_output_json(summary))
+        if counts["failed"]:
+            raise RunLocalException(
+                f"{counts['failed']} of {len(outcomes)} entries failed; their logs are in "
+                f"{log_dir}")
+        return summary
+
+
+def main() -> None:
+    """Parse the command line and segment every entry."""
+    RunLocal().run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_main(main, "run_local"))

@@ -1,0 +1,162 @@
+"""The example array job scripts, unmodified, run by a real scheduler or as PBS runs them.
+
+The SLURM script is submitted with ``sbatch`` to a real single-node SLURM that
+the fixture starts on localhost (skipped without root or without Debian's
+``slurm-wlm``: run ``scripts/install_slurm.sh``). There is no PBS server
+package here, so the PBS script is run with bash, as a PBS task runs it
+(``#PBS`` lines are comments to bash), with ``PBS_ARRAYID`` set. The scripts
+take what a user would set in the environment: ``MANIFEST``, ``SLAPP_PYTHON``,
+``SLAPP_CREDENTIALS``, ``SLAPP_TMP_DIR``; sbatch options on the command line
+fit the script's resources to this 2-core machine, as a user would for theirs.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slapp.demo.synthetic_movie import MovieSpec, write_movie
+from slurm_localhost import LocalSlurm, unavailable_reason
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_SCRIPT = REPO / "scripts" / "suite2p_array_job_example.slurm"
+PBS_SCRIPT = REPO / "scripts" / "suite2p_array_job_example.pbs"
+VERSION = "job-scripts-test-version"
+FIRST_ID = 910000
+TINY_MOVIE = MovieSpec(nframes=600, height=64, width=64, ncells=6)
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Four tiny synthetic movies and their manifest."""
+    directory = tmp_path_factory.mktemp("job_script_movies")
+    entries = []
+    for index in range(4):
+        movie = directory / f"movie_{index}.h5"
+        write_movie(movie, MovieSpec(**{**TINY_MOVIE.__dict__, "seed": index}))
+        entries.append({"experiment_id": FIRST_ID + index, "nbinned": 5,
+                        "log_level": "ERROR", "input_video": str(movie)})
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"manifest": entries}))
+    return path
+
+
+@pytest.fixture
+def job_env(cli_env, manifest, tmp_path):
+    """What a user sets before submitting: manifest, python, scratch; no credentials file."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return {**cli_env, "MANIFEST": str(manifest), "SLAPP_PYTHON": sys.executable,
+            "SLAPP_TMP_DIR": str(scratch), "TRANSFORM_HASH": VERSION,
+            "SLAPP_CREDENTIALS": str(tmp_path / "no_credentials_file")}
+
+
+def stored_runs(labeling_db):
+    return {row["ophys_experiment_id"]: row["id"] for row in labeling_db.query(
+        "SELECT id, ophys_experiment_id FROM segmentation_runs "
+        "WHERE ophys_segmentation_commit_hash = %s", (VERSION,))}
+
+
+def sbatch_array(env, local_slurm, log_dir, spec):
+    return subprocess.run(
+        ["sbatch", "--wait", f"--array={spec}", "--cpus-per-task=1", "--mem=3G", "--tmp=0",
+         f"--output={log_dir}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "12"],
+        env={**env, **local_slurm.environment}, cwd=log_dir, capture_output=True, text=True,
+        timeout=900)
+
+
+def test_slurm_array_segments_each_entry_and_a_resubmission_skips(
+        labeling_db, local_slurm, job_env, tmp_path):
+    first = sbatch_array(job_env, local_slurm, tmp_path, "0-2")
+
+    logs = "\n".join(path.read_text() for path in sorted(tmp_path.glob("slurm_*.log")))
+    assert first.returncode == 0, first.stderr + logs
+    runs = stored_runs(labeling_db)
+    assert sorted(runs) == [FIRST_ID, FIRST_ID + 1, FIRST_ID + 2]
+    assert logs.count("segmented as run") == 3
+    assert list(Path(job_env["SLAPP_TMP_DIR"]).iterdir()) == []
+
+    second = sbatch_array(job_env, local_slurm, tmp_path, "0-2")
+
+    assert second.returncode == 0, second.stderr
+    assert stored_runs(labeling_db) == runs
+    logs = "\n".join(path.read_text() for path in sorted(tmp_path.glob("slurm_*.log")))
+    assert logs.count("skipped, already segmented") == 3
+
+
+def test_slurm_script_outside_an_array_says_so(job_env):
+    result = subprocess.run(["bash", str(SLURM_SCRIPT)], env=job_env, capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "slapp_segment: no array index (SLURM_ARRAY_TASK_ID): submit with sbatch --array=...; "
+        "each array task segments one manifest entry"]
+
+
+def run_pbs_task(env, index):
+    """Run the PBS script as a PBS array task runs it."""
+    return subprocess.run(["bash", str(PBS_SCRIPT), "--diameter", "12"],
+                          env={**env, "PBS_ARRAYID": str(index),
+                               "PBS_O_WORKDIR": env["SLAPP_TMP_DIR"]},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
+        labeling_db, job_env, tmp_path):
+    credentials = tmp_path / "slapp_credentials"
+    credentials.write_text(f"export LABELING_USER={shlex.quote(job_env['LABELING_USER'])}\n"
+                           "export LABELING_PASSWORD="
+                           f"{shlex.quote(job_env['LABELING_PASSWORD'])}\n")
+    credentials.chmod(0o600)
+    env = {key: value for key, value in job_env.items()
+           if key not in ("LABELING_USER", "LABELING_PASSWORD")}
+    env["SLAPP_CREDENTIALS"] = str(credentials)
+
+    result = run_pbs_task(env, 3)
+
+    assert result.returncode == 0, result.stderr
+    assert f"experiment {FIRST_ID + 3}: segmented as run" in result.stdout
+    assert list(stored_runs(labeling_db)) == [FIRST_ID + 3]
+    assert job_env["LABELING_PASSWORD"] not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"PBS_ARRAYID": ""}, "no array index (PBS_ARRAYID)"),
+    ({"MANIFEST": "/no/such/manifest.json"}, "manifest /no/such/manifest.json not found"),
+    ({"SLAPP_CREDENTIALS": "readable"}, "can be read by others: chmod 600 it"),
+])
+def test_pbs_task_refuses_a_bad_setup_and_writes_nothing(
+        labeling_db, job_env, tmp_path, change, message):
+    if change.get("SLAPP_CREDENTIALS") == "readable":
+        readable = tmp_path / "readable"
+        readable.write_text("export LABELING_USER=someone\n")
+        readable.chmod(0o644)
+        change = {"SLAPP_CREDENTIALS": str(readable)}
+    env = {**job_env, **change}
+
+    result = subprocess.run(["bash", str(PBS_SCRIPT)],
+                            env={"PBS_ARRAYID": "0", **env}, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slapp_segment: ") and message in lines[0]
+    assert stored_runs(labeling_db) == {}
+    assert os.listdir(job_env["SLAPP_TMP_DIR"]) == []

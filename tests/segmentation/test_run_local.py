@@ -1,0 +1,156 @@
+"""``python -m slapp.segmentation.run_local``: every entry through the real segment command.
+
+Real tiny synthetic movies, real Suite2P, the real labeling database. The code
+version is pinned with ``TRANSFORM_HASH`` so that what counts as "already done"
+does not move while other engineers edit the package.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from slapp.demo.synthetic_movie import MovieSpec, write_movie
+from slapp.segmentation.run_local import last_error_line, threads_per_worker
+
+VERSION = "run-local-test-version"
+RUN_LOCAL = "slapp.segmentation.run_local"
+# Small enough that Suite2P takes seconds, big enough that it finds cells.
+TINY_MOVIE = MovieSpec(nframes=600, height=64, width=64, ncells=6)
+SYNTHETIC_CELLS = "--diameter 12"
+
+
+@pytest.fixture(scope="module")
+def movies(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("run_local_movies")
+    paths = []
+    for seed in range(2):
+        path = directory / f"movie_{seed}.h5"
+        write_movie(path, MovieSpec(**{**TINY_MOVIE.__dict__, "seed": seed}))
+        paths.append(path)
+    return paths
+
+
+def write_manifest(directory, videos, first_id=700000):
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"manifest": [
+        {"experiment_id": first_id + index, "nbinned": 5, "log_level": "ERROR",
+         "input_video": str(video)} for index, video in enumerate(videos)]}))
+    return path
+
+
+def runs(labeling_db):
+    return {row["ophys_experiment_id"]: row["id"] for row in labeling_db.query(
+        "SELECT id, ophys_experiment_id FROM segmentation_runs "
+        "WHERE ophys_segmentation_commit_hash = %s", (VERSION,))}
+
+
+def test_every_entry_is_segmented_failures_reported_and_a_rerun_skips(
+        labeling_db, run_cli, movies, tmp_path):
+    missing_movie = tmp_path / "lost" / "movie.h5"
+    manifest = write_manifest(tmp_path, [movies[0], missing_movie, movies[1]])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    output = tmp_path / "run_local.json"
+
+    first = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
+                    "--tmp_dir", scratch, "--segment_options", SYNTHETIC_CELLS,
+                    "--output_json", output, env={"TRANSFORM_HASH": VERSION})
+
+    assert first.returncode == 1
+    assert first.stderr.strip().splitlines()[-1] == (
+        f"run_local: error: 1 of 3 entries failed; their logs are in "
+        f"{tmp_path / 'segmentation_logs'}")
+    stdout = first.stdout.splitlines()
+    assert stdout[0] == "done: 2, skipped: 0, failed: 1"
+    assert stdout[1] == (
+        f"failed: experiment 700001 (manifest index 1): segment: error: movie "
+        f"{missing_movie} does not exist (log: {tmp_path / 'segmentation_logs' / '1_700001.log'})")
+    stored = runs(labeling_db)
+    assert sorted(stored) == [700000, 700002]
+    report = json.loads(output.read_text())
+    assert (report["n_done"], report["n_skipped"], report["n_failed"]) == (2, 0, 1)
+    assert [task["outcome"] for task in report["tasks"]] == ["done", "failed", "done"]
+    assert report["tasks"][0]["segmentation_run_id"] == stored[700000]
+    assert report["tasks"][2]["n_rois"] == labeling_db.query(
+        "SELECT count(*) AS n FROM rois WHERE segmentation_run_id = %s", (stored[700002],))[0]["n"]
+    for index, experiment_id in enumerate([700000, 700001, 700002]):
+        assert (tmp_path / "segmentation_logs" / f"{index}_{experiment_id}.log").stat().st_size
+    assert list(scratch.iterdir()) == []
+
+    second = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
+                     "--tmp_dir", scratch, env={"TRANSFORM_HASH": VERSION})
+
+    assert second.returncode == 1
+    assert second.stdout.splitlines()[0] == "done: 0, skipped: 2, failed: 1"
+    assert runs(labeling_db) == stored
+
+
+def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
+        labeling_db, cli_env, movies, tmp_path):
+    manifest = write_manifest(tmp_path, movies)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
+         "--tmp_dir", str(scratch), "--segment_options", SYNTHETIC_CELLS],
+        env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(scratch.iterdir()):  # the first task is inside Suite2P
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "Suite2P never started"
+        time.sleep(0.05)
+    with open(f"/proc/{runner.pid}/task/{runner.pid}/children") as children:
+        task_pids = [int(pid) for pid in children.read().split()]
+
+    runner.send_signal(signal.SIGINT)
+    stdout, stderr = runner.communicate(timeout=120)
+
+    assert runner.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "run_local: interrupted"
+    assert task_pids and not any(os.path.exists(f"/proc/{pid}") for pid in task_pids)
+    assert list(scratch.iterdir()) == []
+    assert runs(labeling_db) == {}
+    assert "done:" not in stdout
+
+
+@pytest.mark.parametrize("arguments, env, message", [
+    (["--tmp_dir", "/no/such/scratch"], {}, "tmp_dir /no/such/scratch is not a directory"),
+    ([], {"LABELING_USER": ""}, "environment variable LABELING_USER is not set"),
+    (["--workers", 0], {}, "workers"),
+    (["--segment_options", "--diameter '12"], {}, "cannot be split into options"),
+])
+def test_bad_input_is_one_line_and_starts_nothing(
+        labeling_db, run_cli, movies, tmp_path, arguments, env, message):
+    manifest = write_manifest(tmp_path, movies)
+
+    result = run_cli(RUN_LOCAL, "--manifest_json", manifest, *arguments, env=env)
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("run_local: error: ")
+    assert message in result.stderr
+    assert not (tmp_path / "segmentation_logs").exists()
+    assert runs(labeling_db) == {}
+
+
+@pytest.mark.parametrize("workers, cores, expected", [(1, 2, 2), (2, 2, 1), (3, 2, 1),
+                                                      (2, 16, 8), (3, 16, 5)])
+def test_cores_are_shared_out_between_workers(workers, cores, expected):
+    assert threads_per_worker(workers, cores) == expected
+
+
+@pytest.mark.parametrize("log, returncode, expected", [
+    ("INFO: reading\nsegment: error: movie /m.h5 does not exist\n", 1,
+     "segment: error: movie /m.h5 does not exist"),
+    ("INFO: running Suite2P\n", -9, "INFO: running Suite2P (killed by signal SIGKILL)"),
+    ("", 3, "exit status 3"),
+])
+def test_a_failed_task_is_summed_up_in_one_line(tmp_path, log, returncode, expected):
+    log_path = tmp_path / "task.log"
+    log_path.write_text(log)
+
+    assert last_error_line(log_path, returncode) == expected
