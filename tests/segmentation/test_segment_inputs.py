@@ -1,0 +1,188 @@
+"""Bad input to ``python -m slapp.segmentation.segment``: one line, exit 1, nothing written.
+
+Every case runs the real command against the real labeling database and checks
+that no run, no ROI, no plot, no output JSON and no temporary directory was
+left behind. None of these cases gets as far as Suite2P.
+"""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from slapp.segmentation.segment import expand_bare_flags
+
+SEGMENT = "slapp.segmentation.segment"
+
+
+def write_manifest(directory, entries):
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"manifest": [
+        {"experiment_id": 1000 + index, "nbinned": 10, "log_level": "ERROR", **entry}
+        for index, entry in enumerate(entries)]}))
+    return path
+
+
+def write_h5(path, **datasets):
+    with h5py.File(path, "w") as h5:
+        for name, data in datasets.items():
+            h5.create_dataset(name, data=data)
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A manifest directory, an empty scratch directory and a valid 3-entry manifest."""
+    movie = write_h5(tmp_path / "movie.h5", data=np.zeros((20, 8, 8), np.uint16))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return tmp_path, scratch, movie
+
+
+def assert_nothing_written(labeling_db, directory, scratch):
+    counts = labeling_db.query("SELECT (SELECT count(*) FROM segmentation_runs) AS runs, "
+                               "(SELECT count(*) FROM rois) AS rois")[0]
+    assert counts == {"runs": 0, "rois": 0}
+    assert list(scratch.iterdir()) == []
+    assert not (directory / "segmentation_plots").exists()
+    assert not (directory / "out.json").exists()
+
+
+def run_segment(run_cli, manifest, index, directory, scratch, *extra, env=None):
+    return run_cli(SEGMENT, "--manifest_json", manifest, "--manifest_index", index,
+                   "--tmp_dir", scratch, "--output_json", directory / "out.json", *extra,
+                   env=env)
+
+
+def one_error_line(result):
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("segment: error: ")
+    return lines[0][len("segment: error: "):]
+
+
+def test_index_out_of_range(labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}] * 3)
+
+    result = run_segment(run_cli, manifest, 7, directory, scratch)
+
+    assert one_error_line(result) == ("manifest_index 7 is out of range: "
+                                      "the manifest has 3 entries")
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_missing_movie(labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    missing = directory / "no_such_movie.h5"
+    manifest = write_manifest(directory, [{"input_video": str(missing)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result) == f"movie {missing} does not exist"
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_directory_where_the_movie_belongs(labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    folder = directory / "movie_folder.h5"
+    folder.mkdir()
+    manifest = write_manifest(directory, [{"input_video": str(folder)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result) == f"movie {folder} is a directory, not an HDF5 file"
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_file_that_is_not_hdf5(labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    text = directory / "notes.h5"
+    text.write_text("not an HDF5 file\n")
+    manifest = write_manifest(directory, [{"input_video": str(text)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result).startswith(f"cannot read movie {text} as HDF5: ")
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_hdf5_without_data_dataset(labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    movie = write_h5(directory / "other.h5", frames=np.zeros((20, 8, 8), np.uint16))
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result) == f"movie {movie} has no 'data' dataset"
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_data_that_is_not_a_movie(labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    movie = write_h5(directory / "flat.h5", data=np.zeros((20, 64), np.uint16))
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result) == (f"movie {movie}: dataset 'data' has shape (20, 64), "
+                                      "not (frames, height, width)")
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_nbinned_below_one(labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie), "nbinned": 0}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    message = one_error_line(result)
+    assert message.startswith(f"manifest {manifest} is not valid: ")
+    assert "manifest.0.nbinned" in message
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_missing_tmp_dir(labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+    missing = scratch / "gone"
+
+    result = run_cli(SEGMENT, "--manifest_json", manifest, "--manifest_index", 0,
+                     "--tmp_dir", missing)
+
+    assert one_error_line(result) == f"tmp_dir {missing} does not exist"
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_negative_index_is_refused_by_the_schema(labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+
+    result = run_segment(run_cli, manifest, -1, directory, scratch)
+
+    assert "manifest_index" in one_error_line(result)
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch,
+                         env={"LABELING_PASSWORD": ""})
+
+    assert one_error_line(result) == "environment variable LABELING_PASSWORD is not set"
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--overwrite"], ["--overwrite", "True"]),
+    (["--overwrite", "--manifest_index", "3"], ["--overwrite", "True", "--manifest_index", "3"]),
+    (["--overwrite", "False"], ["--overwrite", "False"]),
+    (["--keep_suite2p_results", "--overwrite"],
+     ["--keep_suite2p_results", "True", "--overwrite", "True"]),
+    (["--tmp_dir", "/scratch"], ["--tmp_dir", "/scratch"]),
+])
+def test_boolean_options_work_as_bare_flags(argv, expected):
+    assert expand_bare_flags(argv) == expected
