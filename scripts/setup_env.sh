@@ -14,11 +14,10 @@ fi
 stamp=.venv/.slapp-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
     python -m pip install --quiet --upgrade pip wheel setuptools
-    # Prefer the CPU build of PyTorch that this kind of machine keeps at hand (no GPU
-    # here), resolved together with everything else so that nothing upgrades it;
-    # elsewhere Suite2P pulls the default build (several GB with its CUDA libraries).
-    python -m pip install --quiet -r requirements.txt "torch==2.13.0" 2>/dev/null \
-        || python -m pip install --quiet -r requirements.txt
+    # Suite2P pulls PyTorch from PyPI with its CUDA libraries (several GB): PyPI's
+    # torchvision is built against that PyTorch and will not load next to a CPU-only
+    # build. It runs on the CPU where there is no GPU. pip caches the download.
+    python -m pip install --quiet -r requirements.txt
     python -m pip install --quiet --no-deps -e .
     touch "$stamp"
 fi
