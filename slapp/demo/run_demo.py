@@ -20,6 +20,7 @@ runs of this code version. It takes seconds.
 """
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,7 +36,6 @@ from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS
 from slapp.embedded import EmbeddedServer, default_home
 from slapp.evaluation.compare import compare_run
 from slapp.utils.cli import run_main
-from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import DbConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ class RunDemo(argschema.ArgSchemaParser):
         """Run ``python -m module arguments``, echoing its output; raise if it fails."""
         _heading(title)
         command = [sys.executable, "-m", module, *map(str, arguments)]
-        print("$ python -m " + " ".join([module, *map(str, arguments)]), flush=True)
+        print("$ " + shlex.join(["python", *command[1:]]), flush=True)
         started = time.monotonic()
         tail = deque(maxlen=_TAIL_LINES)
         with subprocess.Popen(command, env=self.environment, stdout=subprocess.PIPE,
@@ -168,10 +168,12 @@ class RunDemo(argschema.ArgSchemaParser):
                        "--experiment_selection_id", selection["experiment_selection_id"],
                        "--bin_size", self.args["bin_size"], "--output_json", manifest_json,
                        "--log_level", "INFO")
+            segmentation_json = demo_dir / "segmentation.json"
             self._step("Step 3: Suite2P segmentation (local runner)",
                        "slapp.segmentation.run_local", "--manifest_json", manifest_json,
-                       "--workers", self.args["workers"])
-            experiments = _score_runs(label_db, movies)
+                       "--workers", self.args["workers"], "--output_json", segmentation_json,
+                       "--log_level", "INFO")
+            experiments = _score_runs(label_db, movies, _read_json(segmentation_json))
 
         output = {"experiment_selection_id": selection["experiment_selection_id"],
                   "manifest_json": str(manifest_json),
@@ -231,17 +233,14 @@ def find_selection(label_dbconn: DbConnection, selector_args: dict) -> dict | No
             "sub_selected_ids": rows[0]["sub_selected_ids"]}
 
 
-def _score_runs(label_db: DbConnection, movies: list) -> list[dict]:
-    """Compare this code version's run of each movie with its ground truth."""
-    runs = label_db.query(
-        "SELECT id, ophys_experiment_id FROM segmentation_runs "
-        "WHERE ophys_experiment_id = ANY(%s) AND ophys_segmentation_commit_hash = %s",
-        ([movie.experiment_id for movie in movies], code_version()))
-    run_ids = {row["ophys_experiment_id"]: row["id"] for row in runs}
+def _score_runs(label_db: DbConnection, movies: list, segmentation: dict) -> list[dict]:
+    """Compare the run of each movie that run_local reported with its ground truth."""
+    run_ids = {task["experiment_id"]: task["segmentation_run_id"]
+               for task in segmentation["tasks"] if task.get("segmentation_run_id")}
     missing = [str(movie.experiment_id) for movie in movies if movie.experiment_id not in run_ids]
     if missing:
-        raise RunDemoException(f"no segmentation run of this code version ({code_version()}) "
-                               f"for experiment {', '.join(missing)}")
+        raise RunDemoException(f"the local runner reports no segmentation run for experiment "
+                               f"{', '.join(missing)}")
     experiments = []
     for movie in movies:
         run_id = run_ids[movie.experiment_id]

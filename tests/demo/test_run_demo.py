@@ -1,8 +1,10 @@
 """The one-command demo, end to end, in a temporary SLAPP_HOME: real server, Suite2P, files."""
 import json
 import os
+import socket
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import h5py
@@ -14,19 +16,29 @@ from slapp.utils.query_utils import DbConnection
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+DEMO_PORT = _free_port()
+
+
 def _run_demo(home: Path, *arguments) -> subprocess.CompletedProcess:
     # no LIMS_*/LABELING_* of the test server: the demo must find its own server
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("LIMS_", "LABELING_", "SLAPP_HOME"))}
+           if not key.startswith(("LIMS_", "LABELING_", "SLAPP_"))}
+    env["SLAPP_EMBEDDED_PORT"] = str(DEMO_PORT)  # used when the demo creates its server
     return subprocess.run([sys.executable, "-m", "slapp.demo.run_demo", "--slapp_home", home,
                            *map(str, arguments)], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(server_home_factory):
     """The demo run twice in a fresh home; the embedded server is stopped afterwards."""
-    home = tmp_path_factory.mktemp("slapp_home")
+    home = server_home_factory()
     try:
         first = _run_demo(home, "--output_json", home / "first.json")
         second = _run_demo(home, "--output_json", home / "second.json")
@@ -50,7 +62,7 @@ def test_the_demo_segments_the_selected_movies_well(demo):
     for experiment in experiments:
         assert experiment["n_rois"] > 0
         assert (Path(summary["plot_dir"]) / f"{experiment['experiment_id']}.png").is_file()
-    assert "Summary: segmentation against ground truth" in first.stdout
+    assert "Summary: Suite2P's cells against the ground truth" in first.stdout
     assert f"mean F1 {summary['mean_f1']:.2f} over 4 experiments" in first.stdout
 
 
