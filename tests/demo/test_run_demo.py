@@ -30,6 +30,8 @@ def _run_demo(home: Path, *arguments) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("LIMS_", "LABELING_", "SLAPP_"))}
     env["SLAPP_EMBEDDED_PORT"] = str(DEMO_PORT)  # used when the demo creates its server
+    # one code version for both runs, even while the package's files are being edited
+    env["TRANSFORM_HASH"] = "test-run-demo"
     return subprocess.run([sys.executable, "-m", "slapp.demo.run_demo", "--slapp_home", home,
                            *map(str, arguments)], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=900)
