@@ -9,9 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-import psycopg2
-
 from slapp.utils import query_utils
+from slapp.utils.cli import run_main
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 TABLES = ("experiment_selection", "segmentation_runs", "rois")
@@ -41,24 +40,20 @@ def create_tables(dbconn: query_utils.DbConnection) -> list[str]:
     return [table for table in TABLES if table not in before]
 
 
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
+def main(argv: list[str] | None = None) -> None:
+    """The command: create the tables in the database of the ``LABELING_*`` variables."""
     parser = argparse.ArgumentParser(prog="python -m slapp.db.init", description=__doc__)
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
-    try:
-        dbconn = query_utils.DbConnection(
-            **query_utils.get_db_credentials(**query_utils.label_defaults))
+    with query_utils.DbConnection(
+            **query_utils.get_db_credentials(**query_utils.label_defaults)) as dbconn:
         created = create_tables(dbconn)
-    except (query_utils.CredentialsException, psycopg2.Error) as error:
-        print(f"slapp.db.init: {str(error).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
     if created:
         logger.info("created tables: %s", ", ".join(created))
     else:
         logger.info("all tables exist: nothing to do")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run_main(main, "slapp.db.init"))

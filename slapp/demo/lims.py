@@ -33,6 +33,25 @@ def _lookup_or_insert(cursor, table: str, values: dict) -> int:
     return _first_value(cursor.fetchone())
 
 
+def add_donor_genotype(cursor, donor_id: int, genotype: str, genotype_type: str) -> None:
+    """Give a donor one more genotype (e.g. its reporter line); nothing if it has it.
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        On the LIMS database.
+    donor_id : int
+        ``donors.id``.
+    genotype, genotype_type : str
+        ``genotypes.name`` and ``genotype_types.name``; created if new.
+    """
+    type_id = _lookup_or_insert(cursor, "genotype_types", {"name": genotype_type})
+    genotype_id = _lookup_or_insert(cursor, "genotypes",
+                                    {"name": genotype, "genotype_type_id": type_id})
+    cursor.execute("INSERT INTO donors_genotypes (donor_id, genotype_id) VALUES (%s, %s) "
+                   "ON CONFLICT DO NOTHING", (donor_id, genotype_id))
+
+
 def add_experiment(cursor, experiment_id: int, *, project: str, genotype: str, depth: int,
                    workflow_state: str = "passed", nframes: int | None = None,
                    storage_directory: str | None = None, genotype_type: str = "driver") -> None:
@@ -60,14 +79,10 @@ def add_experiment(cursor, experiment_id: int, *, project: str, genotype: str, d
         ``ophys_experiments.storage_directory``, where the movie is found.
     """
     project_id = _lookup_or_insert(cursor, "projects", {"code": project})
-    type_id = _lookup_or_insert(cursor, "genotype_types", {"name": genotype_type})
-    genotype_id = _lookup_or_insert(cursor, "genotypes",
-                                    {"name": genotype, "genotype_type_id": type_id})
     depth_id = _lookup_or_insert(cursor, "imaging_depths", {"depth": depth})
     cursor.execute("INSERT INTO donors (id, name) VALUES (%s, %s)",
                    (experiment_id, f"donor-{experiment_id}"))
-    cursor.execute("INSERT INTO donors_genotypes (donor_id, genotype_id) VALUES (%s, %s)",
-                   (experiment_id, genotype_id))
+    add_donor_genotype(cursor, experiment_id, genotype, genotype_type)
     cursor.execute("INSERT INTO specimens (id, donor_id, name) VALUES (%s, %s, %s)",
                    (experiment_id, experiment_id, f"specimen-{experiment_id}"))
     cursor.execute("INSERT INTO ophys_sessions (id, project_id, specimen_id) VALUES (%s, %s, %s)",

@@ -28,7 +28,7 @@ import argschema
 import marshmallow as mm
 import psycopg2.extras
 
-from slapp.demo.lims import _lookup_or_insert, add_experiment, create_lims_tables
+from slapp.demo.lims import add_donor_genotype, add_experiment, create_lims_tables
 from slapp.demo.storage import experiment_storage_directory, write_json_atomically
 from slapp.embedded import LIMS_DATABASE, EmbeddedServer, default_home
 from slapp.utils.cli import run_main
@@ -124,25 +124,6 @@ def demo_experiments() -> list[DemoExperiment]:
                 reporter=REPORTERS[group.driver], depth=rng.choice(group.depths),
                 workflow_state=group.workflow_state, nframes=DEMO_NFRAMES))
     return sorted(experiments, key=lambda experiment: experiment.experiment_id)
-
-
-def add_donor_genotype(cursor, donor_id: int, genotype: str, genotype_type: str) -> None:
-    """Give a donor one more genotype (e.g. its reporter line); nothing if it has it.
-
-    Parameters
-    ----------
-    cursor : psycopg2 cursor
-        On the LIMS database.
-    donor_id : int
-        ``donors.id``.
-    genotype, genotype_type : str
-        ``genotypes.name`` and ``genotype_types.name``; created if new.
-    """
-    type_id = _lookup_or_insert(cursor, "genotype_types", {"name": genotype_type})
-    genotype_id = _lookup_or_insert(cursor, "genotypes",
-                                    {"name": genotype, "genotype_type_id": type_id})
-    cursor.execute("INSERT INTO donors_genotypes (donor_id, genotype_id) VALUES (%s, %s) "
-                   "ON CONFLICT DO NOTHING", (donor_id, genotype_id))
 
 
 def populate_demo_lims(cursor, storage_root: Path) -> int:

@@ -66,4 +66,5 @@ def test_rois_need_a_run(labeling_db):
 def test_init_without_credentials_names_the_variable(run_cli):
     result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": ""})
     assert result.returncode == 1
-    assert result.stderr.strip() == "slapp.db.init: environment variable LABELING_PASSWORD is not set"
+    assert result.stderr.strip() == (
+        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set")
