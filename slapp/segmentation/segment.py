@@ -243,14 +243,16 @@ def expand_bare_flags(argv: Sequence[str], flags: Sequence[str] = BARE_FLAGS) ->
     return expanded
 
 
-def _outcome_line(result: dict) -> str:
+def _outcome_line(result: dict, kept_directory: Path | None) -> str:
     if result["status"] == store.SKIPPED:
-        return (f"experiment {result['experiment_id']}: skipped, already segmented by code "
+        line = (f"experiment {result['experiment_id']}: skipped, already segmented by code "
                 f"version {code_version()} as run {result['segmentation_run_id']} "
                 f"({result['n_rois']} ROIs)")
-    return (f"experiment {result['experiment_id']}: segmented as run "
-            f"{result['segmentation_run_id']} with {result['n_rois']} ROIs; plot "
-            f"{result['plot_path']}")
+    else:
+        line = (f"experiment {result['experiment_id']}: segmented as run "
+                f"{result['segmentation_run_id']} with {result['n_rois']} ROIs; plot "
+                f"{result['plot_path']}")
+    return line + (f"; Suite2P's files kept in {kept_directory}" if kept_directory else "")
 
 
 class Segment(argschema.ArgSchemaParser):
@@ -302,21 +304,24 @@ class Segment(argschema.ArgSchemaParser):
         done = None if self.args["overwrite"] else store.find_run(
             label_dbconn, experiment_id, version)
         label_dbconn.close()  # no connection is held during the minutes Suite2P runs
+        kept_directory = None
         if done is not None:
             result = self._result(experiment_id, done, plot_path)
         else:
-            result = self._segment(label_dbconn, entry, movie_path, plot_path, version, started)
-        print(_outcome_line(result))
+            result, kept_directory = self._segment(label_dbconn, entry, movie_path, tmp_dir,
+                                                   plot_path, version, started)
+        print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
             document = json.dumps(self.get_output_json(result), indent=2) + "\n"
             write_file_atomically(Path(self.args["output_json"]), document.encode())
         return result
 
     def _segment(self, label_dbconn: DbConnection, entry: dict, movie_path: Path,
-                 plot_path: Path, version: str, started: float) -> dict:
+                 tmp_dir: Path | None, plot_path: Path, version: str,
+                 started: float) -> tuple[dict, Path | None]:
+        """Run Suite2P, store the run, place the plot; return the result and kept files."""
         experiment_id = entry["experiment_id"]
-        with suite2p_outputs(movie_path, entry["nbinned"], self._suite2p_options(),
-                             Path(self.args["tmp_dir"]) if self.args["tmp_dir"] else None,
+        with suite2p_outputs(movie_path, entry["nbinned"], self._suite2p_options(), tmp_dir,
                              self.args["keep_suite2p_results"]) as output:
             png = self._render_plot(experiment_id, output)
             run = {
@@ -338,7 +343,7 @@ class Segment(argschema.ArgSchemaParser):
                                      overwrite=self.args["overwrite"])
         if stored.status == store.SEGMENTED:
             write_file_atomically(plot_path, png)
-        return self._result(experiment_id, stored, plot_path)
+        return self._result(experiment_id, stored, plot_path), output.kept_directory
 
     @staticmethod
     def _render_plot(experiment_id: int, output: Suite2pOutput) -> bytes:

@@ -73,6 +73,7 @@ class Suite2pOutput:
     settings: dict
     suite2p_version: str
     seconds: float
+    kept_directory: Path | None = None
 
     @property
     def n_rois(self) -> int:
@@ -175,7 +176,8 @@ def _plane_folder(work_dir: Path) -> Path:
     return work_dir / "suite2p" / "plane0"
 
 
-def _read_outputs(plane: Path, settings: dict, seconds: float) -> Suite2pOutput:
+def _read_outputs(plane: Path, settings: dict, seconds: float,
+                  kept_directory: Path | None) -> Suite2pOutput:
     """Read a finished plane folder: ROI stats, traces (memory-mapped), classes, mean image."""
     try:
         db = np.load(plane / "db.npy", allow_pickle=True).item()
@@ -199,7 +201,8 @@ def _read_outputs(plane: Path, settings: dict, seconds: float) -> Suite2pOutput:
         stat=stat, traces=traces, neuropil_traces=neuropil_traces, iscell=iscell,
         mean_image=np.asarray(db["meanImg"], dtype=np.float32),
         nframes=int(db["nframes"]), video_shape=(int(db["Ly"]), int(db["Lx"])),
-        settings=settings, suite2p_version=suite2p_version(), seconds=seconds)
+        settings=settings, suite2p_version=suite2p_version(), seconds=seconds,
+        kept_directory=kept_directory)
 
 
 @contextmanager
@@ -227,12 +230,13 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
     Suite2pOutput
         The run's ROIs, traces, classes, mean image, settings and duration.
         ``settings`` holds ``{"db": ..., "settings": ...}`` exactly as given to
-        Suite2P, as plain JSON.
+        Suite2P, as plain JSON; ``kept_directory`` is set with ``keep_results``.
 
     Raises
     ------
     Suite2pRunException
-        If Suite2P fails; the working directory is deleted all the same.
+        If Suite2P fails; the working directory is deleted all the same (or,
+        with ``keep_results``, named in the message).
     """
     work_dir = Path(tempfile.mkdtemp(prefix="slapp_suite2p_", dir=tmp_dir))
     try:
@@ -240,10 +244,17 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
         recorded = jsonable({"db": db, "settings": settings})
         logger.info("running Suite2P %s on %s in %s", suite2p_version(), movie_path, work_dir)
         started = time.perf_counter()
-        _run_s2p(db, settings, movie_path)
-        seconds = time.perf_counter() - started
-        output = _read_outputs(_plane_folder(work_dir), recorded, seconds)
-        logger.info("Suite2P found %d ROIs in %.1f s", output.n_rois, seconds)
+        try:
+            _run_s2p(db, settings, movie_path)
+            output = _read_outputs(_plane_folder(work_dir), recorded,
+                                   time.perf_counter() - started,
+                                   work_dir if keep_results else None)
+        except Suite2pRunException as error:
+            if keep_results:
+                raise Suite2pRunException(f"{error} (Suite2P's files kept in {work_dir})"
+                                          ) from error
+            raise
+        logger.info("Suite2P found %d ROIs in %.1f s", output.n_rois, output.seconds)
         yield output
     finally:
         if keep_results:

@@ -200,3 +200,15 @@ def test_movie_without_cells_is_a_run_with_zero_rois(labeling_db, run_cli, movie
             for row in run] == [(reported["segmentation_run_id"], 702, 600, [64, 64])]
     assert table_counts(labeling_db) == {"runs": 1, "rois": 0}
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_kept_suite2p_files_are_named_in_the_error(labeling_db, run_cli, movies, tmp_path):
+    result = run_cli(SEGMENT, "--manifest_json", movies, "--manifest_index", 2,
+                     "--tmp_dir", tmp_path, "--keep_suite2p_results", env=PINNED)
+
+    assert result.returncode == 1
+    [kept] = list(tmp_path.iterdir())
+    assert result.stderr.strip().endswith(
+        f"number of frames should be at least 50 (Suite2P's files kept in {kept})")
+    assert (kept / "suite2p" / "plane0" / "data.bin").stat().st_size == 8 * 32 * 32 * 2
+    assert table_counts(labeling_db) == {"runs": 0, "rois": 0}

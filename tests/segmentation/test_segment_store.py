@@ -11,7 +11,7 @@ import pytest
 
 from slapp.segmentation import store
 from slapp.segmentation.plot import outline_overlay, render_roi_plot, write_file_atomically
-from slapp.segmentation.rois import Roi, RoiException, roi_from_suite2p, rois_from_suite2p
+from slapp.segmentation.rois import RoiException, roi_from_suite2p, rois_from_suite2p
 from slapp.segmentation.suite2p_runner import jsonable
 
 VERSION = "store-test-version"
