@@ -1,0 +1,147 @@
+"""Synthetic movie: determinism, content, HDF5 layout and atomic writes."""
+import os
+import stat
+
+import h5py
+import numpy as np
+import pytest
+
+from slapp.demo.synthetic_movie import (
+    MovieSpec,
+    generate_movie,
+    ground_truth_path,
+    read_ground_truth,
+    write_movie,
+)
+
+# Small enough to generate in well under a second; same physics as the default.
+SMALL = MovieSpec(nframes=310, height=64, width=48, ncells=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_movie():
+    return generate_movie(SMALL)
+
+
+def test_shapes_and_dtypes(small_movie):
+    movie, masks = small_movie
+    assert movie.shape == (SMALL.nframes, SMALL.height, SMALL.width)
+    assert movie.dtype == np.uint16
+    assert masks.shape == (SMALL.ncells, SMALL.height, SMALL.width)
+    assert masks.dtype == np.float32
+
+
+def test_same_seed_gives_identical_movie(small_movie):
+    movie, masks = generate_movie(SMALL)
+    np.testing.assert_array_equal(movie, small_movie[0])
+    np.testing.assert_array_equal(masks, small_movie[1])
+
+
+def test_other_seed_gives_other_movie(small_movie):
+    movie, masks = generate_movie(MovieSpec(**{**SMALL.__dict__, "seed": SMALL.seed + 1}))
+    assert not np.array_equal(masks, small_movie[1])
+    assert not np.array_equal(movie, small_movie[0])
+
+
+def test_cell_layout_does_not_depend_on_movie_length(small_movie):
+    _, masks = generate_movie(MovieSpec(**{**SMALL.__dict__, "nframes": 40}))
+    np.testing.assert_array_equal(masks, small_movie[1])
+
+
+def test_masks_are_compact_soma_footprints(small_movie):
+    _, masks = small_movie
+    assert masks.min() == 0 and masks.max() == 1
+    areas = (masks > 0).sum(axis=(1, 2))
+    low, high = SMALL.cell_diameter_px
+    # an ellipse with axes within the diameter range, give or take the irregular outline
+    assert np.all(areas >= 0.6 * np.pi * (low / 2) ** 2 * SMALL.cell_axis_ratio[0])
+    assert np.all(areas <= 1.3 * np.pi * (high / 2) ** 2)
+
+
+def test_neighbouring_cells_can_overlap():
+    _, masks = generate_movie(MovieSpec(nframes=10, seed=0))
+    cells_per_pixel = (masks > 0).sum(axis=0)
+    assert cells_per_pixel.max() == 2
+
+
+def test_cells_are_brighter_and_more_active_than_background(small_movie):
+    movie, masks = small_movie
+    in_cells, background = masks.max(axis=0) > 0.9, masks.max(axis=0) == 0
+    temporal_std = movie.std(axis=0)
+    assert movie.mean(axis=0)[in_cells].mean() > movie.mean(axis=0)[background].mean()
+    assert temporal_std[in_cells].mean() > 1.2 * temporal_std[background].mean()
+
+
+def test_noise_is_photon_like(small_movie):
+    movie, masks = small_movie
+    background = movie[:, masks.max(axis=0) == 0].astype(np.float64)
+    photons = (background - SMALL.dark_offset_adu) / SMALL.adu_per_photon
+    frame_to_frame_variance = np.diff(photons, axis=0).var() / 2
+    # Poisson: variance ~ mean photons, plus read noise and a little neuropil change
+    assert photons.mean() == pytest.approx(frame_to_frame_variance, rel=0.25)
+
+
+def test_bleaching_dims_the_movie_over_time():
+    movie, _ = generate_movie(MovieSpec(**{**SMALL.__dict__, "nframes": 2000}))
+    first, last = movie[:200].mean(), movie[-200:].mean()
+    assert last < first
+
+
+def test_write_movie_writes_chunked_data_and_compressed_ground_truth(tmp_path, small_movie):
+    movie_path = tmp_path / "demo.h5"
+    truth_path = write_movie(movie_path, SMALL)
+    assert truth_path == ground_truth_path(movie_path) == tmp_path / "demo_ground_truth.h5"
+    with h5py.File(movie_path, "r") as f:
+        data = f["data"]
+        assert data.shape == (SMALL.nframes, SMALL.height, SMALL.width)
+        assert data.dtype == np.uint16
+        assert data.chunks[1:] == (SMALL.height, SMALL.width)
+        assert 1 <= data.chunks[0] < SMALL.nframes
+        np.testing.assert_array_equal(data[()], small_movie[0])
+    with h5py.File(truth_path, "r") as f:
+        assert f["masks"].compression == "gzip"
+        assert f["masks"].attrs["seed"] == SMALL.seed
+        assert f["masks"].attrs["nframes"] == SMALL.nframes
+        np.testing.assert_array_equal(f["masks"].attrs["cell_diameter_px"], SMALL.cell_diameter_px)
+    truth = read_ground_truth(truth_path)
+    assert truth.dtype == np.float32
+    np.testing.assert_array_equal(truth, small_movie[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.h5", "demo_ground_truth.h5"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    previous_umask = os.umask(0o022)
+    try:
+        truth_path = write_movie(tmp_path / "shared.h5", SMALL)
+    finally:
+        os.umask(previous_umask)
+    for path in (tmp_path / "shared.h5", truth_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_movie_without_cells_is_written(tmp_path):
+    truth_path = write_movie(tmp_path / "empty.h5", MovieSpec(nframes=20, height=16, width=16, ncells=0))
+    assert read_ground_truth(truth_path).shape == (0, 16, 16)
+
+
+def test_invalid_spec_is_rejected_with_every_problem_named():
+    with pytest.raises(ValueError, match="nframes must be >= 1.*cell_diameter_px must satisfy"):
+        MovieSpec(nframes=0, cell_diameter_px=(14.0, 9.0))
+
+
+def test_failed_generation_leaves_no_file_behind(tmp_path):
+    crowded = MovieSpec(nframes=20, height=32, width=32, ncells=40)
+    with pytest.raises(ValueError, match="cannot place 40 cells"):
+        write_movie(tmp_path / "crowded.h5", crowded)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_generation_keeps_the_previous_files(tmp_path, small_movie):
+    movie_path = tmp_path / "demo.h5"
+    write_movie(movie_path, SMALL)
+    with pytest.raises(ValueError):
+        write_movie(movie_path, MovieSpec(nframes=20, height=32, width=32, ncells=40))
+    with h5py.File(movie_path, "r") as f:
+        np.testing.assert_array_equal(f["data"][()], small_movie[0])
+    np.testing.assert_array_equal(read_ground_truth(ground_truth_path(movie_path)), small_movie[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.h5", "demo_ground_truth.h5"]
