@@ -118,10 +118,12 @@ class SegmentSchema(argschema.ArgSchema):
                                  "the original segmentation jobs used, and the labelers "
                                  "reject the extra ROIs that are not cells"})
     spatial_scale = mm.fields.Int(
-        dump_default=0, validate=mm.validate.Range(min=0, max=4),
-        metadata={"description": "sparsery's spatial scale: 0 lets Suite2P estimate it "
-                                 "from the movie, which works across the depths and lines "
-                                 "of a selection; 1, 2, 3, 4 fix it at 6, 12, 24, 48 px"})
+        dump_default=2, validate=mm.validate.Range(min=0, max=4),
+        metadata={"description": "sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, "
+                                 "48 px; 0 lets Suite2P estimate it. 2 (12 px) is the soma "
+                                 "scale of a 512x512 Allen field; the estimate sometimes "
+                                 "picks 6 px on quiet fields, which halves the detection "
+                                 "threshold and adds neuropil ROIs"})
     highpass_neuropil = mm.fields.Int(
         dump_default=25, validate=mm.validate.Range(min=5),
         metadata={"description": "width in pixels of the spatial high-pass filter that "

@@ -6,11 +6,9 @@ skip and ``--overwrite`` must replace. The tests of this file run in file
 order and share that run, so none of them uses the ``labeling_db`` fixture
 (which empties the tables).
 
-The movie is 97 s at 31 Hz. The manifest gives it ``nbinned`` 136, i.e. bins
-of round(tau * fs) = 22 frames, the shortest Suite2P allows: with the
-project's usual 115-frame bins a movie this short has only 26 binned frames,
-too few to tell its cells from the neuropil. Every Suite2P setting is the
-command's default, threshold_scaling 0.75 included.
+The movie is the demo's (145 s at 31 Hz), its ``nbinned`` follows the
+manifest step's rule (nframes // 115) and every Suite2P setting is the
+command's default, threshold_scaling 0.75 included: what a user gets.
 """
 import json
 import os
@@ -29,8 +27,8 @@ from slapp.utils.query_utils import DbConnection
 
 VERSION = "segment-test-version"
 EXPERIMENT_ID = 850517344
-NFRAMES, HEIGHT, WIDTH = 3000, 128, 128
-NBINNED = 136
+NFRAMES, HEIGHT, WIDTH = 4500, 128, 128
+NBINNED = NFRAMES // 115
 
 
 def segment(env, manifest, *args):
