@@ -211,7 +211,8 @@ class _Task:
         try:
             result = json.loads(self.output_path.read_text())
         except (OSError, ValueError) as error:
-            outcome.error = f"the task exited 0 but its output {self.output_path} is unreadable: {error}"
+            outcome.error = (f"the task exited 0 but its output {self.output_path} "
+                             f"is unreadable: {error}")
             return outcome
         outcome.outcome = "done" if result["status"] == "segmented" else "skipped"
         outcome.segmentation_run_id = result.get("segmentation_run_id")
@@ -231,6 +232,12 @@ class _Task:
                            INTERRUPT_GRACE_SECONDS)
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def _counts(outcomes: list[TaskOutcome]) -> dict[str, int]:
+    """How many tasks were done, skipped and failed, in that order."""
+    return {name: sum(outcome.outcome == name for outcome in outcomes)
+            for name in ("done", "skipped", "failed")}
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -317,6 +324,7 @@ class RunLocal(argschema.ArgSchemaParser):
                     for task in [task for task in running if task.process.poll() is not None]:
                         running.remove(task)
                         outcomes.append(self._report(task.outcome()))
+                        progress.set_postfix(_counts(outcomes), refresh=False)
                         progress.update()
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping %d running tasks", len(running))
@@ -339,8 +347,7 @@ class RunLocal(argschema.ArgSchemaParser):
         return outcome
 
     def _summarize(self, outcomes: list[TaskOutcome], log_dir: Path) -> dict:
-        counts = {name: sum(outcome.outcome == name for outcome in outcomes)
-                  for name in ("done", "skipped", "failed")}
+        counts = _counts(outcomes)
         print(", ".join(f"{name}: {count}" for name, count in counts.items()))
         for outcome in outcomes:
             if outcome.outcome == "failed":

@@ -54,10 +54,10 @@ class SegmentationStatusSchema(argschema.ArgSchema):
     max_concurrent = mm.fields.Int(
         dump_default=10, validate=mm.validate.Range(min=0),
         metadata={"description": "at most this many tasks at once in the printed "
-                                 "resubmission (the array spec's throttle suffix). 10, as the original jobs ran, keeps the "
-                                 "labeling database's connections and the file server's "
-                                 "load of many 512x512 movies read at once modest; 0 "
-                                 "means no limit"})
+                                 "resubmission (the array spec's throttle suffix). 10, as "
+                                 "the original jobs ran, keeps the labeling database's "
+                                 "connections and the file server's load of many 512x512 "
+                                 "movies read at once modest; 0 means no limit"})
 
 
 class EntryStatusSchema(mm.Schema):
