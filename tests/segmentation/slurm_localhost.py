@@ -73,7 +73,7 @@ class LocalSlurm:
         self.workdir = Path(workdir)
         self.conf_path = self.workdir / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
-        self._processes: list[subprocess.Popen] = []
+        self._processes: dict[str, subprocess.Popen] = {}
         self._munge_dir: Path | None = None
 
     @property
@@ -106,22 +106,23 @@ class LocalSlurm:
         socket_path = self._munge_dir / "munge.socket"
         self._write_conf(socket_path)
         deadline = time.monotonic() + timeout
-        self._launch(["setpriv", f"--reuid={MUNGE_USER}", f"--regid={MUNGE_USER}",
-                      "--init-groups", "munged", "--foreground",
-                      f"--socket={socket_path}", f"--pid-file={self._munge_dir}/munged.pid",
-                      f"--seed-file={self._munge_dir}/munged.seed",
-                      f"--log-file={self._munge_dir}/munged.log"])
+        self._launch("munged", [
+            f"--reuid={MUNGE_USER}", f"--regid={MUNGE_USER}", "--init-groups",
+            "munged", "--foreground", f"--socket={socket_path}",
+            f"--pid-file={self._munge_dir}/munged.pid",
+            f"--seed-file={self._munge_dir}/munged.seed",
+            f"--log-file={self._munge_dir}/munged.log"])
         self._wait_until(lambda: subprocess.run(
             f"munge -n -S {socket_path} | unmunge -S {socket_path}", shell=True,
             capture_output=True).returncode == 0, deadline, "munged to answer")
-        self._launch(["slurmctld", "-D", "-f", str(self.conf_path)])
-        self._launch(["slurmd", "-D", "-f", str(self.conf_path)])
+        self._launch("slurmctld", ["slurmctld", "-D", "-f", str(self.conf_path)])
+        self._launch("slurmd", ["slurmd", "-D", "-f", str(self.conf_path)])
         self._wait_until(lambda: self._node_state() == "idle", deadline,
                          f"node {self.node} to become idle")
 
     def stop(self) -> None:
         """Stop the daemons this object started (slurmd first), by pid."""
-        for process in reversed(self._processes):
+        for process in reversed(self._processes.values()):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -170,10 +171,12 @@ NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_real_memory_mib
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
-    def _launch(self, command: list[str]) -> None:
-        self._processes.append(subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
+    def _launch(self, name: str, setpriv_arguments: list[str]) -> None:
+        """Start a daemon in the foreground through setpriv, which also makes it
+        exit when the test process dies without reaching stop()."""
+        self._processes[name] = subprocess.Popen(
+            ["setpriv", "--pdeathsig", "TERM", *setpriv_arguments],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _node_state(self) -> str:
         result = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True,
@@ -182,7 +185,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def _wait_until(self, ready, deadline: float, what: str) -> None:
         while not ready():
-            exited = [process.args[0] for process in self._processes
+            exited = [name for name, process in self._processes.items()
                       if process.poll() is not None]
             if exited or time.monotonic() > deadline:
                 reason = f"{', '.join(exited)} exited" if exited else "timed out"
