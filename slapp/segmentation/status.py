@@ -182,8 +182,10 @@ def report_lines(statuses: list[dict], spec: str | None, manifest_path: Path,
                                 f"{status['n_rois']} ROIs, "
                                 f"{status['created_at']}")
         elif status["other_code_versions"]:
-            lines.append(head + "missing  (segmented only by other code versions: "
-                                + ", ".join(status["other_code_versions"]) + ")")
+            others = status["other_code_versions"]
+            versions = "another code version" if len(others) == 1 else \
+                f"{len(others)} other code versions, latest"
+            lines.append(head + f"missing  (segmented only by {versions}: {others[-1]})")
         else:
             lines.append(head + "missing")
     n_missing = sum(status["status"] == "missing" for status in statuses)
@@ -193,7 +195,7 @@ def report_lines(statuses: list[dict], spec: str | None, manifest_path: Path,
         return lines
     manifest = shlex.quote(str(manifest_path))
     lines += [
-        f"resubmit the {n_missing} missing entries:",
+        f"resubmit the {n_missing} missing {'entry' if n_missing == 1 else 'entries'}:",
         f"  PBS:   #PBS -t {spec}",
         f"         qsub -t {spec} -v MANIFEST={manifest} {PBS_SCRIPT}",
         f"  SLURM: #SBATCH --array={spec}",

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from slapp.segmentation.status import entry_statuses, report_lines
+
 VERSION = "status-test-version"
 PINNED = {"TRANSFORM_HASH": VERSION}
 
@@ -42,6 +44,8 @@ def test_status_reports_each_entry_and_resubmits_only_the_missing(
     manifest = write_manifest(tmp_path, [850517344, 850517352, 850517360, 850517368])
     first = insert_run(labeling_db, 850517344, VERSION, n_rois=3)
     insert_run(labeling_db, 850517352, "an-older-version", n_rois=5)
+    insert_run(labeling_db, 850517352, "a-newer-version", n_rois=4)
+    insert_run(labeling_db, 850517368, "a-newer-version", n_rois=4)
     third = insert_run(labeling_db, 850517360, VERSION, n_rois=0)
     output = tmp_path / "status.json"
 
@@ -53,9 +57,10 @@ def test_status_reports_each_entry_and_resubmits_only_the_missing(
     assert lines[0] == f"code version {VERSION}: 4 entries in {manifest}"
     assert lines[1].startswith(f"0  850517344  done     run {first}, 3 ROIs, ")
     assert lines[2] == ("1  850517352  missing  "
-                        "(segmented only by other code versions: an-older-version)")
+                        "(segmented only by 2 other code versions, latest: a-newer-version)")
     assert lines[3].startswith(f"2  850517360  done     run {third}, 0 ROIs, ")
-    assert lines[4] == "3  850517368  missing"
+    assert lines[4] == ("3  850517368  missing  "
+                        "(segmented only by another code version: a-newer-version)")
     assert lines[5] == "2 done, 2 missing"
     assert f"qsub -t 1,3 -v MANIFEST={manifest} suite2p_array_job_example.pbs" in result.stdout
     assert "#PBS -t 1,3" in result.stdout
@@ -70,7 +75,8 @@ def test_status_reports_each_entry_and_resubmits_only_the_missing(
     assert [(entry["status"], entry["segmentation_run_id"], entry["n_rois"])
             for entry in report["entries"]] == [
         ("done", first, 3), ("missing", None, None), ("done", third, 0), ("missing", None, None)]
-    assert report["entries"][1]["other_code_versions"] == ["an-older-version"]
+    assert report["entries"][1]["other_code_versions"] == ["an-older-version",
+                                                           "a-newer-version"]
 
 
 def test_everything_done_means_nothing_to_resubmit(labeling_db, run_cli, tmp_path):
@@ -99,6 +105,7 @@ def test_the_resubmission_is_throttled(labeling_db, run_cli, tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "11 missing" in result.stdout
+    assert "resubmit the 11 missing entries:" in result.stdout
     assert "qsub -t 0-4,6-11%4 " in result.stdout
     assert "sbatch --array=0-4,6-11%4 " in result.stdout
 
@@ -133,3 +140,11 @@ def test_help_lists_every_option(run_cli):
     assert result.returncode == 0, result.stderr
     for option in ("--manifest_json", "--max_concurrent", "--output_json", "--log_level"):
         assert option in result.stdout
+
+
+def test_one_missing_entry_is_named_in_the_singular(tmp_path):
+    statuses = entry_statuses([{"experiment_id": 5}], {}, VERSION)
+
+    lines = report_lines(statuses, "0", tmp_path / "m.json", VERSION)
+
+    assert lines[1:4] == ["0  5  missing", "0 done, 1 missing", "resubmit the 1 missing entry:"]
