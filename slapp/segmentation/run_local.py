@@ -180,8 +180,18 @@ def last_error_line(log_path: Path, returncode: int) -> str:
     return f"{lines[-1]} ({ending})" if lines else ending
 
 
-class _Task:
-    """One running ``segment`` process and the files it writes."""
+class SegmentTask:
+    """One manifest entry's ``segment`` process and the files it writes.
+
+    Parameters
+    ----------
+    index : int
+        The entry's manifest index.
+    entry : dict
+        The manifest entry (``experiment_id`` is used).
+    log_dir : Path
+        Where ``<index>_<experiment_id>.log`` and ``.json`` go.
+    """
 
     def __init__(self, index: int, entry: dict, log_dir: Path):
         self.index = index
@@ -192,10 +202,11 @@ class _Task:
         self.process: subprocess.Popen | None = None
 
     def start(self, command: list[str], env: dict) -> None:
+        """Start ``command`` for this entry, its output going to the log file."""
         self.output_path.unlink(missing_ok=True)  # never read a previous run's result
         with open(self.log_path, "wb") as log:
             # Its own session: a terminal's Ctrl-C reaches run_local, which then
-            # stops the task on purpose (see stop()).
+            # stops the task on purpose (see stop_tasks()).
             self.process = subprocess.Popen(
                 command + ["--manifest_index", str(self.index),
                            "--output_json", str(self.output_path)],
@@ -203,6 +214,7 @@ class _Task:
                 env=env, start_new_session=True)
 
     def outcome(self) -> TaskOutcome:
+        """How the finished task ended, from its exit status and output json."""
         returncode = self.process.returncode
         outcome = TaskOutcome(self.index, self.experiment_id, "failed", str(self.log_path))
         if returncode != 0:
@@ -219,19 +231,44 @@ class _Task:
         outcome.n_rois = result.get("n_rois")
         return outcome
 
-    def stop(self) -> None:
-        """Interrupt the task's process group, and kill it if it does not end in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGINT)
-        try:
-            self.process.wait(INTERRUPT_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            logger.warning("experiment %s did not stop on Ctrl-C within %.0f s: killing it; "
-                           "its temporary files may be left behind", self.experiment_id,
-                           INTERRUPT_GRACE_SECONDS)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the task's process group, if it still runs."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signum)
+            except ProcessLookupError:  # it ended after poll()
+                pass
+
+
+def stop_tasks(tasks: list[SegmentTask],
+               grace_seconds: float = INTERRUPT_GRACE_SECONDS) -> None:
+    """Interrupt running tasks as Ctrl-C would, and kill those still running after the grace.
+
+    SIGINT lets a task delete its temporary files and roll back its
+    transaction. A second Ctrl-C while waiting kills the tasks at once.
+
+    Parameters
+    ----------
+    tasks : list of SegmentTask
+        The started tasks.
+    grace_seconds : float
+        How long all of them together get to end by themselves.
+    """
+    for task in tasks:
+        task.signal_group(signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    try:
+        for task in tasks:
+            task.process.wait(max(deadline - time.monotonic(), 0))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    finally:
+        for task in tasks:
+            if task.process.poll() is None:
+                logger.warning("killing experiment %s: it did not stop on Ctrl-C; its "
+                               "temporary files may be left behind", task.experiment_id)
+                task.signal_group(signal.SIGKILL)
+                task.process.wait()
 
 
 def _counts(outcomes: list[TaskOutcome]) -> dict[str, int]:
@@ -307,8 +344,8 @@ class RunLocal(argschema.ArgSchemaParser):
         logger.info("segmenting %d entries, %d at a time with %s threads each; logs in %s",
                     len(manifest), workers, env["OMP_NUM_THREADS"], log_dir)
 
-        pending = deque(_Task(index, entry, log_dir) for index, entry in enumerate(manifest))
-        running: list[_Task] = []
+        pending = deque(SegmentTask(index, entry, log_dir) for index, entry in enumerate(manifest))
+        running: list[SegmentTask] = []
         outcomes: list[TaskOutcome] = []
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         progress = tqdm(total=len(manifest), unit="movie", desc="segment",
@@ -328,8 +365,7 @@ class RunLocal(argschema.ArgSchemaParser):
                         progress.update()
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping %d running tasks", len(running))
-            for task in running:
-                task.stop()
+            stop_tasks(running)
             raise
         finally:
             progress.close()

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from slapp.demo.synthetic_movie import MovieSpec, write_movie
-from slapp.segmentation.run_local import last_error_line, threads_per_worker
+from slapp.segmentation.run_local import (SegmentTask, last_error_line, stop_tasks,
+                                         threads_per_worker)
 
 VERSION = "run-local-test-version"
 RUN_LOCAL = "slapp.segmentation.run_local"
@@ -154,3 +155,23 @@ def test_a_failed_task_is_summed_up_in_one_line(tmp_path, log, returncode, expec
     log_path.write_text(log)
 
     assert last_error_line(log_path, returncode) == expected
+
+
+def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
+    polite = ("import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    print('cleaned up')")
+    stubborn = ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                "print('ready', flush=True)\ntime.sleep(60)")
+    tasks = []
+    for index, code in enumerate([polite, stubborn]):
+        task = SegmentTask(index, {"experiment_id": 10 + index}, tmp_path)
+        task.start([sys.executable, "-c", code], dict(os.environ))
+        tasks.append(task)
+    while not all("ready" in task.log_path.read_text() for task in tasks):
+        time.sleep(0.05)
+
+    stop_tasks(tasks, grace_seconds=2)
+
+    assert tasks[0].process.returncode == 0
+    assert "cleaned up" in tasks[0].log_path.read_text()
+    assert tasks[1].process.returncode == -signal.SIGKILL
