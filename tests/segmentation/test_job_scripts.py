@@ -4,7 +4,8 @@ The SLURM script is submitted with ``sbatch`` to a real single-node SLURM that
 the fixture starts on localhost (skipped without root or without Debian's
 ``slurm-wlm``: run ``scripts/install_slurm.sh``). There is no PBS server
 package here, so the PBS script is run with bash, as a PBS task runs it
-(``#PBS`` lines are comments to bash), with ``PBS_ARRAYID`` set. The scripts
+(``#PBS`` lines are comments to bash), with ``PBS_ARRAYID`` set, and is also
+submitted with the Torque-style ``qsub`` of ``slurm-wlm-torque``. The scripts
 take what a user would set in the environment: ``MANIFEST``, ``SLAPP_PYTHON``,
 ``SLAPP_CREDENTIALS``, ``SLAPP_TMP_DIR``; sbatch options on the command line
 fit the script's resources to this 2-core machine, as a user would for theirs.
@@ -12,6 +13,7 @@ fit the script's resources to this 2-core machine, as a user would for theirs.
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +110,24 @@ def test_slurm_script_outside_an_array_says_so(job_env):
     assert result.stderr.strip().splitlines() == [
         "slapp_segment: no array index (SLURM_ARRAY_TASK_ID): submit with sbatch --array=...; "
         "each array task segments one manifest entry"]
+
+
+def test_pbs_script_submitted_with_qsub_segments_its_entry(
+        labeling_db, local_slurm, job_env, tmp_path):
+    """Through slurm-wlm-torque's qsub, which sets SLURM_ARRAY_TASK_ID, not PBS_ARRAYID."""
+    if shutil.which("qsub") is None:
+        pytest.skip("no qsub: install slurm-wlm-torque (scripts/install_slurm.sh)")
+
+    result = subprocess.run(
+        ["qsub", "-t", "2", "-l", "nodes=1:ppn=1,mem=3gb", "-V", "-W", "block=true",
+         str(PBS_SCRIPT)],
+        env={**job_env, **local_slurm.environment}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=600)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    job_output = "".join(path.read_text() for path in tmp_path.glob("*.pbs.o*"))
+    assert f"experiment {FIRST_ID + 2}: segmented as run" in job_output
+    assert list(stored_runs(labeling_db)) == [FIRST_ID + 2]
 
 
 def run_pbs_task(env, index):
