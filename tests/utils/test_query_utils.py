@@ -1,4 +1,6 @@
 """The database layer against the real embedded server."""
+import logging
+
 import numpy as np
 import psycopg2
 import pytest
@@ -177,6 +179,8 @@ def test_wrong_password_fails_at_once_without_echoing_it(embedded_server):
 
 
 def test_connect_retries_with_backoff_then_gives_up(embedded_server, caplog):
+    # argschema sets the root logger's level when a command runs in-process; be explicit
+    caplog.set_level(logging.WARNING, logger="slapp.utils.query_utils")
     credentials = embedded_server.credentials("labeling", "labeling")
     credentials["port"] = 1  # nothing listens there
     dbconn = DbConnection(**credentials, connect_attempts=3, backoff_seconds=0.01)
