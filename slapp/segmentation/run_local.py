@@ -34,6 +34,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.segmentation.segment import expand_bare_flags
 from slapp.segmentation.status import write_json_atomically
 from slapp.utils.cli import run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
@@ -344,7 +345,8 @@ class RunLocal(argschema.ArgSchemaParser):
         logger.info("segmenting %d entries, %d at a time with %s threads each; logs in %s",
                     len(manifest), workers, env["OMP_NUM_THREADS"], log_dir)
 
-        pending = deque(SegmentTask(index, entry, log_dir) for index, entry in enumerate(manifest))
+        pending = deque(SegmentTask(index, entry, log_dir)
+                        for index, entry in enumerate(manifest))
         running: list[SegmentTask] = []
         outcomes: list[TaskOutcome] = []
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -363,8 +365,8 @@ class RunLocal(argschema.ArgSchemaParser):
                         outcomes.append(self._report(task.outcome()))
                         progress.set_postfix(_counts(outcomes), refresh=False)
                         progress.update()
-        except KeyboardInterrupt:
-            logger.warning("interrupted: stopping %d running tasks", len(running))
+        except BaseException:  # Ctrl-C, SIGTERM, or a task that cannot start
+            logger.warning("stopping %d running tasks", len(running))
             stop_tasks(running)
             raise
         finally:
@@ -401,8 +403,8 @@ class RunLocal(argschema.ArgSchemaParser):
 
 
 def main() -> None:
-    """Parse the command line and segment every entry."""
-    RunLocal().run()
+    """Parse the command line (``--overwrite`` may stand alone) and segment every entry."""
+    RunLocal(args=expand_bare_flags(sys.argv[1:], ("--overwrite",))).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,6 @@ resubmit only the missing entries, throttled to ``--max_concurrent`` tasks at
 once. It only reads the database.
 """
 import json
-import logging
 import os
 import shlex
 import sys
@@ -28,8 +27,6 @@ from slapp.segmentation.array_spec import array_spec
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
-
-logger = logging.getLogger("slapp.segmentation.status")
 
 PBS_SCRIPT = "suite2p_array_job_example.pbs"
 SLURM_SCRIPT = "suite2p_array_job_example.slurm"

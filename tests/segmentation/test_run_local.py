@@ -49,7 +49,7 @@ def runs(labeling_db):
         "WHERE ophys_segmentation_commit_hash = %s", (VERSION,))}
 
 
-def test_every_entry_is_segmented_failures_reported_and_a_rerun_skips(
+def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_replaces(
         labeling_db, run_cli, movies, tmp_path):
     missing_movie = tmp_path / "lost" / "movie.h5"
     manifest = write_manifest(tmp_path, [movies[0], missing_movie, movies[1]])
@@ -88,6 +88,14 @@ def test_every_entry_is_segmented_failures_reported_and_a_rerun_skips(
     assert second.returncode == 1
     assert second.stdout.splitlines()[0] == "done: 0, skipped: 2, failed: 1"
     assert runs(labeling_db) == stored
+
+    third = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2, "--overwrite",
+                    "--tmp_dir", scratch, env={"TRANSFORM_HASH": VERSION})
+
+    assert third.stdout.splitlines()[0] == "done: 2, skipped: 0, failed: 1"
+    replaced = runs(labeling_db)
+    assert sorted(replaced) == sorted(stored)
+    assert all(replaced[experiment] != stored[experiment] for experiment in stored)
 
 
 def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
