@@ -328,6 +328,10 @@ class SegmentationManifest(argschema.ArgSchemaParser):
             is listed twice, is missing from LIMS, or fails a check of :func:`manifest_entry`;
             every bad experiment is logged and summarised in the message.
         """
+        output_path = Path(self.args["output_json"])
+        if output_path.is_dir():
+            raise SegmentationManifestException(
+                f"output_json {output_path} is a directory, not a file")
         experiment_ids = self._selected_ids(label_dbconn)
         self.logger.info("selected %d experiments from table experiment_selection",
                          len(experiment_ids))
@@ -347,20 +351,24 @@ class SegmentationManifest(argschema.ArgSchemaParser):
             raise SegmentationManifestException(self._report(experiment_ids, problems))
         manifest = self.get_output_json(
             {"manifest": [entries[experiment_id] for experiment_id in experiment_ids]})
-        _write_json_atomically(Path(self.args["output_json"]), manifest)
+        _write_json_atomically(output_path, manifest)
         self.logger.info("wrote %s", self.args["output_json"])
         return manifest
 
     def _report(self, experiment_ids: list[int], problems: dict) -> str:
-        """Log each problem on its own line; return the one-line summary."""
+        """Log each problem on its own line (level WARNING); return the one-line summary.
+
+        At the default level (ERROR) the user sees one line, the summary; it
+        names the first problems, and ``--log_level WARNING`` lists them all.
+        """
         ordered = [f"{experiment_id}: {problems[experiment_id]}"
                    for experiment_id in dict.fromkeys(experiment_ids)
                    if experiment_id in problems]
         for line in ordered:
-            self.logger.error(line)
+            self.logger.warning(line)
         summary = "; ".join(ordered[:_PROBLEMS_IN_SUMMARY])
         if len(ordered) > _PROBLEMS_IN_SUMMARY:
-            summary += f"; and {len(ordered) - _PROBLEMS_IN_SUMMARY} more (each logged above)"
+            summary += f"; and {len(ordered) - _PROBLEMS_IN_SUMMARY} more (--log_level WARNING lists each)"
         return (f"{len(ordered)} of {len(dict.fromkeys(experiment_ids))} experiments have "
                 f"problems, no manifest written: {summary}")
 
