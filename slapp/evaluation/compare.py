@@ -123,6 +123,8 @@ def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
         masks have another shape.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CompareException(f"ground truth {path} is a directory, not a mask file")
     if not path.is_file():
         raise CompareException(f"ground truth file {path} does not exist")
     try:
