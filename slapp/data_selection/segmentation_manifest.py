@@ -17,7 +17,6 @@ and no manifest is written. The manifest lists the experiments in the order of
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from slapp.data_selection.utils import FindFileException, find_full_movie
 from slapp.utils.cli import one_line, run_main
+from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
                                      lims_defaults)
 
@@ -261,26 +261,6 @@ def build_entries(experiments: list[dict], bin_size: int, workers: int,
     return entries, problems
 
 
-def _write_json_atomically(path: Path, document: dict) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as output:
-            json.dump(document, output, indent=2)
-            output.write("\n")
-            output.flush()
-            os.fsync(output.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a manifest is not
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 class SegmentationManifest(argschema.ArgSchemaParser):
     """Build and write the segmentation manifest of a stored selection.
 
@@ -351,7 +331,7 @@ class SegmentationManifest(argschema.ArgSchemaParser):
             raise SegmentationManifestException(self._report(experiment_ids, problems))
         manifest = self.get_output_json(
             {"manifest": [entries[experiment_id] for experiment_id in experiment_ids]})
-        _write_json_atomically(output_path, manifest)
+        write_json_atomically(output_path, manifest)
         self.logger.info("wrote %s", self.args["output_json"])
         return manifest
 

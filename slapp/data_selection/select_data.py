@@ -18,11 +18,9 @@ import base64
 import json
 import os
 import sys
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import argschema
 import marshmallow as mm
@@ -31,6 +29,7 @@ import psycopg2
 
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
+from slapp.utils.files import json_bytes, stage_bytes
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
 
 INSERT_SELECTION = (
@@ -271,20 +270,6 @@ def padded_id_array_literal(id_lists: list[list[int]]) -> str:
     return "{" + ",".join("{" + row + "}" for row in rows) + "}"
 
 
-def _write_temporary_json(path: Path, content: dict) -> Path:
-    """Write JSON to a new temporary file beside ``path``, for the caller to rename into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(content, stream, indent=2)
-            stream.write("\n")
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return Path(temporary)
-
-
 class DataSelector(argschema.ArgSchemaParser):
     """Select experiments from LIMS and record the selection in the labeling database.
 
@@ -336,8 +321,7 @@ class DataSelector(argschema.ArgSchemaParser):
                 cursor.execute(INSERT_SELECTION, row_values)
                 output = {"experiment_selection_id": cursor.fetchone()["id"], **selection}
                 if output_path:
-                    temporary = _write_temporary_json(Path(output_path),
-                                                      self.get_output_json(output))
+                    temporary = stage_bytes(output_path, json_bytes(self.get_output_json(output)))
             if temporary is not None:
                 os.replace(temporary, output_path)
                 temporary = None

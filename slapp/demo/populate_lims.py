@@ -29,9 +29,10 @@ import marshmallow as mm
 import psycopg2.extras
 
 from slapp.demo.lims import add_donor_genotype, add_experiment, create_lims_tables
-from slapp.demo.storage import experiment_storage_directory, write_json_atomically
+from slapp.demo.storage import experiment_storage_directory
 from slapp.embedded import LIMS_DATABASE, EmbeddedServer, default_home
 from slapp.utils.cli import run_main
+from slapp.utils.files import write_json_atomically
 
 DEMO_SEED = 20191209
 # Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell

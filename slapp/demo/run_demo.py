@@ -31,11 +31,12 @@ import argschema
 import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
-from slapp.demo.storage import ensure_movies, write_json_atomically
+from slapp.demo.storage import ensure_movies
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
 from slapp.embedded import EmbeddedServer, default_home
 from slapp.evaluation.compare import compare_run
 from slapp.utils.cli import run_main
+from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

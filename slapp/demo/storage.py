@@ -12,10 +12,7 @@ demo segments (:func:`ensure_movies`), each with its ground-truth masks beside
 it (:func:`slapp.demo.synthetic_movie.ground_truth_path`). A movie that exists
 with its ground truth is kept, so a second demo run generates nothing.
 """
-import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,26 +174,3 @@ def ensure_movies(lims_dbconn: DbConnection, experiment_ids: list[int],
             logger.info("keeping %s", movie_path)
         movies.append(DemoMovie(experiment_id, movie_path, truth_path, generated))
     return movies
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON through a temporary file in the same directory.
-
-    A reader never sees a half-written file, and a failure leaves none behind.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Destination; its directory must exist.
-    data : dict
-        JSON-serialisable content.
-    """
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

@@ -21,10 +21,7 @@ the labelers see every candidate, and most of the extra ROIs are neuropil
 patches the classifier rejects. ``--only_cells False`` scores every ROI, which
 measures what the labelers are shown.
 """
-import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +33,7 @@ import scipy.sparse
 from slapp.demo.synthetic_movie import read_ground_truth
 from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import run_main
+from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 
@@ -272,19 +270,8 @@ class CompareSegmentation(argschema.ArgSchemaParser):
                   "precision": match.precision, "recall": match.recall, "f1": match.f1}
         print(format_result(comparison))
         if self.args.get("output_json"):
-            _write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
+            write_json_atomically(self.args["output_json"], self.get_output_json(output))
         return output
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def main() -> None:  # pragma: no cover - thin CLI

@@ -35,7 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.segmentation.segment import expand_bare_flags
-from slapp.segmentation.status import write_json_atomically
+from slapp.utils.files import write_json_atomically
 from slapp.utils.cli import run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
 

@@ -12,11 +12,8 @@ per entry, a summary, and the ``qsub -t`` / ``sbatch --array`` commands that
 resubmit only the missing entries, throttled to ``--max_concurrent`` tasks at
 once. It only reads the database.
 """
-import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import argschema
@@ -26,6 +23,7 @@ from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.segmentation.array_spec import array_spec
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
+from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 PBS_SCRIPT = "suite2p_array_job_example.pbs"
@@ -199,34 +197,6 @@ def report_lines(statuses: list[dict], spec: str | None, manifest_path: Path,
         f"         sbatch --array={spec} --export=ALL,MANIFEST={manifest} {SLURM_SCRIPT}",
     ]
     return lines
-
-
-def write_json_atomically(path: str | Path, document: dict) -> None:
-    """Write ``document`` as JSON to ``path`` so that readers see all of it or nothing.
-
-    The JSON goes to a temporary file in the same directory, which then
-    replaces ``path``; the file gets the permissions the umask gives a new file.
-
-    Parameters
-    ----------
-    path : str or Path
-        The output file.
-    document : dict
-        JSON-serializable content.
-    """
-    path = Path(path).absolute()
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as output_file:
-            json.dump(document, output_file, indent=2)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide it from the lab
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 class SegmentationStatus(argschema.ArgSchemaParser):
