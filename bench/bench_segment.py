@@ -176,8 +176,8 @@ def synthetic_suite2p_outputs(count: int, frames: int, rng: np.random.Generator)
     stat = []
     for _ in range(count):
         npix = int(rng.integers(100, 201))
-        stat.append({"ypix": rng.integers(0, 500) + rng.integers(0, 14, npix),
-                     "xpix": rng.integers(0, 500) + rng.integers(0, 14, npix),
+        stat.append({"ypix": rng.integers(0, 512 - 14) + rng.integers(0, 14, npix),
+                     "xpix": rng.integers(0, 512 - 14) + rng.integers(0, 14, npix),
                      "lam": rng.random(npix, dtype=np.float32), "radius": 6.0,
                      "aspect_ratio": 1.1, "compact": 1.05, "skew": float(rng.normal(1, 0.3))})
     return {"stat": stat,
