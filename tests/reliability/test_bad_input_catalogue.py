@@ -1,0 +1,106 @@
+"""The README's catalogue of bad inputs is what the tools really do.
+
+README.rst keeps a table of bad inputs for every command and the one line each
+prints. This test reads that table, runs every row in a sandbox holding the
+files the rows name, and checks that each exits 1, prints exactly that one
+line on stderr, and changes no table and no file.
+"""
+import json
+import re
+import shlex
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from slapp.demo.lims import add_experiment
+
+README = Path(__file__).resolve().parents[2] / "README.rst"
+MODULES = {
+    "select_data": "slapp.data_selection.select_data",
+    "segmentation_manifest": "slapp.data_selection.segmentation_manifest",
+    "segment": "slapp.segmentation.segment",
+    "status": "slapp.segmentation.status",
+    "run_local": "slapp.segmentation.run_local",
+    "compare": "slapp.evaluation.compare",
+}
+ROW = re.compile(r"^   \* - ``(?P<command>[^`]+)``\n     - ``(?P<line>[^`]+)``$", re.MULTILINE)
+
+
+def catalogue() -> list[tuple[str, str]]:
+    """The (command, printed line) rows between the catalogue markers of README.rst."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(".. bad-input-catalogue-start")
+    end = text.index(".. bad-input-catalogue-end")
+    return [(match["command"], match["line"]) for match in ROW.finditer(text[start:end])]
+
+
+def build_sandbox(sandbox: Path) -> None:
+    """The files the catalogue's commands name."""
+    (sandbox / "malformed.json").write_text('{"query_strings": ["SELECT 1",\n')
+    (sandbox / "wrong_types.json").write_text(json.dumps(
+        {"query_strings": "SELECT 1 AS exp_id", "sub_selection_counts": ["three"]}))
+    (sandbox / "quoted_query.json").write_text(json.dumps(
+        {"query_strings": ["SELECT 'naïve \"quoted\"' AS exp_id"], "sub_selection_counts": [1],
+         "comment_string": "l'expérience \"ü\" \\ n"}, ensure_ascii=False), encoding="utf-8")
+    (sandbox / "a_directory").mkdir()
+    (sandbox / "not_hdf5.h5").write_text("this is not an HDF5 file\n")
+    with h5py.File(sandbox / "no_data.h5", "w") as movie:
+        movie.create_dataset("frames", data=np.zeros((4, 8, 8), dtype=np.uint16))
+    with h5py.File(sandbox / "truth_4x4.h5", "w") as truth:
+        truth.create_dataset("masks", data=np.ones((1, 4, 4), dtype=np.float32))
+    for name, video in (("manifest.json", "no_data.h5"),
+                        ("missing_movie.json", "missing.h5"),
+                        ("directory_movie.json", "a_directory"),
+                        ("not_hdf5_movie.json", "not_hdf5.h5"),
+                        ("no_data_movie.json", "no_data.h5")):
+        entry = {"experiment_id": 850517344, "nbinned": 20, "log_level": "ERROR",
+                 "input_video": str(sandbox / video)}
+        (sandbox / name).write_text(json.dumps({"manifest": [entry]}))
+
+
+def prepare_databases(labeling_db, lims_cursor) -> None:
+    """Selection 1 names an experiment LIMS lacks; run 1 is an 8x8 run; LIMS has one row."""
+    labeling_db.execute(
+        "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
+        "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed) "
+        "VALUES ('{U0VMRUNU}', 'abc', '{{999000001}}', '{1}', '{999000001}', 42)")
+    labeling_db.execute(
+        "INSERT INTO segmentation_runs (ophys_experiment_id, ophys_segmentation_commit_hash, "
+        "source_video_path, video_shape, nframes, nbinned, suite2p_version, suite2p_settings, "
+        "suite2p_seconds, total_seconds, hostname) VALUES (850517344, 'abc', 'movie.h5', "
+        "'{8,8}', 400, 3, '1.1.0', '{}', 1, 1, 'node')")
+    add_experiment(lims_cursor, 850517344, project="VisualBehaviorMultiscope",
+                   genotype="Sst-IRES-Cre", depth=175, nframes=400)
+
+
+def snapshot(sandbox: Path, labeling_db) -> tuple:
+    files = sorted((str(path.relative_to(sandbox)), path.stat().st_size)
+                   for path in sandbox.rglob("*"))
+    counts = labeling_db.query(
+        "SELECT (SELECT count(*) FROM experiment_selection) AS selections, "
+        "(SELECT count(*) FROM segmentation_runs) AS runs, (SELECT count(*) FROM rois) AS rois")
+    return files, counts
+
+
+def test_the_catalogue_is_not_empty():
+    rows = catalogue()
+    assert len(rows) >= 20
+    assert {command.split()[0] for command, _ in rows} == set(MODULES)
+
+
+@pytest.mark.parametrize("command,expected", catalogue(), ids=[row[0] for row in catalogue()])
+def test_bad_input_gives_one_line_and_changes_nothing(command, expected, tmp_path, labeling_db,
+                                                     lims_admin, run_cli):
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    build_sandbox(sandbox)
+    with lims_admin.cursor() as lims_cursor:
+        prepare_databases(labeling_db, lims_cursor)
+    before = snapshot(sandbox, labeling_db)
+    program, *args = shlex.split(command)
+    result = run_cli(MODULES[program], *args, cwd=sandbox)
+    printed = result.stderr.replace(str(sandbox) + "/", "").strip().splitlines()
+    assert (result.returncode, printed) == (1, [expected]), result.stdout
+    assert snapshot(sandbox, labeling_db) == before
