@@ -1,8 +1,9 @@
 """Bad input to ``python -m slapp.segmentation.segment``: one line, exit 1, nothing written.
 
-Every case runs the real command against the real labeling database and checks
-that no run, no ROI, no plot, no output JSON and no temporary directory was
-left behind. None of these cases gets as far as Suite2P.
+Every case checks that no run, no ROI, no plot, no output JSON and no
+temporary directory was left behind; none gets as far as Suite2P. A few cases
+run the real command in a subprocess (the one-line message and exit status);
+the others run the same ``Segment`` in this process, which is much faster.
 """
 import json
 
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from slapp.segmentation.segment import expand_bare_flags
+from slapp.segmentation.segment import Segment, SegmentationException, expand_bare_flags
 
 SEGMENT = "slapp.segmentation.segment"
 
@@ -54,6 +55,16 @@ def run_segment(run_cli, manifest, index, directory, scratch, *extra, env=None):
                    env=env)
 
 
+def segment_error(labeling_db, manifest, index, directory, scratch):
+    """Run ``Segment`` in this process and return its error message."""
+    segment = Segment(args=["--manifest_json", str(manifest), "--manifest_index", str(index),
+                            "--tmp_dir", str(scratch), "--output_json",
+                            str(directory / "out.json")])
+    with pytest.raises(SegmentationException) as error:
+        segment.run(labeling_db)
+    return str(error.value)
+
+
 def one_error_line(result):
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
@@ -73,60 +84,60 @@ def test_index_out_of_range(labeling_db, run_cli, workspace):
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_missing_movie(labeling_db, run_cli, workspace):
+def test_missing_movie(labeling_db, workspace):
     directory, scratch, _ = workspace
     missing = directory / "no_such_movie.h5"
     manifest = write_manifest(directory, [{"input_video": str(missing)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
 
-    assert one_error_line(result) == f"movie {missing} does not exist"
+    assert message == f"movie {missing} does not exist"
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_directory_where_the_movie_belongs(labeling_db, run_cli, workspace):
+def test_directory_where_the_movie_belongs(labeling_db, workspace):
     directory, scratch, _ = workspace
     folder = directory / "movie_folder.h5"
     folder.mkdir()
     manifest = write_manifest(directory, [{"input_video": str(folder)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
 
-    assert one_error_line(result) == f"movie {folder} is a directory, not an HDF5 file"
+    assert message == f"movie {folder} is a directory, not an HDF5 file"
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_file_that_is_not_hdf5(labeling_db, run_cli, workspace):
+def test_file_that_is_not_hdf5(labeling_db, workspace):
     directory, scratch, _ = workspace
     text = directory / "notes.h5"
     text.write_text("not an HDF5 file\n")
     manifest = write_manifest(directory, [{"input_video": str(text)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
 
-    assert one_error_line(result).startswith(f"cannot read movie {text} as HDF5: ")
+    assert message.startswith(f"cannot read movie {text} as HDF5: ")
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_hdf5_without_data_dataset(labeling_db, run_cli, workspace):
+def test_hdf5_without_data_dataset(labeling_db, workspace):
     directory, scratch, _ = workspace
     movie = write_h5(directory / "other.h5", frames=np.zeros((20, 8, 8), np.uint16))
     manifest = write_manifest(directory, [{"input_video": str(movie)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
 
-    assert one_error_line(result) == f"movie {movie} has no 'data' dataset"
+    assert message == f"movie {movie} has no 'data' dataset"
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_data_that_is_not_a_movie(labeling_db, run_cli, workspace):
+def test_data_that_is_not_a_movie(labeling_db, workspace):
     directory, scratch, _ = workspace
     movie = write_h5(directory / "flat.h5", data=np.zeros((20, 64), np.uint16))
     manifest = write_manifest(directory, [{"input_video": str(movie)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
 
-    assert one_error_line(result) == (f"movie {movie}: dataset 'data' has shape (20, 64), "
+    assert message == (f"movie {movie}: dataset 'data' has shape (20, 64), "
                                       "not (frames, height, width)")
     assert_nothing_written(labeling_db, directory, scratch)
 
@@ -153,6 +164,17 @@ def test_missing_tmp_dir(labeling_db, run_cli, workspace):
 
     assert one_error_line(result) == f"tmp_dir {missing} does not exist"
     assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_plot_dir_that_is_a_file(labeling_db, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+    (directory / "segmentation_plots").write_text("a file, not a directory")
+
+    message = segment_error(labeling_db, manifest, 0, directory, scratch)
+
+    assert message == f"plot_dir {directory / 'segmentation_plots'} is not a directory"
+    assert list(scratch.iterdir()) == [] and not (directory / "out.json").exists()
 
 
 def test_negative_index_is_refused_by_the_schema(labeling_db, run_cli, workspace):
