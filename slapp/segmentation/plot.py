@@ -1,14 +1,11 @@
 """A PNG of every ROI's outline over the movie's mean image, for a person to check a run.
 
-The figure is rendered to bytes first and written to disk separately, so the
-segment command can render before its database write and put the file in place
-only once the run is stored. Matplotlib's Agg canvas is used directly: no
+The figure is rendered to bytes, not to a file, so the segment command can
+render it before its database write and put the file in place only once the
+run is stored. Matplotlib's Agg canvas is used directly: no
 display and no pyplot global state are needed on a cluster node.
 """
 import io
-import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -95,25 +92,3 @@ def render_roi_plot(mean_image: np.ndarray, masks: Sequence[tuple[np.ndarray, np
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI)
     return buffer.getvalue()
-
-
-def write_file_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same directory.
-
-    Readers see the old file or the complete new one, never a partial file;
-    the directory is created if needed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as output:
-            output.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the plot from the lab
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

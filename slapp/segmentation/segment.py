@@ -24,7 +24,6 @@ written as ``{"experiment_id", "segmentation_run_id", "status", "n_rois",
 "plot_path"}``. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD``
 (and ``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
 """
-import json
 import logging
 import os
 import signal
@@ -40,11 +39,12 @@ import marshmallow as mm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.segmentation import store
-from slapp.segmentation.plot import render_roi_plot, write_file_atomically
+from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.suite2p_runner import Suite2pOptions, Suite2pOutput, suite2p_outputs
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
+from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 logger = logging.getLogger("slapp.segmentation.segment")
@@ -314,8 +314,7 @@ class Segment(argschema.ArgSchemaParser):
                                                    plot_path, version, started)
         print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
-            document = json.dumps(self.get_output_json(result), indent=2) + "\n"
-            write_file_atomically(Path(self.args["output_json"]), document.encode())
+            write_json_atomically(self.args["output_json"], self.get_output_json(result))
         return result
 
     def _segment(self, label_dbconn: DbConnection, entry: dict, movie_path: Path,
@@ -344,7 +343,8 @@ class Segment(argschema.ArgSchemaParser):
             stored = store.write_run(label_dbconn, run, rois,
                                      overwrite=self.args["overwrite"])
         if stored.status == store.SEGMENTED:
-            write_file_atomically(plot_path, png)
+            plot_path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomically(plot_path, png)
         return self._result(experiment_id, stored, plot_path), output.kept_directory
 
     @staticmethod
