@@ -175,8 +175,9 @@ def select_entry(manifest: list[dict], index: int) -> dict:
         If ``index`` is out of range.
     """
     if not 0 <= index < len(manifest):
+        count = f"{len(manifest)} entr{'y' if len(manifest) == 1 else 'ies'}"
         raise SegmentationException(f"manifest_index {index} is out of range: the manifest "
-                                    f"has {len(manifest)} entries")
+                                    f"has {count}")
     return manifest[index]
 
 
