@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-import psycopg2
 import psycopg2.extras
 
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
@@ -85,27 +84,17 @@ def find_run(dbconn: DbConnection, experiment_id: int, code_version: str) -> Sto
     return StoredRun(rows[0]["id"], SKIPPED, rows[0]["n_rois"])
 
 
-class _StreamedRows:
-    """The ROI rows as they stream into COPY: counted, and any failure kept.
-
-    psycopg2 turns an exception raised while it reads the COPY stream into a
-    ``QueryCanceled`` whose message embeds the original; :attr:`failure` keeps
-    the original so that it can be raised as it was.
-    """
+class _CountedRows:
+    """The ROI rows as they stream into COPY, counted."""
 
     def __init__(self, segmentation_run_id: int, rois: Iterable[Roi]):
         self._rows = copy_rows(segmentation_run_id, rois)
         self.count = 0
-        self.failure: BaseException | None = None
 
     def __iter__(self):
-        try:
-            for row in self._rows:
-                self.count += 1
-                yield row
-        except BaseException as failure:
-            self.failure = failure
-            raise
+        for row in self._rows:
+            self.count += 1
+            yield row
 
 
 def write_run(dbconn: DbConnection, run: dict, rois: Iterable[Roi], *,
@@ -145,13 +134,8 @@ def write_run(dbconn: DbConnection, run: dict, rois: Iterable[Roi], *,
         cursor.execute(_INSERT_RUN, params)
         inserted = cursor.fetchone()
         if inserted is not None:
-            rows = _StreamedRows(inserted["id"], rois)
-            try:
-                dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
-            except psycopg2.Error:
-                if rows.failure is not None:
-                    raise rows.failure from None
-                raise
+            rows = _CountedRows(inserted["id"], rois)
+            dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
             return StoredRun(inserted["id"], SEGMENTED, rows.count)
     existing = find_run(dbconn, *key)
     if existing is None:  # the other task's run was deleted again meanwhile

@@ -126,13 +126,16 @@ class StreamReader(io.RawIOBase):
     """A read-only file over an iterator of byte chunks, for ``cursor.copy_expert``.
 
     Reads slice the current chunk through a memoryview, so a large row is copied
-    once into the returned block and never re-copied as it is consumed.
+    once into the returned block and never re-copied as it is consumed. An
+    exception raised by the iterator is kept in :attr:`failure`: psycopg2 turns
+    it into a ``QueryCanceled``, and the caller can raise the original instead.
     """
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = iter(chunks)
         self._chunk = memoryview(b"")
         self._offset = 0
+        self.failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -141,7 +144,11 @@ class StreamReader(io.RawIOBase):
         block = bytearray()
         while size < 0 or len(block) < size:
             if self._offset >= len(self._chunk):
-                chunk = next(self._chunks, None)
+                try:
+                    chunk = next(self._chunks, None)
+                except BaseException as failure:
+                    self.failure = failure
+                    raise
                 if chunk is None:
                     break
                 self._chunk, self._offset = memoryview(chunk), 0

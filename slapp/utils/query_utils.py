@@ -314,7 +314,9 @@ class DbConnection:
             The columns written and their PostgreSQL types, e.g.
             ``("trace", "real[]")``.
         rows : iterable of sequences
-            One value per column; streamed, never held all at once.
+            One value per column; streamed, never held all at once. An
+            exception raised while producing them propagates as it was raised
+            (and the copy is rolled back).
         cursor : cursor, optional
             A cursor of an open :meth:`transaction` to join; without one the
             copy runs (and commits) in a transaction of its own.
@@ -326,7 +328,12 @@ class DbConnection:
 
         def work(copy_cursor):
             stream = pg_copy.StreamReader(pg_copy.encode_rows(rows, pg_types))
-            copy_cursor.copy_expert(statement, stream, size=1 << 20)
+            try:
+                copy_cursor.copy_expert(statement, stream, size=1 << 20)
+            except psycopg2.Error:
+                if stream.failure is not None:  # the rows failed, not the server
+                    raise stream.failure from None
+                raise
 
         if cursor is not None:
             work(cursor)

@@ -165,6 +165,20 @@ def test_copy_inside_a_failed_transaction_leaves_nothing(labeling_db):
     labeling_db.execute("DROP TABLE copied")
 
 
+def test_copy_raises_the_rows_own_error_and_stores_nothing(labeling_db):
+    labeling_db.execute("DROP TABLE IF EXISTS copied")
+    labeling_db.execute("CREATE TABLE copied (k int)")
+
+    def rows():
+        yield (1,)
+        raise ValueError("ROI 1 has pixels outside the movie")
+
+    with pytest.raises(ValueError, match="ROI 1 has pixels outside the movie"):
+        labeling_db.copy_rows("copied", [("k", "int")], rows())
+    assert labeling_db.query("SELECT count(*) AS n FROM copied") == [{"n": 0}]
+    labeling_db.execute("DROP TABLE copied")
+
+
 # --- connecting --------------------------------------------------------------------
 
 def test_wrong_password_fails_at_once_without_echoing_it(embedded_server):
