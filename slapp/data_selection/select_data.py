@@ -27,7 +27,7 @@ import marshmallow as mm
 import numpy as np
 import psycopg2
 
-from slapp.utils.cli import run_main
+from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
@@ -386,20 +386,9 @@ class DataSelector(argschema.ArgSchemaParser):
         return self._record(label_dbconn, row_values, selection)
 
 
-def _bare_flag_as_true(argv: list[str], flag: str = "--dry_run") -> list[str]:
-    """Let ``--dry_run`` stand alone; argschema's Boolean flags want a value."""
-    expanded = []
-    for position, argument in enumerate(argv):
-        expanded.append(argument)
-        following = argv[position + 1] if position + 1 < len(argv) else None
-        if argument == flag and (following is None or following.startswith("--")):
-            expanded.append("True")
-    return expanded
-
-
 def main(argv: list[str]) -> None:
     """The command: parse, build both connections from the environment, run."""
-    selector = DataSelector(args=_bare_flag_as_true(argv))
+    selector = DataSelector(args=expand_bare_flags(argv, ("--dry_run",)))
     lims_dbconn = DbConnection(**get_db_credentials(env_prefix="LIMS_", **lims_defaults),
                                read_only=True)
     label_dbconn = (None if selector.args["dry_run"]

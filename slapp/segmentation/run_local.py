@@ -34,9 +34,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
-from slapp.segmentation.segment import expand_bare_flags
 from slapp.utils.files import write_json_atomically
-from slapp.utils.cli import run_main
+from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
 
 logger = logging.getLogger("slapp.segmentation.run_local")

@@ -42,7 +42,7 @@ from slapp.segmentation import store
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.suite2p_runner import Suite2pOptions, Suite2pOutput, suite2p_outputs
-from slapp.utils.cli import run_main
+from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
@@ -222,30 +222,6 @@ def _check_writable_directory(path: Path, purpose: str, create: bool) -> None:
         raise SegmentationException(f"{purpose} {path} is not writable")
 
 
-def expand_bare_flags(argv: Sequence[str], flags: Sequence[str] = BARE_FLAGS) -> list[str]:
-    """Let boolean options be given as bare flags: ``--overwrite`` means ``--overwrite True``.
-
-    Parameters
-    ----------
-    argv : sequence of str
-        Command-line arguments without the program name.
-    flags : sequence of str
-        The options that may appear without a value.
-
-    Returns
-    -------
-    list of str
-        ``argv`` with ``True`` after each bare flag.
-    """
-    expanded = []
-    for position, argument in enumerate(argv):
-        expanded.append(argument)
-        following = argv[position + 1] if position + 1 < len(argv) else None
-        if argument in flags and (following is None or following.startswith("--")):
-            expanded.append("True")
-    return expanded
-
-
 def _outcome_line(result: dict, kept_directory: Path | None) -> str:
     if result["status"] == store.SKIPPED:
         line = (f"experiment {result['experiment_id']}: skipped, already segmented by code "
@@ -373,7 +349,7 @@ def _exit_on_sigterm(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, then segment the entry against the labeling database."""
-    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv)
+    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
     segment = Segment(args=arguments)
     with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
         segment.run(dbconn)

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Sequence
 
 import marshmallow
 
@@ -78,3 +78,29 @@ def run_main(main: Callable[[], None], prog: str) -> int:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def expand_bare_flags(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """Let boolean options be given as bare flags: ``--overwrite`` means ``--overwrite True``.
+
+    argschema's boolean options otherwise insist on a value.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        Command-line arguments without the program name.
+    flags : sequence of str
+        The options that may appear without a value.
+
+    Returns
+    -------
+    list of str
+        ``argv`` with ``True`` after each bare flag.
+    """
+    expanded = []
+    for position, argument in enumerate(argv):
+        expanded.append(argument)
+        following = argv[position + 1] if position + 1 < len(argv) else None
+        if argument in flags and (following is None or following.startswith("--")):
+            expanded.append("True")
+    return expanded

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from slapp.segmentation.segment import Segment, SegmentationException, expand_bare_flags
+from slapp.segmentation.segment import Segment, SegmentationException
 
 SEGMENT = "slapp.segmentation.segment"
 
@@ -196,15 +196,3 @@ def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, w
 
     assert one_error_line(result) == "environment variable LABELING_PASSWORD is not set"
     assert_nothing_written(labeling_db, directory, scratch)
-
-
-@pytest.mark.parametrize("argv, expected", [
-    (["--overwrite"], ["--overwrite", "True"]),
-    (["--overwrite", "--manifest_index", "3"], ["--overwrite", "True", "--manifest_index", "3"]),
-    (["--overwrite", "False"], ["--overwrite", "False"]),
-    (["--keep_suite2p_results", "--overwrite"],
-     ["--keep_suite2p_results", "True", "--overwrite", "True"]),
-    (["--tmp_dir", "/scratch"], ["--tmp_dir", "/scratch"]),
-])
-def test_boolean_options_work_as_bare_flags(argv, expected):
-    assert expand_bare_flags(argv) == expected
