@@ -27,7 +27,7 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     packages=find_packages(include=["slapp", "slapp.*"]),
-    package_data={"slapp": ["db/*.sql", "demo/*.sql", "demo/*.json"]},
+    package_data={"slapp": ["db/*.sql", "demo/*.sql"]},
     python_requires=">=3.10",
     install_requires=BASE,
     extras_require=EXTRAS,
