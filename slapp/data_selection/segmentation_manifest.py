@@ -22,11 +22,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import argschema
-import h5py
 import marshmallow as mm
 from tqdm import tqdm
 
-from slapp.data_selection.utils import FindFileException, find_full_movie
+from slapp.data_selection.utils import FindFileException, find_full_movie, movie_shape
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
@@ -141,43 +140,6 @@ def load_manifest(path: str | Path) -> list[dict]:
             f"manifest {path} is not valid: {one_line(error)}") from error
 
 
-def movie_frame_count(movie_path: Path) -> int:
-    """The number of frames of an HDF5 movie, read from its metadata alone.
-
-    Only the ``data`` dataset's shape is read; no frame is loaded, so this
-    costs the same for a movie of 100 frames or of 100,000.
-
-    Parameters
-    ----------
-    movie_path : Path
-        An HDF5 file with dataset ``data`` (frames x height x width).
-
-    Returns
-    -------
-    int
-        The length of the first axis of ``data``.
-
-    Raises
-    ------
-    SegmentationManifestException
-        If the file cannot be opened as HDF5, has no ``data`` dataset, or
-        ``data`` is not three-dimensional.
-    """
-    try:
-        with h5py.File(movie_path, "r") as movie:
-            dataset = movie.get("data")
-            if not isinstance(dataset, h5py.Dataset):
-                raise SegmentationManifestException(f"movie {movie_path} has no 'data' dataset")
-            shape = dataset.shape
-    except OSError as error:
-        raise SegmentationManifestException(
-            f"cannot read movie {movie_path} as HDF5: {one_line(error)}") from error
-    if len(shape) != 3:
-        raise SegmentationManifestException(
-            f"movie {movie_path} has 'data' of shape {shape}, not frames x height x width")
-    return shape[0]
-
-
 def manifest_entry(experiment: dict, bin_size: int) -> dict:
     """Find one experiment's movie and check it against LIMS.
 
@@ -207,9 +169,9 @@ def manifest_entry(experiment: dict, bin_size: int) -> dict:
         raise SegmentationManifestException("LIMS has no movie_number_of_frames")
     try:
         movie_path = find_full_movie(Path(experiment["storage_directory"]))
+        nframes = movie_shape(movie_path)[0]
     except FindFileException as error:
         raise SegmentationManifestException(str(error)) from error
-    nframes = movie_frame_count(movie_path)
     if nframes != experiment["nframes"]:
         raise SegmentationManifestException(
             f"LIMS says {experiment['nframes']} frames, movie {movie_path} has {nframes}")

@@ -1,4 +1,4 @@
-"""Find an experiment's motion-corrected movie inside its LIMS storage directory.
+"""Find an experiment's motion-corrected movie inside its LIMS storage directory, and read its shape.
 
 LIMS records a storage directory per experiment but not which file in it is the
 movie to segment, and the tree below it differs between rigs and pipeline
@@ -8,13 +8,20 @@ name, refusing to guess when a name is missing or ambiguous.
 import os
 from pathlib import Path
 
+import h5py
+
+from slapp.utils.cli import one_line
+
+MOVIE_DATASET = "data"  # frames x height x width, as the motion-correction pipeline writes it
+
 # Preferred first: a concatenated 31 Hz movie, when a session was recorded in
 # parts, holds every frame; otherwise the single motion-corrected movie does.
 candidate_movie_names = ['concat_31Hz_0.h5', 'motion_corrected_video.h5']
 
 
 class FindFileException(Exception):
-    """No movie, or more than one movie of one name, in a storage directory."""
+    """No movie, or more than one movie of one name, in a storage directory; or a
+    movie file that cannot be read as one."""
 
 
 def _raise_listing_error(error: OSError) -> None:
@@ -62,3 +69,44 @@ def find_full_movie(search_dir: Path) -> Path:
             return found[name][0].resolve()
     raise FindFileException(
         f"no movie ({' or '.join(candidate_movie_names)}) in {search_dir}")
+
+
+def movie_shape(path: Path) -> tuple[int, int, int]:
+    """Read ``(nframes, height, width)`` of an HDF5 movie without reading its frames.
+
+    Only the ``data`` dataset's shape is read, so this costs the same for a
+    movie of 100 frames or of 100,000.
+
+    Parameters
+    ----------
+    path : Path
+        An HDF5 file with dataset ``data`` (frames x height x width).
+
+    Returns
+    -------
+    tuple of int
+        The dataset's shape.
+
+    Raises
+    ------
+    FindFileException
+        If the file is missing, a directory, not HDF5, or has no
+        three-dimensional ``data`` dataset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FindFileException(f"movie {path} does not exist")
+    if path.is_dir():
+        raise FindFileException(f"movie {path} is a directory, not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as movie:
+            dataset = movie.get(MOVIE_DATASET)
+            if not isinstance(dataset, h5py.Dataset):
+                raise FindFileException(f"movie {path} has no '{MOVIE_DATASET}' dataset")
+            shape = dataset.shape
+    except OSError as error:
+        raise FindFileException(f"cannot read movie {path} as HDF5: {one_line(error)}") from error
+    if len(shape) != 3:
+        raise FindFileException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape {shape}, "
+                                "not (frames, height, width)")
+    return shape

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Sequence
 
 import argschema
-import h5py
 import marshmallow as mm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
+from slapp.data_selection.utils import movie_shape as read_movie_shape
 from slapp.segmentation import store
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
@@ -49,7 +50,6 @@ from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defa
 
 logger = logging.getLogger("slapp.segmentation.segment")
 
-MOVIE_DATASET = "data"
 PLOT_DIRECTORY_NAME = "segmentation_plots"
 # Boolean options that may be given as bare flags (``--overwrite``) as well as
 # argschema's ``--overwrite True``.
@@ -190,20 +190,11 @@ def movie_shape(path: Path) -> tuple[int, int, int]:
         If the file is missing, a directory, not HDF5, or has no 3-D ``data``
         dataset with at least one frame.
     """
-    if not path.exists():
-        raise SegmentationException(f"movie {path} does not exist")
-    if path.is_dir():
-        raise SegmentationException(f"movie {path} is a directory, not an HDF5 file")
     try:
-        with h5py.File(path, "r") as movie:
-            dataset = movie.get(MOVIE_DATASET)
-            if not isinstance(dataset, h5py.Dataset):
-                raise SegmentationException(
-                    f"movie {path} has no '{MOVIE_DATASET}' dataset")
-            shape = dataset.shape
-    except OSError as error:
-        raise SegmentationException(f"cannot read movie {path} as HDF5: {error}") from error
-    if len(shape) != 3 or min(shape) < 1:
+        shape = read_movie_shape(path)
+    except FindFileException as error:
+        raise SegmentationException(str(error)) from error
+    if min(shape) < 1:
         raise SegmentationException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape "
                                     f"{shape}, not (frames, height, width)")
     return shape

@@ -1,7 +1,10 @@
-"""find_full_movie: which file in a LIMS storage directory is the movie to segment."""
+"""find_full_movie: which file in a LIMS storage directory is the movie to segment;
+movie_shape: its frame count and size, read without reading a frame."""
+import h5py
 import pytest
 
-from slapp.data_selection.utils import FindFileException, candidate_movie_names, find_full_movie
+from slapp.data_selection.utils import (FindFileException, candidate_movie_names,
+                                        find_full_movie, movie_shape)
 
 
 def _touch(path):
@@ -82,3 +85,14 @@ def test_returns_the_resolved_absolute_path(tmp_path):
 
     assert found == movie.resolve()
     assert found.is_absolute() and "link" not in found.parts
+
+
+def test_frame_count_comes_from_the_shape_alone(tmp_path):
+    # 100,000 frames of 512 x 512: 52 GB if a frame were ever read, a few kB on disk.
+    path = tmp_path / "long.h5"
+    with h5py.File(path, "w") as movie:
+        movie.create_dataset("data", shape=(100_000, 512, 512), dtype="uint16",
+                             chunks=(1, 512, 512))
+
+    assert movie_shape(path) == (100_000, 512, 512)
+    assert path.stat().st_size < 1_000_000

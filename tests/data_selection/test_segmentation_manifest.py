@@ -8,7 +8,7 @@ import pytest
 
 from slapp.data_selection.segmentation_manifest import (
     SegmentationManifest, SegmentationManifestException, SegmentationManifestOutputSchema,
-    build_entries, load_manifest, movie_frame_count)
+    build_entries, load_manifest)
 from slapp.demo.lims import add_experiment
 
 
@@ -186,17 +186,6 @@ def test_sequential_and_concurrent_discovery_give_the_same_manifest(
     assert [entry["experiment_id"] for entry in manifests[0]] == experiment_ids[::-1]
     assert [entry["nbinned"] for entry in manifests[0]] == [
         int(2 * experiment_id / 115) for experiment_id in experiment_ids[::-1]]
-
-
-def test_frame_count_comes_from_the_shape_alone(tmp_path):
-    # 100,000 frames of 512 x 512: 52 GB if a frame were ever read, a few kB on disk.
-    path = tmp_path / "long.h5"
-    with h5py.File(path, "w") as movie:
-        movie.create_dataset("data", shape=(100_000, 512, 512), dtype="uint16",
-                             chunks=(1, 512, 512))
-
-    assert movie_frame_count(path) == 100_000
-    assert path.stat().st_size < 1_000_000
 
 
 # --- every bad input: non-zero exit, a message naming the experiment, no file -----
