@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from slapp.demo.synthetic_movie import MovieSpec, write_movie
 from slurm_localhost import LocalSlurm, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +27,6 @@ SLURM_SCRIPT = REPO / "scripts" / "suite2p_array_job_example.slurm"
 PBS_SCRIPT = REPO / "scripts" / "suite2p_array_job_example.pbs"
 VERSION = "job-scripts-test-version"
 FIRST_ID = 910000
-TINY_MOVIE = MovieSpec(nframes=600, height=64, width=64, ncells=6)
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +43,11 @@ def local_slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """Four tiny synthetic movies and their manifest."""
-    directory = tmp_path_factory.mktemp("job_script_movies")
-    entries = []
-    for index in range(4):
-        movie = directory / f"movie_{index}.h5"
-        write_movie(movie, MovieSpec(**{**TINY_MOVIE.__dict__, "seed": index}))
-        entries.append({"experiment_id": FIRST_ID + index, "nbinned": 5,
-                        "log_level": "ERROR", "input_video": str(movie)})
-    path = directory / "manifest.json"
+def manifest(tmp_path_factory, tiny_movies):
+    """The manifest of the four tiny synthetic movies."""
+    entries = [{"experiment_id": FIRST_ID + index, "nbinned": 5, "log_level": "ERROR",
+                "input_video": str(movie)} for index, movie in enumerate(tiny_movies)]
+    path = tmp_path_factory.mktemp("job_script_manifest") / "manifest.json"
     path.write_text(json.dumps({"manifest": entries}))
     return path
 

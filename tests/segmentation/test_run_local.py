@@ -13,26 +13,18 @@ import time
 
 import pytest
 
-from slapp.demo.synthetic_movie import MovieSpec, write_movie
 from slapp.segmentation.run_local import (SegmentTask, last_error_line, stop_tasks,
                                          threads_per_worker)
 
 VERSION = "run-local-test-version"
 RUN_LOCAL = "slapp.segmentation.run_local"
-# Small enough that Suite2P takes seconds, big enough that it finds cells.
-TINY_MOVIE = MovieSpec(nframes=600, height=64, width=64, ncells=6)
 SYNTHETIC_CELLS = "--diameter 12"
 
 
-@pytest.fixture(scope="module")
-def movies(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("run_local_movies")
-    paths = []
-    for seed in range(2):
-        path = directory / f"movie_{seed}.h5"
-        write_movie(path, MovieSpec(**{**TINY_MOVIE.__dict__, "seed": seed}))
-        paths.append(path)
-    return paths
+@pytest.fixture
+def movies(tiny_movies):
+    """Two of the session's tiny synthetic movies."""
+    return tiny_movies[:2]
 
 
 def write_manifest(directory, videos, first_id=700000):
