@@ -36,6 +36,7 @@ import psycopg2.extensions
 from psycopg2 import sql as pgsql
 
 from slapp.db.init import create_tables
+from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
 logger = logging.getLogger("slapp.embedded")
@@ -47,7 +48,7 @@ SUPERUSER = "postgres"
 FIRST_PORT = 54329  # away from 5432, so a system PostgreSQL is never disturbed
 
 
-class EmbeddedServerException(Exception):
+class EmbeddedServerException(SlappError):
     """The embedded server cannot be created, started or reached."""
 
 

@@ -21,7 +21,7 @@ from slapp.demo.lims import create_lims_tables
 from slapp.utils.query_utils import DbConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LABELING_TABLES = "experiment_selection, segmentation_runs, rois"
+LABELING_TABLES = "experiment_selection, segmentation_runs, rois, segmentation_failures"
 LIMS_TABLES = ("ophys_experiments, ophys_sessions, imaging_depths, donors_genotypes, "
                "genotypes, genotype_types, specimens, donors, projects")
 

@@ -26,6 +26,7 @@ import marshmallow as mm
 from tqdm import tqdm
 
 from slapp.data_selection.utils import FindFileException, find_full_movie, movie_shape
+from slapp.errors import SlappError
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
@@ -36,7 +37,7 @@ from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_def
 _PROBLEMS_IN_SUMMARY = 20
 
 
-class SegmentationManifestException(Exception):
+class SegmentationManifestException(SlappError):
     """The manifest cannot be built or read: a bad selection, experiment or file."""
 
 

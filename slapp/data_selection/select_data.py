@@ -27,6 +27,7 @@ import marshmallow as mm
 import numpy as np
 import psycopg2
 
+from slapp.errors import SlappError
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes
@@ -39,7 +40,7 @@ INSERT_SELECTION = (
 MAX_NAMED_DUPLICATES = 10  # keeps the duplicate-experiment error on one readable line
 
 
-class DataSelectionException(Exception):
+class DataSelectionException(SlappError):
     """The experiments cannot be selected as the input asks."""
 
 

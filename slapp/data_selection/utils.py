@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 
+from slapp.errors import SlappError
 from slapp.utils.cli import one_line
 
 MOVIE_DATASET = "data"  # frames x height x width, as the motion-correction pipeline writes it
@@ -19,7 +20,7 @@ MOVIE_DATASET = "data"  # frames x height x width, as the motion-correction pipe
 candidate_movie_names = ['concat_31Hz_0.h5', 'motion_corrected_video.h5']
 
 
-class FindFileException(Exception):
+class FindFileException(SlappError):
     """No movie, or more than one movie of one name, in a storage directory; or a
     movie file that cannot be read as one."""
 

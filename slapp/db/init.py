@@ -13,7 +13,7 @@ from slapp.utils import query_utils
 from slapp.utils.cli import run_main
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-TABLES = ("experiment_selection", "segmentation_runs", "rois")
+TABLES = ("experiment_selection", "segmentation_runs", "rois", "segmentation_failures")
 
 logger = logging.getLogger("slapp.db.init")
 

@@ -34,6 +34,7 @@ from slapp.data_selection.select_data import DataSelector, encode_query
 from slapp.demo.storage import ensure_movies
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
 from slapp.embedded import EmbeddedServer, default_home
+from slapp.errors import SlappError
 from slapp.evaluation.compare import compare_run
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
@@ -44,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _TAIL_LINES = 20
 
 
-class RunDemoException(Exception):
+class RunDemoException(SlappError):
     """A step of the demo failed."""
 
 

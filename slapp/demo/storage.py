@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slapp.demo.synthetic_movie import MovieSpec, ground_truth_path, write_movie
+from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ CONCATENATED_MOVIE_NAME = "concat_31Hz_0.h5"
 MOTION_CORRECTED_MOVIE_NAME = "motion_corrected_video.h5"
 
 
-class DemoStorageException(Exception):
+class DemoStorageException(SlappError):
     """The demo's movies cannot be located or generated."""
 
 

@@ -31,13 +31,14 @@ import numpy as np
 import scipy.sparse
 
 from slapp.demo.synthetic_movie import read_ground_truth
+from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 
-class CompareException(Exception):
+class CompareException(SlappError):
     """A run or a ground-truth file cannot be compared."""
 
 

@@ -7,8 +7,10 @@ noted that PBS needs them in order), so they are sorted and de-duplicated.
 """
 from typing import Iterable
 
+from slapp.errors import SlappError
 
-class ArraySpecException(Exception):
+
+class ArraySpecException(SlappError):
     """The indices cannot form a job-array specification."""
 
 

@@ -11,6 +11,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from slapp.errors import SlappError
+
 # The rois table's columns written by COPY, with their PostgreSQL types.
 ROI_COLUMNS = (
     ("segmentation_run_id", "int4"),
@@ -32,7 +34,7 @@ ROI_COLUMNS = (
 )
 
 
-class RoiException(Exception):
+class RoiException(SlappError):
     """A Suite2P ROI cannot be stored as given (e.g. a pixel outside the movie)."""
 
 

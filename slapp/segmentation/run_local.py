@@ -34,6 +34,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.errors import SlappError
 from slapp.utils.files import write_json_atomically
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
@@ -50,7 +51,7 @@ POLL_SECONDS = 0.2
 INTERRUPT_GRACE_SECONDS = 30.0
 
 
-class RunLocalException(Exception):
+class RunLocalException(SlappError):
     """The local run cannot start, or some of its tasks failed."""
 
 

@@ -39,6 +39,7 @@ import marshmallow as mm
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
 from slapp.data_selection.utils import movie_shape as read_movie_shape
+from slapp.errors import SlappError
 from slapp.segmentation import store
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
@@ -56,7 +57,7 @@ PLOT_DIRECTORY_NAME = "segmentation_plots"
 BARE_FLAGS = ("--overwrite", "--keep_suite2p_results")
 
 
-class SegmentationException(Exception):
+class SegmentationException(SlappError):
     """A manifest entry cannot be segmented: bad index, movie, directory or setting."""
 
 

@@ -13,6 +13,7 @@ from typing import Iterable
 
 import psycopg2.extras
 
+from slapp.errors import SlappError
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
 from slapp.utils.query_utils import DbConnection
 
@@ -48,7 +49,7 @@ RETURNING id
 """
 
 
-class SegmentationStoreException(Exception):
+class SegmentationStoreException(SlappError):
     """A run could not be stored."""
 
 

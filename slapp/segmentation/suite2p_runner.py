@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from slapp.errors import SlappError
+
 logger = logging.getLogger(__name__)
 _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
 
@@ -34,7 +36,7 @@ _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
 _NO_ROIS_FOUND = "no ROIs were found"
 
 
-class Suite2pRunException(Exception):
+class Suite2pRunException(SlappError):
     """Suite2P failed on a movie, or left outputs that cannot be read."""
 
 

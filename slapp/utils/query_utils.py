@@ -20,6 +20,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql as pgsql
 
+from slapp.errors import SlappError
 from slapp.utils import pg_copy
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ _PERMANENT_CONNECT_ERRORS = (
 )
 
 
-class CredentialsException(Exception):
+class CredentialsException(SlappError):
     """A database credential is missing from the environment."""
 
 
