@@ -16,6 +16,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg2
@@ -60,7 +61,10 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
 
     The user name and password come only from the environment
     (``{env_prefix}USER``, ``{env_prefix}PASSWORD``), so they are never written
-    into a file of the project. Host, database and port come from
+    into a file of the project; when ``{env_prefix}PASSWORD`` is not set but a
+    libpq password file exists (``$PGPASSFILE``, else ``~/.pgpass``), the
+    password is None and libpq reads it from that file when connecting, which
+    keeps it out of the environment and of a job scheduler's records. Host, database and port come from
     ``{env_prefix}HOST``, ``{env_prefix}DATABASE`` and ``{env_prefix}PORT`` when
     set, and otherwise from the keyword arguments; when neither gives one of
     them, that is an error, as in the original toolkit (``lims_defaults`` and
@@ -78,8 +82,9 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
     Returns
     -------
     dict
-        Keys ``user``, ``host``, ``database``, ``password``, ``port``: the
-        keyword arguments of :class:`DbConnection`.
+        Keys ``user``, ``host``, ``database``, ``password`` (None when libpq
+        will read it from the password file), ``port``: the keyword arguments
+        of :class:`DbConnection`.
 
     Raises
     ------
@@ -95,9 +100,14 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
                 f"environment variable {env_prefix}{name} is not set")
         return value
 
+    password = os.environ.get(env_prefix + "PASSWORD") or None
+    if password is None and password_file() is None:
+        raise CredentialsException(
+            f"environment variable {env_prefix}PASSWORD is not set, and there is no "
+            "password file (PGPASSFILE or ~/.pgpass)")
     credentials = {
         "user": setting("USER"),
-        "password": setting("PASSWORD"),
+        "password": password,
         "host": setting("HOST", host),
         "database": setting("DATABASE", database),
     }
@@ -108,6 +118,16 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
         raise CredentialsException(
             f"{env_prefix}PORT must be a number, not {port_text!r}") from None
     return credentials
+
+
+def password_file() -> Path | None:
+    """The libpq password file that connecting would read, if it exists.
+
+    ``$PGPASSFILE`` when set, else ``~/.pgpass``; libpq ignores it unless only
+    its owner may read it (``chmod 600``).
+    """
+    path = Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+    return path if path.is_file() else None
 
 
 def _final_text(cursor, query, params) -> str:
