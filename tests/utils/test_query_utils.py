@@ -94,6 +94,23 @@ def test_missing_host_names_the_variable(monkeypatch):
         get_db_credentials(env_prefix="X_", database="d")
 
 
+def test_a_libpq_password_file_replaces_the_password_variable(embedded_server, run_cli,
+                                                             tmp_path):
+    """The route the job scripts recommend: no password in the environment at all."""
+    credentials = embedded_server.credentials("labeling", "labeling")
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{credentials['port']}:labeling:labeling:"
+                      f"{credentials['password']}\n")
+    pgpass.chmod(0o600)
+    result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": "", "PGPASSFILE": str(pgpass)})
+    assert result.returncode == 0, result.stderr
+    pgpass.unlink()
+    result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": "", "PGPASSFILE": str(pgpass)})
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set, and there "
+        "is no password file (PGPASSFILE or ~/.pgpass)"])
+
+
 # --- queries and writes ------------------------------------------------------------
 
 def test_query_returns_dicts_and_arrays_as_lists(labeling_db):
