@@ -334,9 +334,9 @@ class DbConnection:
             When the string is refused; the message says why, in one line.
         """
         def work(cursor):
-            cursor.execute("SET TRANSACTION READ ONLY")
-            cursor.execute("SET LOCAL standard_conforming_strings TO on")
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+            cursor.execute("SET TRANSACTION READ ONLY; "  # one round trip for the three
+                           "SET LOCAL standard_conforming_strings TO on; "
+                           "SELECT set_config('statement_timeout', %s, true)",
                            (str(max(1, int(timeout_seconds * 1000))),))
             sql_text = _final_text(cursor, query, params)
             refuse_volatile_calls(cursor, parse_read_only_query(sql_text))

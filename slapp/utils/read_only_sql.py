@@ -42,15 +42,16 @@ SQL_TEXT_FUNCTIONS = frozenset({
 # Volatile functions and operators among the names a query uses. Unqualified
 # names are looked up in every schema of the search path (pg_catalog included),
 # qualified ones in their schema; a name counts if any of its overloads is
-# VOLATILE. Attribute names (``t.f``) count only for one-argument functions,
-# because PostgreSQL reads ``t.f`` as ``f(t)`` when ``t`` has no column ``f``.
+# VOLATILE. Attribute names (``t.f``) count only for functions callable with one
+# argument, because PostgreSQL reads ``t.f`` as ``f(t)`` when ``t`` has no column ``f``.
 VOLATILE_CALLS = """
 SELECT DISTINCT format('%%s()', p.proname) AS name
 FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
 WHERE p.provolatile = 'v' AND (
       (p.proname = ANY(%(functions)s) AND n.nspname = ANY(pg_catalog.current_schemas(true)))
    OR (n.nspname || '.' || p.proname) = ANY(%(qualified_functions)s)
-   OR (p.proname = ANY(%(attributes)s) AND p.pronargs = 1
+   OR (p.proname = ANY(%(attributes)s) AND p.pronargs >= 1
+       AND p.pronargs - p.pronargdefaults <= 1
        AND n.nspname = ANY(pg_catalog.current_schemas(true))))
 UNION
 SELECT DISTINCT format('operator %%s', o.oprname)

@@ -23,6 +23,8 @@ from psycopg2 import sql as pgsql
 from slapp import embedded
 from slapp.data_selection.select_data import DataSelector
 from slapp.demo.lims import add_experiment
+from slapp.utils.query_utils import DbConnection
+from slapp.utils.read_only_sql import UnsafeQueryException
 
 WRITER, WRITER_PASSWORD = "lims_writer", "writer-password-for-tests"
 LIMS_TABLES = ("ophys_experiments", "ophys_sessions", "imaging_depths", "donors_genotypes",
@@ -222,3 +224,21 @@ def test_table_query_works_through_the_command(filled_lims, labeling_db, run_cli
     result = run_cli("slapp.data_selection.select_data", "--input_json", input_json)
     assert result.returncode == 0, result.stderr
     assert labeling_db.query("SELECT count(*) AS n FROM experiment_selection") == [{"n": 1}]
+
+
+def test_attribute_notation_cannot_call_a_volatile_function(filled_lims, embedded_server):
+    """PostgreSQL reads t.f as f(t); a volatile f taking t's row type is refused."""
+    with filled_lims.cursor() as cursor:
+        cursor.execute("CREATE OR REPLACE FUNCTION public.wipe(projects) RETURNS int "
+                       "LANGUAGE sql VOLATILE AS 'SELECT 1'")
+    owner = DbConnection(**embedded_server.credentials(embedded.SUPERUSER,
+                                                       embedded.LIMS_DATABASE), read_only=True)
+    try:
+        with pytest.raises(UnsafeQueryException, match=r"calls wipe\(\)"):
+            owner.query("SELECT p.wipe AS exp_id FROM projects AS p")
+        assert owner.query("SELECT p.id AS exp_id FROM projects AS p ORDER BY 1 LIMIT 1") == [
+            {"exp_id": 1}]
+    finally:
+        owner.close()
+        with filled_lims.cursor() as cursor:
+            cursor.execute("DROP FUNCTION public.wipe(projects)")
