@@ -16,6 +16,7 @@ import pytest
 
 from slapp.data_selection import segmentation_manifest, select_data
 from slapp.utils import query_utils
+from slapp.utils.code_version import code_version
 
 
 class OriginalConnection:
@@ -51,7 +52,6 @@ def test_select_data_calls_query_once_per_string_and_insert_once(monkeypatch, la
             return base64.b64encode(data)
 
     monkeypatch.setattr(select_data, "base64", CountingBase64)
-    monkeypatch.setenv("TRANSFORM_HASH", "compat-hash")
     selector = select_data.DataSelector(
         input_data={"query_strings": queries, "sub_selection_counts": [5, 7]}, args=[])
     result = selector.run(lims, label)
@@ -68,7 +68,7 @@ def test_select_data_calls_query_once_per_string_and_insert_once(monkeypatch, la
     labeling_db.insert(statement)  # the statement is real SQL with its values quoted
     [row] = labeling_db.query("SELECT * FROM experiment_selection")
     assert [base64.b64decode(text).decode() for text in row["base64_query_strings"]] == queries
-    assert row["slapp_commit_hash"] == "compat-hash"
+    assert row["slapp_commit_hash"] == code_version()
     assert row["sub_selected_ids"] == result["sub_selected_ids"]
 
 
