@@ -22,7 +22,6 @@ toolkit.
 """
 import base64
 import json
-import os
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass

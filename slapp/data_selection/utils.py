@@ -1,4 +1,4 @@
-"""Find an experiment's motion-corrected movie inside its LIMS storage directory, and read its shape.
+"""Find an experiment's motion-corrected movie in its LIMS storage directory; read its shape.
 
 LIMS records a storage directory per experiment but not which file in it is the
 movie to segment, and the tree below it differs between rigs and pipeline

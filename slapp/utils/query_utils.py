@@ -64,10 +64,10 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
     into a file of the project; when ``{env_prefix}PASSWORD`` is not set but a
     libpq password file exists (``$PGPASSFILE``, else ``~/.pgpass``), the
     password is None and libpq reads it from that file when connecting, which
-    keeps it out of the environment and of a job scheduler's records. Host, database and port come from
-    ``{env_prefix}HOST``, ``{env_prefix}DATABASE`` and ``{env_prefix}PORT`` when
-    set, and otherwise from the keyword arguments; when neither gives one of
-    them, that is an error, as in the original toolkit (``lims_defaults`` and
+    keeps it out of the environment and of a job scheduler's records. Host,
+    database and port come from ``{env_prefix}HOST``, ``{env_prefix}DATABASE``
+    and ``{env_prefix}PORT`` when set, and otherwise from the keyword
+    arguments; when neither gives one of them, that is an error, as in the original toolkit (``lims_defaults`` and
     ``label_defaults`` give only the port).
 
     Parameters
