@@ -67,8 +67,9 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
     keeps it out of the environment and of a job scheduler's records. Host,
     database and port come from ``{env_prefix}HOST``, ``{env_prefix}DATABASE``
     and ``{env_prefix}PORT`` when set, and otherwise from the keyword
-    arguments; when neither gives one of them, that is an error, as in the original toolkit (``lims_defaults`` and
-    ``label_defaults`` give only the port).
+    arguments; when neither gives one of them, that is an error, as in the
+    original toolkit (``lims_defaults`` and ``label_defaults`` give only the
+    port).
 
     Parameters
     ----------
