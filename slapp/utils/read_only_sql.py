@@ -39,6 +39,10 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
     "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite"})
 
+# Volatile but harmless: refused all the same (the rule has no exceptions), with a hint,
+# because a query that samples at random cannot be drawn again.
+_RANDOM_FUNCTIONS = {"random()", "random_normal()", "setseed()"}
+
 # Volatile functions and operators among the names a query uses. Unqualified
 # names are looked up in every schema of the search path (pg_catalog included),
 # qualified ones in their schema; a name counts if any of its overloads is
@@ -214,7 +218,9 @@ def refuse_volatile_calls(cursor, called: CalledNames) -> None:
     cursor.execute(VOLATILE_CALLS, parameters)
     volatile = [row["name"] if isinstance(row, dict) else row[0] for row in cursor.fetchall()]
     if volatile:
+        hint = ("; slapp draws the sample itself, from random_seed"
+                if set(volatile) & _RANDOM_FUNCTIONS else "")
         raise UnsafeQueryException(
             f"it calls {', '.join(volatile)}, which the server declares VOLATILE (able to "
             "change the database or the server); a LIMS query may only call IMMUTABLE or "
-            "STABLE functions")
+            f"STABLE functions{hint}")

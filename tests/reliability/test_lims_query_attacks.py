@@ -226,6 +226,12 @@ def test_table_query_works_through_the_command(filled_lims, labeling_db, run_cli
     assert labeling_db.query("SELECT count(*) AS n FROM experiment_selection") == [{"n": 1}]
 
 
+def test_random_sampling_in_sql_is_refused_with_a_hint(filled_lims, lims_db):
+    with pytest.raises(UnsafeQueryException,
+                       match=r"calls random\(\), .*slapp draws the sample itself"):
+        lims_db.query(f"{SELECT_ALL} ORDER BY random() LIMIT 2")
+
+
 def test_attribute_notation_cannot_call_a_volatile_function(filled_lims, embedded_server):
     """PostgreSQL reads t.f as f(t); a volatile f taking t's row type is refused."""
     with filled_lims.cursor() as cursor:
