@@ -5,6 +5,7 @@ BASE = [
     "argschema>=3.0.4,<4",
     "marshmallow>=3.13,<4",
     "psycopg2-binary>=2.9.9,<3",
+    "pglast>=8,<9",  # PostgreSQL's parser: a LIMS query string is one read-only query
     "numpy>=1.24,<3",
     "scipy>=1.10,<2",
     "h5py>=3.9,<4",

@@ -14,7 +14,9 @@ is installed by hand and no system service is used. The server keeps its data in
 and requires a password (SCRAM) for every role. It holds two databases: ``lims``,
 which the ``lims_reader`` role may only read, and ``labeling``, owned by the
 ``labeling`` role. Passwords are generated once and kept in
-``$SLAPP_HOME/server.json`` (mode 0600); ``env`` prints them for ``eval``.
+``$SLAPP_HOME/server.json``; ``env`` prints them for ``eval``. Every file that
+holds a secret (``server.json``, initdb's password file) is created with mode
+0600 from its first byte, whatever the umask (:func:`create_private_file`).
 """
 import argparse
 import json
@@ -37,6 +39,7 @@ from psycopg2 import sql as pgsql
 
 from slapp.db.init import create_tables
 from slapp.errors import SlappError
+from slapp.utils.cli import run_main
 from slapp.utils.query_utils import DbConnection
 
 logger = logging.getLogger("slapp.embedded")
@@ -50,6 +53,22 @@ FIRST_PORT = 54329  # away from 5432, so a system PostgreSQL is never disturbed
 
 class EmbeddedServerException(SlappError):
     """The embedded server cannot be created, started or reached."""
+
+
+def create_private_file(path: Path, text: str, owner: str | None = None) -> None:
+    """Create ``path`` holding ``text``, readable and writable by its owner only.
+
+    The file is opened with mode 0600 (``O_EXCL``: never an existing file),
+    so no moment exists at which another user could read it; ``owner`` (a
+    user name) is given the file before anything is written.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # the umask may only have removed bits
+        if owner is not None:
+            entry = pwd.getpwnam(owner)
+            os.fchown(handle.fileno(), entry.pw_uid, entry.pw_gid)
+        handle.write(text)
 
 
 def default_home() -> Path:
@@ -121,9 +140,7 @@ class EmbeddedServer:
         config = {"port": port, "passwords": {
             role: secrets.token_urlsafe(24) for role in (SUPERUSER, LIMS_ROLE, LABELING_ROLE)}}
         self.home.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(config, handle)
+        create_private_file(self.config_path, json.dumps(config))
         return config
 
     @property
@@ -208,12 +225,9 @@ class EmbeddedServer:
 
     def _initdb(self, superuser_password: str) -> None:
         password_file = self.log_path.parent / ".initdb-password"
-        password_file.write_text(superuser_password)
+        password_file.unlink(missing_ok=True)  # left by a killed earlier start
+        create_private_file(password_file, superuser_password, self._run_as_service_user())
         try:
-            if self._run_as_service_user():
-                entry = pwd.getpwnam(SERVICE_USER)
-                os.chown(password_file, entry.pw_uid, entry.pw_gid)
-            password_file.chmod(0o600)
             self._pg("initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8",
                      "--locale=C", "--auth-host=scram-sha-256", "--auth-local=reject",
                      f"--pwfile={password_file}")
@@ -271,7 +285,7 @@ class EmbeddedServer:
         return {"home": str(self.home), "port": port, "running": running}
 
 
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
+def _command(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="python -m slapp.embedded", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("start", "stop", "status", "env"))
@@ -280,23 +294,24 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
     server = EmbeddedServer(args.home)
-    try:
-        if args.command == "start":
-            server.start()
-        elif args.command == "stop":
-            server.stop()
-        elif args.command == "status":
-            status = server.status()
-            state = "running" if status["running"] else "stopped"
-            print(f"{state}: port {status['port']}, data in {status['home']}")
-            return 0 if status["running"] else 3
-        else:
-            for key, value in server.environment().items():
-                print(f"export {key}={shlex.quote(value)}")
-    except (EmbeddedServerException, psycopg2.Error) as error:
-        print(f"slapp.embedded: {str(error).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
+    if args.command == "start":
+        server.start()
+    elif args.command == "stop":
+        server.stop()
+    elif args.command == "status":
+        status = server.status()
+        state = "running" if status["running"] else "stopped"
+        print(f"{state}: port {status['port']}, data in {status['home']}")
+        if not status["running"]:
+            raise SystemExit(3)
+    else:
+        for key, value in server.environment().items():
+            print(f"export {key}={shlex.quote(value)}")
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
+    """The command: start, stop, status (exit 3 when stopped) or env."""
+    return run_main(lambda: _command(argv), "slapp.embedded")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
 """The embedded server: start, status, env, stop, and data kept across restarts."""
+import os
 import shlex
 import stat
 
@@ -28,11 +29,33 @@ def test_passwords_file_is_private(embedded_server):
     assert stat.S_IMODE(embedded_server.config_path.stat().st_mode) == 0o600
 
 
-def test_lims_reader_cannot_write(lims_db):
+def test_lims_reader_cannot_write(embedded_server):
+    """The role itself may only read, even through a connection that would let it try."""
     import psycopg2
     import pytest
-    with pytest.raises(psycopg2.Error):
-        lims_db.execute("CREATE TABLE intruder (id int)")
+    writer = DbConnection(**embedded_server.credentials(embedded.LIMS_ROLE,
+                                                        embedded.LIMS_DATABASE))
+    with pytest.raises(psycopg2.Error, match="permission denied"):
+        writer.execute("CREATE TABLE intruder (id int)")
+    writer.close()
+
+
+def test_secret_files_are_private_from_their_first_byte(tmp_path):
+    import pytest
+    previous = os.umask(0)  # the most permissive umask a user could have
+    try:
+        path = tmp_path / "secret"
+        embedded.create_private_file(path, "s3cret")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() == "s3cret"
+        with pytest.raises(FileExistsError):  # never reuses a file someone else made
+            embedded.create_private_file(path, "other")
+    finally:
+        os.umask(previous)
+
+
+def test_initdb_password_file_is_gone_after_start(embedded_server):
+    assert not (embedded_server.log_path.parent / ".initdb-password").exists()
 
 
 def test_data_survives_a_restart(server_home_factory):

@@ -11,8 +11,18 @@ movie is then found on disk and its ``data`` dataset's shape read (never its
 frames); these look-ups run concurrently, because on a cluster they are
 directory listings on a network file system. Every experiment is checked
 before anything is written: if any is bad, all problems are reported together
-and no manifest is written. The manifest lists the experiments in the order of
+and no manifest is written, unless ``--excluded_json`` is given: then the
+manifest lists the good experiments and that file lists each excluded one with
+its problem. The manifest lists the experiments in the order of
 ``sub_selected_ids``; entry ``i`` is array task ``i`` of the segmentation job.
+
+As in the original toolkit, :meth:`SegmentationManifest.run` makes one
+``query`` call (the SQL its only argument, values as ``psycopg2.sql``
+literals) on each connection, finds each movie with this module's
+``find_full_movie``, opens it with this module's ``h5py.File``, compares
+LIMS's frame count with ``shape[0]`` of its ``data`` dataset (the full
+three-dimensional check is ``segment``'s), and writes through
+:meth:`SegmentationManifest.output`.
 """
 import json
 import os
@@ -22,15 +32,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import argschema
+import h5py
 import marshmallow as mm
+from psycopg2 import sql as pgsql
 from tqdm import tqdm
 
-from slapp.data_selection.utils import FindFileException, find_full_movie, movie_shape
+from slapp.data_selection.utils import FindFileException, dataset_shape, find_full_movie
 from slapp.errors import SlappError
 from slapp.utils.cli import one_line, run_main
-from slapp.utils.files import write_json_atomically
+from slapp.utils.files import json_bytes, stage_bytes, write_json_atomically
 from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
                                      lims_defaults)
+
+SELECTION_QUERY = pgsql.SQL("SELECT sub_selected_ids FROM experiment_selection WHERE id = {}")
+LIMS_QUERY = pgsql.SQL("SELECT id, movie_number_of_frames AS nframes, storage_directory "
+                       "FROM ophys_experiments WHERE id = ANY({}::bigint[])")
 
 # Messages of this many bad experiments go into the final error line; every
 # one of them is also logged on its own line before it.
@@ -65,7 +81,16 @@ class SegmentationManifestSchema(argschema.ArgSchema):
     output_json = argschema.fields.OutputFile(
         required=True,
         metadata={"description": "where the manifest is written (replaced atomically, "
-                                 "and only when every experiment checks out)"})
+                                 "and only when every experiment checks out, or when "
+                                 "excluded_json is given)"})
+    excluded_json = argschema.fields.OutputFile(
+        load_default=None, dump_default=None, allow_none=True,
+        metadata={"description": (
+            "Leave experiments with a problem (no movie, an unreadable directory, a frame "
+            "count that differs from LIMS, ...) out of the manifest and list each, with its "
+            "problem, in this JSON file. Without it the manifest is all or nothing: a "
+            "selection is meant to be segmented whole, so dropping part of it must be "
+            "asked for by name.")})
 
 
 def _require_absolute_path(path: str) -> None:
@@ -141,8 +166,31 @@ def load_manifest(path: str | Path) -> list[dict]:
             f"manifest {path} is not valid: {one_line(error)}") from error
 
 
+def movie_frame_count(movie_path) -> int:
+    """``shape[0]`` of a movie's ``data`` dataset, opened with this module's ``h5py``.
+
+    Raises
+    ------
+    SegmentationManifestException
+        If the file cannot be opened as HDF5 (permission denied included) or
+        has no ``data`` dataset.
+    """
+    try:
+        with h5py.File(movie_path, "r") as movie:
+            shape = dataset_shape(movie, movie_path)
+    except OSError as error:
+        if error.errno:  # the file system refused (e.g. permission denied), not HDF5
+            raise SegmentationManifestException(
+                f"cannot read movie {movie_path}: {os.strerror(error.errno)}") from error
+        raise SegmentationManifestException(
+            f"cannot read movie {movie_path} as HDF5: {one_line(error)}") from error
+    except FindFileException as error:
+        raise SegmentationManifestException(str(error)) from error
+    return int(shape[0])
+
+
 def manifest_entry(experiment: dict, bin_size: int) -> dict:
-    """Find one experiment's movie and check it against LIMS.
+    """Find one experiment's movie and check its frame count against LIMS.
 
     Parameters
     ----------
@@ -155,14 +203,16 @@ def manifest_entry(experiment: dict, bin_size: int) -> dict:
     Returns
     -------
     dict
-        The manifest entry: ``experiment_id``, ``nbinned``, ``input_video``.
+        The manifest entry: ``experiment_id``, ``nbinned`` (possibly 0 for a
+        movie shorter than one bin, which :meth:`SegmentationManifest.output`
+        refuses), ``input_video``.
 
     Raises
     ------
     SegmentationManifestException
         If LIMS lacks the frame count or directory, the movie cannot be
-        found or read, its frame count differs from LIMS's, or it is shorter
-        than one bin.
+        found or read (a permission error included), or its frame count
+        differs from LIMS's.
     """
     if experiment["storage_directory"] is None:
         raise SegmentationManifestException("LIMS has no storage_directory")
@@ -170,19 +220,25 @@ def manifest_entry(experiment: dict, bin_size: int) -> dict:
         raise SegmentationManifestException("LIMS has no movie_number_of_frames")
     try:
         movie_path = find_full_movie(Path(experiment["storage_directory"]))
-        nframes = movie_shape(movie_path)[0]
     except FindFileException as error:
         raise SegmentationManifestException(str(error)) from error
+    nframes = movie_frame_count(movie_path)
     if nframes != experiment["nframes"]:
         raise SegmentationManifestException(
             f"LIMS says {experiment['nframes']} frames, movie {movie_path} has {nframes}")
-    nbinned = int(nframes / bin_size)
-    if nbinned == 0:
-        raise SegmentationManifestException(
-            f"movie {movie_path} has {nframes} frames, fewer than one bin of {bin_size} "
-            f"(nbinned would be 0)")
-    return {"experiment_id": experiment["id"], "nbinned": nbinned,
+    return {"experiment_id": experiment["id"], "nbinned": int(nframes / bin_size),
             "input_video": str(movie_path)}
+
+
+def too_short(entries: list[dict], bin_size: int, frame_counts: dict) -> dict:
+    """Experiment id to problem, for the entries whose movie is shorter than one bin.
+
+    ``frame_counts`` maps experiment ids to their (checked) frame counts.
+    """
+    return {entry["experiment_id"]: (
+        f"movie {entry['input_video']} has {frame_counts.get(entry['experiment_id'], 'too few')}"
+        f" frames, fewer than one bin of {bin_size} (nbinned would be 0)")
+        for entry in entries if entry["nbinned"] < 1}
 
 
 def build_entries(experiments: list[dict], bin_size: int, workers: int,
@@ -220,6 +276,8 @@ def build_entries(experiments: list[dict], bin_size: int, workers: int,
                 entries[experiment_id] = future.result()
             except SegmentationManifestException as error:
                 problems[experiment_id] = str(error)
+            except OSError as error:  # e.g. a directory the user may not enter
+                problems[experiment_id] = f"cannot read its movie: {one_line(error)}"
             bar.update()
     return entries, problems
 
@@ -239,8 +297,7 @@ class SegmentationManifest(argschema.ArgSchemaParser):
 
     def _selected_ids(self, label_dbconn) -> list[int]:
         selection_id = self.args["experiment_selection_id"]
-        rows = label_dbconn.query(
-            "SELECT sub_selected_ids FROM experiment_selection WHERE id = %s", (selection_id,))
+        rows = label_dbconn.query(SELECTION_QUERY.format(pgsql.Literal(selection_id)))
         if not rows:
             raise SegmentationManifestException(
                 f"no experiment_selection with id {selection_id}")
@@ -250,26 +307,27 @@ class SegmentationManifest(argschema.ArgSchemaParser):
         return rows[0]["sub_selected_ids"]
 
     def run(self, lims_dbconn, label_dbconn) -> dict:
-        """Build the manifest and write it, or write nothing and raise.
+        """Find and check every experiment's movie, then write the manifest or refuse.
 
         Parameters
         ----------
         lims_dbconn : slapp.utils.query_utils.DbConnection
-            LIMS (read-only is enough).
+            LIMS (read-only is enough); one ``query`` call.
         label_dbconn : slapp.utils.query_utils.DbConnection
-            The labeling database holding ``experiment_selection``.
+            The labeling database holding ``experiment_selection``; one ``query`` call.
 
         Returns
         -------
         dict
-            The manifest as written: ``{"manifest": [entry, ...]}``.
+            What :meth:`output` returns: the manifest as written.
 
         Raises
         ------
         SegmentationManifestException
-            If the selection does not exist or is empty, or if any experiment
-            is listed twice, is missing from LIMS, or fails a check of :func:`manifest_entry`;
-            every bad experiment is logged and summarised in the message.
+            If the selection does not exist or is empty, or (through
+            :meth:`output`) if any experiment is listed twice, is missing from
+            LIMS or fails a check of :func:`manifest_entry`, and
+            ``excluded_json`` is not given.
         """
         output_path = Path(self.args["output_json"])
         if output_path.is_dir():
@@ -278,42 +336,112 @@ class SegmentationManifest(argschema.ArgSchemaParser):
         experiment_ids = self._selected_ids(label_dbconn)
         self.logger.info("selected %d experiments from table experiment_selection",
                          len(experiment_ids))
-        lims_rows = lims_dbconn.query(
-            "SELECT id, movie_number_of_frames AS nframes, storage_directory "
-            "FROM ophys_experiments WHERE id = ANY(%s)", (experiment_ids,))
-        in_lims = {row["id"]: row for row in lims_rows}
+        lims_rows = lims_dbconn.query(LIMS_QUERY.format(pgsql.Literal(list(experiment_ids))))
         entries, problems = build_entries(
-            list(in_lims.values()), self.args["bin_size"], self.args["discovery_workers"],
+            lims_rows, self.args["bin_size"], self.args["discovery_workers"],
             progress=sys.stderr.isatty())
-        problems.update({experiment_id: "not in LIMS ophys_experiments"
-                         for experiment_id in experiment_ids if experiment_id not in in_lims})
+        distinct = list(dict.fromkeys(experiment_ids))
+        if len(lims_rows) < len(distinct):
+            # LIMS returns only ids asked for, each once (its primary key), so only a
+            # shortfall can mean a missing experiment; the original compared the counts
+            found = {row["id"] for row in lims_rows}
+            problems.update({experiment_id: "not in LIMS ophys_experiments"
+                             for experiment_id in distinct if experiment_id not in found})
         problems.update({experiment_id: f"listed {count} times in sub_selected_ids"
                          for experiment_id, count in Counter(experiment_ids).items()
                          if count > 1})
+        self.selected_ids, self.problems = experiment_ids, problems
+        self.frame_counts = {row["id"]: row["nframes"] for row in lims_rows}
+        position = {experiment_id: index for index, experiment_id in enumerate(distinct)}
+        ordered = sorted(entries.values(),
+                         key=lambda entry: position.get(entry["experiment_id"], len(position)))
+        return self.output({"manifest": ordered})
+
+    def output(self, d: dict, output_path=None, **json_dump_options) -> dict:
+        """Write the manifest that :meth:`run` built, or refuse and write nothing.
+
+        Every problem :meth:`run` found, and every movie shorter than one bin,
+        is reported together; unless ``excluded_json`` is given, any problem
+        means no manifest. With it, the manifest lists the good experiments and
+        ``excluded_json`` each excluded experiment and its problem; the two
+        files are replaced together, after every check.
+
+        Parameters
+        ----------
+        d : dict
+            ``{"manifest": [entry, ...]}`` from :meth:`run`.
+        output_path : str, optional
+            Defaults to ``output_json``.
+
+        Returns
+        -------
+        dict
+            The manifest as written.
+        """
+        output_path = Path(output_path or self.args["output_json"])
+        entries = d["manifest"]
+        problems = {**getattr(self, "problems", {}),
+                    **too_short(entries, self.args["bin_size"],
+                                getattr(self, "frame_counts", {}))}
+        selected = getattr(self, "selected_ids", [entry["experiment_id"] for entry in entries])
+        excluded_path = self.args.get("excluded_json")
+        if problems and not excluded_path:
+            raise SegmentationManifestException(
+                self._report(selected, problems, "no manifest written"))
+        good = [entry for entry in entries if entry["experiment_id"] not in problems]
+        if not good:
+            raise SegmentationManifestException(
+                self._report(selected, problems, "no experiment left, nothing written"))
+        manifest = self.get_output_json({"manifest": good})
+        staged = None
+        if excluded_path:
+            staged = stage_bytes(excluded_path, json_bytes(self._excluded(selected, problems)))
+        try:
+            write_json_atomically(output_path, manifest)
+            if staged is not None:
+                os.replace(staged, excluded_path)
+                staged = None
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+        self.excluded = problems
         if problems:
-            raise SegmentationManifestException(self._report(experiment_ids, problems))
-        manifest = self.get_output_json(
-            {"manifest": [entries[experiment_id] for experiment_id in experiment_ids]})
-        write_json_atomically(output_path, manifest)
-        self.logger.info("wrote %s", self.args["output_json"])
+            self.logger.warning("excluded %d of %d experiments, listed in %s", len(problems),
+                                len(dict.fromkeys(selected)), excluded_path)
+        self.logger.info("wrote %s", output_path)
         return manifest
 
-    def _report(self, experiment_ids: list[int], problems: dict) -> str:
+    def _excluded(self, selected: list[int], problems: dict) -> dict:
+        return {"experiment_selection_id": self.args["experiment_selection_id"],
+                "manifest_json": str(Path(self.args["output_json"]).absolute()),
+                "excluded": [{"experiment_id": experiment_id,
+                              "problem": problems[experiment_id]}
+                             for experiment_id in self._in_order(selected, problems)]}
+
+    @staticmethod
+    def _in_order(selected: list[int], problems: dict) -> list[int]:
+        """The experiments with problems, in selection order (others after)."""
+        ordered = [experiment_id for experiment_id in dict.fromkeys(selected)
+                   if experiment_id in problems]
+        return ordered + [experiment_id for experiment_id in problems
+                          if experiment_id not in set(ordered)]
+
+    def _report(self, selected: list[int], problems: dict, outcome: str) -> str:
         """Log each problem on its own line (level WARNING); return the one-line summary.
 
         At the default level (ERROR) the user sees one line, the summary; it
         names the first problems, and ``--log_level WARNING`` lists them all.
         """
         ordered = [f"{experiment_id}: {problems[experiment_id]}"
-                   for experiment_id in dict.fromkeys(experiment_ids)
-                   if experiment_id in problems]
+                   for experiment_id in self._in_order(selected, problems)]
         for line in ordered:
             self.logger.warning(line)
         summary = "; ".join(ordered[:_PROBLEMS_IN_SUMMARY])
         if len(ordered) > _PROBLEMS_IN_SUMMARY:
-            summary += f"; and {len(ordered) - _PROBLEMS_IN_SUMMARY} more (--log_level WARNING lists each)"
-        return (f"{len(ordered)} of {len(dict.fromkeys(experiment_ids))} experiments have "
-                f"problems, no manifest written: {summary}")
+            summary += (f"; and {len(ordered) - _PROBLEMS_IN_SUMMARY} more "
+                        "(--log_level WARNING lists each)")
+        return (f"{len(ordered)} of {len(dict.fromkeys(selected))} experiments have "
+                f"problems, {outcome}: {summary}")
 
 
 def main() -> None:
@@ -322,7 +450,12 @@ def main() -> None:
     with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True) \
             as lims_dbconn, \
             DbConnection(**get_db_credentials("LABELING_", **label_defaults)) as label_dbconn:
-        module.run(lims_dbconn, label_dbconn)
+        manifest = module.run(lims_dbconn, label_dbconn)
+    excluded = len(module.excluded)
+    if excluded:
+        print(f"segmentation_manifest: wrote {len(manifest['manifest'])} experiments; excluded "
+              f"{excluded}, each with its problem, in {module.args['excluded_json']}",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

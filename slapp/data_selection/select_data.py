@@ -4,19 +4,24 @@
 
     python -m slapp.data_selection.select_data --input_json example_selection_input.json
 
-Each query string runs against LIMS through the read-only path and must return
-an ``exp_id`` column. The ids of each query are de-duplicated and sorted, then
+Each query string is handed, exactly as typed, to the LIMS connection's
+``query`` method (slapp's read-only connection checks it is one query that only
+reads, see :meth:`slapp.utils.query_utils.DbConnection.query_readonly`) and
+must return an ``exp_id`` column. The ids of each query are de-duplicated and sorted, then
 ``sub_selection_counts[i]`` of them are drawn without replacement with a fresh
 ``numpy.random.default_rng(random_seed)`` per query. Sorting first makes the
 draw independent of the order in which the server returns rows. One
 ``experiment_selection`` row records the queries (base64 of their UTF-8
 text), the code version, every id of every query, the sub-selected ids, the
 counts, the seed and the comment, so the selection can be explained and
-redrawn later.
+redrawn later. The row is written with one ``insert`` call on the labeling
+connection, its values composed as ``psycopg2.sql`` literals: these two
+methods, ``query`` and ``insert`` with the SQL as their only argument, are all
+that :meth:`DataSelector.run` asks of its connections, as in the original
+toolkit.
 """
 import base64
 import json
-import os
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,17 +31,21 @@ import argschema
 import marshmallow as mm
 import numpy as np
 import psycopg2
+from psycopg2 import sql as pgsql
 
 from slapp.errors import SlappError
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
-from slapp.utils.files import json_bytes, stage_bytes
+from slapp.utils.files import json_bytes, stage_bytes, write_bytes_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
+from slapp.utils.read_only_sql import UnsafeQueryException
 
-INSERT_SELECTION = (
+INSERT_SELECTION = pgsql.SQL(
     "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
     "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed, comment_string) "
-    "VALUES (%s::text[], %s, %s::bigint[], %s::int[], %s::bigint[], %s, %s) RETURNING id")
+    "VALUES ({queries}::text[], {commit_hash}, {all_ids}::bigint[], {counts}::int[], "
+    "{drawn}::bigint[], {seed}, {comment}) RETURNING id")
+DELETE_SELECTION = pgsql.SQL("DELETE FROM experiment_selection WHERE id = {}")
 MAX_NAMED_DUPLICATES = 10  # keeps the duplicate-experiment error on one readable line
 
 
@@ -79,9 +88,11 @@ class DataSelectorSchema(argschema.ArgSchema):
         dump_default=300.0, load_default=300.0,
         validate=mm.validate.Range(min=0, min_inclusive=False),
         metadata={"description": (
-            "LIMS cancels a query that runs longer. The seed's example queries take "
-            "seconds; five minutes leaves room for a busy server, while a runaway join (a "
-            "missing JOIN condition) still fails in bounded time.")})
+            "LIMS cancels a query that runs longer (the command gives it to the LIMS "
+            "connection it opens; a caller of DataSelector.run sets it on its own "
+            "connection). The seed's example queries take seconds; five minutes leaves "
+            "room for a busy server, while a runaway join (a missing JOIN condition) "
+            "still fails in bounded time.")})
 
     @mm.validates_schema
     def check_queries_and_counts(self, data, **kwargs):
@@ -107,8 +118,10 @@ class DataSelectorSchema(argschema.ArgSchema):
 
 class DataSelectorOutputSchema(argschema.schemas.DefaultSchema):
     experiment_selection_id = argschema.fields.Int(
-        required=True,
-        metadata={"description": "id of the new experiment_selection row: the input of step 2"})
+        required=True, allow_none=True,
+        metadata={"description": "id of the new experiment_selection row: the input of step "
+                                 "2 (null only when the labeling connection's insert returns "
+                                 "no rows, as the original toolkit's did)"})
     sub_selected_ids = argschema.fields.List(
         argschema.fields.Int(), required=True,
         metadata={"description": "the sub-selected ophys_experiments.id, in query order"})
@@ -154,7 +167,7 @@ def experiment_ids_from_rows(rows: list[dict], query_index: int) -> QueryIds:
     Parameters
     ----------
     rows : list of dict
-        The query's rows, as :meth:`DbConnection.query_readonly` returns them.
+        The query's rows, as :meth:`DbConnection.query` returns them.
     query_index : int
         Position of the query in the input, named in errors.
 
@@ -287,16 +300,17 @@ class DataSelector(argschema.ArgSchemaParser):
                          output_schema_type=output_schema_type, args=args,
                          logger_name=logger_name)
 
-    def _fetch_ids(self, lims_dbconn: DbConnection, query_index: int, query: str) -> QueryIds:
+    def _fetch_ids(self, lims_dbconn, query_index: int, query: str) -> QueryIds:
         try:
-            rows = lims_dbconn.query_readonly(
-                query, timeout_seconds=self.args["query_timeout_seconds"])
+            rows = lims_dbconn.query(query)
+        except UnsafeQueryException as error:
+            raise DataSelectionException(f"query {query_index} refused: {error}") from error
         except psycopg2.Error as error:
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise DataSelectionException(f"query {query_index} failed: {first_line}") from error
         return experiment_ids_from_rows(rows, query_index)
 
-    def _draw(self, lims_dbconn: DbConnection) -> tuple[list[QueryIds], list[list[int]]]:
+    def _draw(self, lims_dbconn) -> tuple[list[QueryIds], list[list[int]]]:
         """Run every query, check the counts, draw each query's sample; log the result."""
         counts, seed = self.args["sub_selection_counts"], self.args["random_seed"]
         query_ids = [self._fetch_ids(lims_dbconn, index, query)
@@ -313,30 +327,45 @@ class DataSelector(argschema.ArgSchemaParser):
                              index, len(found.ids), len(drawn))
         return query_ids, sub_selections
 
-    def _record(self, label_dbconn: DbConnection, row_values: tuple, selection: dict) -> dict:
-        """Insert the row and write ``output_json``: both happen, or neither does."""
+    def _insert_statement(self, query_ids: list[QueryIds], sub_selected_ids: list[int],
+                          commit_hash: str) -> pgsql.Composed:
+        """The row's INSERT, every value a ``psycopg2.sql.Literal`` (never formatted text)."""
+        return INSERT_SELECTION.format(
+            queries=pgsql.Literal([encode_query(query) for query in self.args["query_strings"]]),
+            commit_hash=pgsql.Literal(commit_hash),
+            all_ids=pgsql.Literal(padded_id_array_literal([found.ids for found in query_ids])),
+            counts=pgsql.Literal(self.args["sub_selection_counts"]),
+            drawn=pgsql.Literal(sub_selected_ids),
+            seed=pgsql.Literal(self.args["random_seed"]),
+            comment=pgsql.Literal(self.args["comment_string"]))
+
+    def _record(self, label_dbconn, statement: pgsql.Composed, selection: dict) -> dict:
+        """Insert the row with one ``insert`` call and write ``output_json``: both, or neither.
+
+        The output directory is tried before the insert; if writing the file
+        still fails after it, the row is deleted again.
+        """
         output_path = self.args.get("output_json")
-        temporary = None
-        try:
-            with label_dbconn.transaction() as cursor:
-                cursor.execute(INSERT_SELECTION, row_values)
-                output = {"experiment_selection_id": cursor.fetchone()["id"], **selection}
-                if output_path:
-                    temporary = stage_bytes(output_path, json_bytes(self.get_output_json(output)))
-            if temporary is not None:
-                os.replace(temporary, output_path)
-                temporary = None
-        finally:
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
-        self.logger.info("wrote experiment_selection id %d: %d experiments from %d queries",
-                         output["experiment_selection_id"], len(selection["sub_selected_ids"]),
+        if output_path:
+            stage_bytes(output_path, b"").unlink()  # the directory takes new files
+        rows = label_dbconn.insert(statement)
+        selection_id = rows[0]["id"] if rows else None  # the original's insert returns None
+        output = {"experiment_selection_id": selection_id, **selection}
+        if output_path:
+            try:
+                write_bytes_atomically(output_path, json_bytes(self.get_output_json(output)))
+            except BaseException:
+                if selection_id is not None:
+                    label_dbconn.insert(DELETE_SELECTION.format(pgsql.Literal(selection_id)))
+                raise
+        self.logger.info("wrote experiment_selection id %s: %d experiments from %d queries",
+                         selection_id, len(selection["sub_selected_ids"]),
                          len(self.args["query_strings"]))
         if output_path:
             self.logger.info("wrote %s", output_path)
         return output
 
-    def run(self, lims_dbconn: DbConnection, label_dbconn: DbConnection | None = None) -> dict:
+    def run(self, lims_dbconn, label_dbconn=None) -> dict:
         """Run the queries, draw the sample and store it (unless ``dry_run``).
 
         Everything is checked before anything is written; the row and the
@@ -345,9 +374,12 @@ class DataSelector(argschema.ArgSchemaParser):
         Parameters
         ----------
         lims_dbconn : DbConnection
-            LIMS; only read, through :meth:`DbConnection.query_readonly`.
+            LIMS: ``lims_dbconn.query(query_string)`` is called once per query
+            string, in order, exactly as typed; a read-only
+            :class:`~slapp.utils.query_utils.DbConnection` checks and confines it.
         label_dbconn : DbConnection, optional
-            The labeling database; may be None only with ``dry_run``.
+            The labeling database: one ``label_dbconn.insert(statement)`` call
+            writes the row. May be None only with ``dry_run``.
 
         Returns
         -------
@@ -365,9 +397,6 @@ class DataSelector(argschema.ArgSchemaParser):
         if label_dbconn is None and not dry_run:
             raise DataSelectionException("a labeling database connection is needed "
                                          "unless dry_run is set")
-        lims_dbconn.connect()  # a connection failure is reported as such, not as a query's
-        if not dry_run:
-            label_dbconn.connect()  # fail before the queries, which may take minutes
         commit_hash = code_version()
         query_ids, sub_selections = self._draw(lims_dbconn)
         selection = {
@@ -380,24 +409,24 @@ class DataSelector(argschema.ArgSchemaParser):
                               "random_seed": self.args["random_seed"],
                               "comment_string": self.args["comment_string"], **selection}))
             return {"experiment_selection_id": None, **selection}
-        row_values = ([encode_query(query) for query in self.args["query_strings"]],
-                      commit_hash, padded_id_array_literal([found.ids for found in query_ids]),
-                      self.args["sub_selection_counts"], selection["sub_selected_ids"], self.args["random_seed"],
-                      self.args["comment_string"])
-        return self._record(label_dbconn, row_values, selection)
+        statement = self._insert_statement(query_ids, selection["sub_selected_ids"],
+                                           commit_hash)
+        return self._record(label_dbconn, statement, selection)
 
 
 def main(argv: list[str]) -> None:
-    """The command: parse, build both connections from the environment, run."""
+    """The command: parse, connect to both databases (failing before the queries, which
+    may take minutes), run."""
     selector = DataSelector(args=expand_bare_flags(argv, ("--dry_run",)))
     lims_dbconn = DbConnection(**get_db_credentials(env_prefix="LIMS_", **lims_defaults),
-                               read_only=True)
+                               read_only=True,
+                               query_timeout_seconds=selector.args["query_timeout_seconds"])
     label_dbconn = (None if selector.args["dry_run"]
                     else DbConnection(**get_db_credentials(**label_defaults)))
     with ExitStack() as connections:
         for dbconn in (lims_dbconn, label_dbconn):
             if dbconn is not None:
-                connections.enter_context(dbconn)
+                connections.enter_context(dbconn).connect()
         selector.run(lims_dbconn, label_dbconn)
 
 

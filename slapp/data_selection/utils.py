@@ -1,4 +1,4 @@
-"""Find an experiment's motion-corrected movie inside its LIMS storage directory, and read its shape.
+"""Find an experiment's motion-corrected movie in its LIMS storage directory; read its shape.
 
 LIMS records a storage directory per experiment but not which file in it is the
 movie to segment, and the tree below it differs between rigs and pipeline
@@ -29,6 +29,28 @@ def _raise_listing_error(error: OSError) -> None:
     raise FindFileException(f"cannot list {error.filename}: {error.strerror}") from error
 
 
+def dataset_shape(movie, path) -> tuple:
+    """The shape of the ``data`` dataset of an open movie file.
+
+    Parameters
+    ----------
+    movie : h5py.File or mapping
+        The open file; anything with ``get`` whose ``data`` has a ``shape``.
+    path : Path
+        The file's path, named in errors.
+
+    Raises
+    ------
+    FindFileException
+        If there is no ``data`` dataset (a missing name, or a group), or it
+        is a scalar.
+    """
+    shape = getattr(movie.get(MOVIE_DATASET), "shape", None)
+    if not shape:
+        raise FindFileException(f"movie {path} has no '{MOVIE_DATASET}' dataset")
+    return tuple(shape)
+
+
 def find_full_movie(search_dir: Path) -> Path:
     """Find the one movie to segment below a storage directory.
 
@@ -50,26 +72,37 @@ def find_full_movie(search_dir: Path) -> Path:
     Raises
     ------
     FindFileException
-        If ``search_dir`` is not a readable directory, if a candidate name
-        occurs more than once (which one is meant cannot be known), or if
-        no candidate name occurs at all.
+        If ``search_dir`` is not a directory, if it or a directory below it
+        cannot be read (e.g. permission denied: the message names the
+        directory), if a candidate name occurs more than once (which one is
+        meant cannot be known), or if no candidate name occurs at all.
     """
     search_dir = Path(search_dir)
-    if not search_dir.is_dir():
-        raise FindFileException(f"storage directory {search_dir} does not exist")
-    found = {name: [] for name in candidate_movie_names}
-    for directory, _, file_names in os.walk(search_dir, onerror=_raise_listing_error):
-        for name in found.keys() & set(file_names):
-            found[name].append(Path(directory, name))
+    try:
+        found = _movies_by_name(search_dir)
+    except OSError as error:  # e.g. a parent directory the user may not enter
+        raise FindFileException(f"cannot read storage directory {error.filename or search_dir}"
+                                f": {error.strerror or one_line(error)}") from error
     for name in candidate_movie_names:
         if len(found[name]) > 1:
             paths = ", ".join(sorted(str(path) for path in found[name]))
             raise FindFileException(
                 f"{len(found[name])} files named {name} in {search_dir}: {paths}")
         if found[name]:
-            return found[name][0].resolve()
+            return found[name][0]
     raise FindFileException(
         f"no movie ({' or '.join(candidate_movie_names)}) in {search_dir}")
+
+
+def _movies_by_name(search_dir: Path) -> dict:
+    """Candidate name to the resolved paths of the files of that name below ``search_dir``."""
+    if not search_dir.is_dir():
+        raise FindFileException(f"storage directory {search_dir} does not exist")
+    found = {name: [] for name in candidate_movie_names}
+    for directory, _, file_names in os.walk(search_dir, onerror=_raise_listing_error):
+        for name in found.keys() & set(file_names):
+            found[name].append(Path(directory, name).resolve())
+    return found
 
 
 def movie_shape(path: Path) -> tuple[int, int, int]:
@@ -101,10 +134,7 @@ def movie_shape(path: Path) -> tuple[int, int, int]:
         raise FindFileException(f"movie {path} is a directory, not an HDF5 file")
     try:
         with h5py.File(path, "r") as movie:
-            dataset = movie.get(MOVIE_DATASET)
-            if not isinstance(dataset, h5py.Dataset):
-                raise FindFileException(f"movie {path} has no '{MOVIE_DATASET}' dataset")
-            shape = dataset.shape
+            shape = dataset_shape(movie, path)
     except OSError as error:
         raise FindFileException(f"cannot read movie {path} as HDF5: {one_line(error)}") from error
     if len(shape) != 3:

@@ -1,19 +1,43 @@
 """How every slapp command ends: success, or one clear line on stderr and exit 1.
 
-Each step's ``__main__`` block calls :func:`run_main`, so a user who mistypes an
-input sees a single sentence that names the problem, not a traceback. Setting
-``SLAPP_TRACEBACK=1`` prints the traceback too, for bug reports.
+Each step's ``__main__`` block calls :func:`run_main`, which gives every command
+the same behaviour without the command doing anything:
+
+- an expected error (a :class:`~slapp.errors.SlappError`, invalid input, a
+  database or file-system error) is one line, ``<command>: error: <why>``, exit 1;
+- a mistyped or unknown option, or an option without its value, is one such
+  line too (argparse's own 15-line usage and exit 2 never reach the user);
+- ``--help`` starts with a one-line summary of the command (the first line of
+  its module's docstring), then the usage;
+- anything else is a bug in slapp: one line that says so, exit 1, and the
+  traceback in a log file the line names.
+
+Setting ``SLAPP_TRACEBACK=1`` prints the traceback of any error, for bug reports.
 """
+import argparse
 import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import marshmallow
+import psycopg2
+
+from slapp.errors import SlappError
 
 logger = logging.getLogger(__name__)
+
+# What a user can cause or fix; every other exception is a bug in slapp.
+EXPECTED_ERRORS = (SlappError, marshmallow.ValidationError, json.JSONDecodeError,
+                   psycopg2.Error, OSError)
+
+
+class UsageError(SlappError):
+    """A mistyped or unknown option, or an option without its value."""
 
 
 def _flatten(messages, prefix: str = "") -> list[str]:
@@ -52,30 +76,97 @@ def one_line(error: BaseException) -> str:
     return lines[0] if len(lines) == 1 else " ".join(lines)
 
 
-def run_main(main: Callable[[], None], prog: str) -> int:
+def _summary(main: Callable) -> str:
+    """The first line of the docstring of the module being run (or of ``main``'s module)."""
+    module = sys.modules.get("__main__")
+    doc = getattr(module, "__doc__", None) or getattr(
+        sys.modules.get(getattr(main, "__module__", "")), "__doc__", None) or ""
+    lines = [line.strip() for line in doc.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+@contextmanager
+def _argparse_reports_one_line(prog: str, summary: str) -> Iterator[None]:
+    """Make every argparse parser built meanwhile (argschema's too) behave as slapp's.
+
+    Its errors raise :class:`UsageError` instead of printing usage and exiting
+    with status 2, its usage names the command, and its help starts with the
+    summary line.
+    """
+    original_error = argparse.ArgumentParser.error
+    original_format_help = argparse.ArgumentParser.format_help
+    original_argv0 = sys.argv[0] if sys.argv else None
+
+    def error(parser, message):
+        raise UsageError(f"{message} (--help lists the options)")
+
+    def format_help(parser):
+        text = original_format_help(parser)
+        return f"{prog}: {summary}\n\n{text}" if summary else text
+
+    argparse.ArgumentParser.error = error
+    argparse.ArgumentParser.format_help = format_help
+    if sys.argv:
+        sys.argv[0] = prog
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original_error
+        argparse.ArgumentParser.format_help = original_format_help
+        if sys.argv:
+            sys.argv[0] = original_argv0
+
+
+def _log_bug(prog: str) -> str:
+    """Write the current exception's traceback to a new private file; return its path."""
+    descriptor, path = tempfile.mkstemp(prefix=f"slapp-{prog}-bug-", suffix=".log")
+    with os.fdopen(descriptor, "w") as log:
+        traceback.print_exc(file=log)
+    logger.debug("traceback written to %s", path)
+    return path
+
+
+def run_main(main: Callable[[], None], prog: str, summary: str | None = None) -> int:
     """Run a command's main function and turn any failure into one line and exit 1.
 
     Parameters
     ----------
     main : callable
-        The command's body.
+        The command's body; it parses its own arguments (argschema or argparse).
     prog : str
-        The name printed before the message, e.g. ``"select_data"``.
+        The command's name, printed before every message, e.g. ``"select_data"``.
+    summary : str, optional
+        The first line of ``--help``; by default the first line of the
+        docstring of the module run with ``python -m``.
 
     Returns
     -------
     int
-        The process exit code: 0 on success, 1 on error, 130 on Ctrl-C.
+        The process exit code: 0 on success (and after ``--help``), 1 on any
+        error, 130 on Ctrl-C.
     """
     try:
-        main()
+        with _argparse_reports_one_line(prog, summary if summary is not None
+                                        else _summary(main)):
+            main()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - every failure must reach the user as one line
+    except SystemExit as exit_request:  # --help, or a command's own exit code
+        if exit_request.code is None or isinstance(exit_request.code, int):
+            return exit_request.code or 0
+        print(f"{prog}: error: {exit_request.code}", file=sys.stderr)
+        return 1
+    except EXPECTED_ERRORS as error:
         if os.environ.get("SLAPP_TRACEBACK"):
             traceback.print_exc()
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - a bug, reported as one
+        if os.environ.get("SLAPP_TRACEBACK"):
+            traceback.print_exc()
+        print(f"{prog}: bug: {type(error).__name__}: {one_line(error)} (this is a bug in "
+              f"slapp, please report it; traceback in {_log_bug(prog)})", file=sys.stderr)
         return 1
     return 0
 

@@ -1,10 +1,13 @@
 """The one database layer: credentials, connections, reads, writes and bulk writes.
 
 Every step of the flow reads LIMS and writes the labeling database through
-:class:`DbConnection`. Values always travel as query parameters; the only SQL
-executed as given is a user's own LIMS query string, and only through
-:meth:`DbConnection.query_readonly`, inside a read-only transaction with a
-statement timeout. Writes are all-or-nothing. Connecting retries with backoff,
+:class:`DbConnection`. Values always travel as query parameters or
+``psycopg2.sql`` literals. A connection made with ``read_only=True`` (the LIMS
+connection) runs every query through :meth:`DbConnection.query_readonly`: the
+string must parse, with PostgreSQL's own parser, as exactly one query that only
+reads and calls no VOLATILE function (:mod:`slapp.utils.read_only_sql`), and it
+runs in a read-only transaction whose statement timeout it cannot change; such
+a connection refuses every write. Writes are all-or-nothing. Connecting retries with backoff,
 because a job array opens hundreds of connections at once. Passwords never
 appear in a log line, a ``repr`` or an exception message.
 """
@@ -13,6 +16,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg2
@@ -22,11 +26,16 @@ from psycopg2 import sql as pgsql
 
 from slapp.errors import SlappError
 from slapp.utils import pg_copy
+from slapp.utils.read_only_sql import parse_read_only_query, refuse_volatile_calls
 
 logger = logging.getLogger(__name__)
 
-label_defaults = {"host": "localhost", "database": "labeling", "port": 5432}
-lims_defaults = {"host": "limsdb2", "database": "lims2", "port": 5432}
+# One rule for both: slapp guesses nothing that differs between sites. Host and
+# database come from the environment (LIMS_HOST, LABELING_DATABASE, ...; `python
+# -m slapp.embedded env` prints them for the embedded server), and a missing one
+# is named in a CredentialsException; only PostgreSQL's standard port is given.
+label_defaults = {"host": None, "database": None, "port": 5432}
+lims_defaults = {"host": None, "database": None, "port": 5432}
 
 # Connection failures that no amount of waiting will fix: fail at once.
 _PERMANENT_CONNECT_ERRORS = (
@@ -42,15 +51,25 @@ class CredentialsException(SlappError):
     """A database credential is missing from the environment."""
 
 
+class ReadOnlyConnectionException(SlappError):
+    """A write was attempted through a read-only (LIMS) connection."""
+
+
 def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
                        database: str | None = None, port: int | None = None) -> dict:
     """Collect the connection parameters of one database.
 
     The user name and password come only from the environment
     (``{env_prefix}USER``, ``{env_prefix}PASSWORD``), so they are never written
-    into a file of the project. Host, database and port come from
-    ``{env_prefix}HOST``, ``{env_prefix}DATABASE`` and ``{env_prefix}PORT`` when
-    set, and otherwise from the keyword arguments.
+    into a file of the project; when ``{env_prefix}PASSWORD`` is not set but a
+    libpq password file exists (``$PGPASSFILE``, else ``~/.pgpass``), the
+    password is None and libpq reads it from that file when connecting, which
+    keeps it out of the environment and of a job scheduler's records. Host,
+    database and port come from ``{env_prefix}HOST``, ``{env_prefix}DATABASE``
+    and ``{env_prefix}PORT`` when set, and otherwise from the keyword
+    arguments; when neither gives one of them, that is an error, as in the
+    original toolkit (``lims_defaults`` and ``label_defaults`` give only the
+    port).
 
     Parameters
     ----------
@@ -59,13 +78,14 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
     host, database : str, optional
         Fallbacks when the environment does not set them.
     port : int, optional
-        Fallback port; 5432 when neither this nor the environment gives one.
+        Fallback port.
 
     Returns
     -------
     dict
-        Keys ``user``, ``host``, ``database``, ``password``, ``port``: the
-        keyword arguments of :class:`DbConnection`.
+        Keys ``user``, ``host``, ``database``, ``password`` (None when libpq
+        will read it from the password file), ``port``: the keyword arguments
+        of :class:`DbConnection`.
 
     Raises
     ------
@@ -81,19 +101,43 @@ def get_db_credentials(env_prefix: str = "LABELING_", host: str | None = None,
                 f"environment variable {env_prefix}{name} is not set")
         return value
 
+    password = os.environ.get(env_prefix + "PASSWORD") or None
+    if password is None and password_file() is None:
+        raise CredentialsException(
+            f"environment variable {env_prefix}PASSWORD is not set, and there is no "
+            "password file (PGPASSFILE or ~/.pgpass)")
     credentials = {
         "user": setting("USER"),
-        "password": setting("PASSWORD"),
+        "password": password,
         "host": setting("HOST", host),
         "database": setting("DATABASE", database),
     }
-    port_text = setting("PORT", 5432 if port is None else port)
+    port_text = setting("PORT", port)
     try:
         credentials["port"] = int(port_text)
     except ValueError:
         raise CredentialsException(
             f"{env_prefix}PORT must be a number, not {port_text!r}") from None
     return credentials
+
+
+def password_file() -> Path | None:
+    """The libpq password file that connecting would read, if it exists.
+
+    ``$PGPASSFILE`` when set, else ``~/.pgpass``; libpq ignores it unless only
+    its owner may read it (``chmod 600``).
+    """
+    path = Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
+    return path if path.is_file() else None
+
+
+def _final_text(cursor, query, params) -> str:
+    """The SQL text the server will receive: values merged in, compositions rendered."""
+    if params is not None:
+        return cursor.mogrify(query, params).decode("utf-8")
+    if isinstance(query, pgsql.Composable):
+        return query.as_string(cursor)
+    return query
 
 
 def _is_permanent(error: psycopg2.OperationalError) -> bool:
@@ -116,7 +160,13 @@ class DbConnection:
     port : int
         Server port.
     read_only : bool
-        Make every transaction of the session read-only (used for LIMS).
+        The LIMS connection: every transaction of the session is read-only,
+        :meth:`query` takes the checked path of :meth:`query_readonly`, and
+        every writing method raises :class:`ReadOnlyConnectionException`.
+    query_timeout_seconds : float
+        Statement timeout of :meth:`query` on a read-only connection. Five
+        minutes leaves room for a busy LIMS, while a runaway join (a missing
+        JOIN condition) still fails in bounded time.
     connect_attempts : int
         Tries before a connection failure is raised. Eight tries with the
         backoff below wait up to about a minute in all, long enough for a
@@ -128,10 +178,11 @@ class DbConnection:
     """
 
     def __init__(self, user: str, host: str, database: str, password: str, port: int = 5432,
-                 *, read_only: bool = False, connect_attempts: int = 8,
-                 backoff_seconds: float = 0.5):
+                 *, read_only: bool = False, query_timeout_seconds: float = 300.0,
+                 connect_attempts: int = 8, backoff_seconds: float = 0.5):
         self.user, self.host, self.database, self.port = user, host, database, int(port)
         self.read_only = read_only
+        self.query_timeout_seconds = query_timeout_seconds
         self._password = password
         self._connect_attempts = max(1, connect_attempts)
         self._backoff_seconds = backoff_seconds
@@ -148,7 +199,7 @@ class DbConnection:
                 connection = psycopg2.connect(
                     user=self.user, password=self._password, host=self.host,
                     dbname=self.database, port=self.port, options=options,
-                    connect_timeout=10, application_name="slapp")
+                    connect_timeout=10, application_name="slapp", client_encoding="UTF8")
                 connection.autocommit = False
                 return connection
             except psycopg2.OperationalError as error:
@@ -217,13 +268,23 @@ class DbConnection:
             with self.transaction() as cursor:
                 return work(cursor)
 
-    def query(self, query: str, params: Sequence | dict | None = None) -> list[dict]:
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyConnectionException(
+                f"{what} refused: the connection to {self.database} is read-only")
+
+    def query(self, query, params: Sequence | dict | None = None) -> list[dict]:
         """Run one statement and return its rows.
+
+        On a read-only connection this is :meth:`query_readonly` with the
+        connection's ``query_timeout_seconds``, so every caller of the LIMS
+        connection gets its checks.
 
         Parameters
         ----------
-        query : str
-            SQL with ``%s`` or ``%(name)s`` placeholders for every value.
+        query : str or psycopg2.sql.Composable
+            SQL with ``%s`` or ``%(name)s`` placeholders for every value, or a
+            statement composed with ``psycopg2.sql`` literals.
         params : sequence or dict, optional
             The values, sent separately from the SQL text.
 
@@ -232,22 +293,31 @@ class DbConnection:
         list of dict
             One dict per row; PostgreSQL arrays are Python lists.
         """
+        if self.read_only:
+            return self.query_readonly(query, params, self.query_timeout_seconds)
+
         def work(cursor):
             cursor.execute(query, params)
             return [dict(row) for row in cursor.fetchall()] if cursor.description else []
         return self._run(work, retry_if_lost=True)
 
-    def query_readonly(self, query: str, params: Sequence | dict | None = None,
+    def query_readonly(self, query, params: Sequence | dict | None = None,
                        timeout_seconds: float = 300.0) -> list[dict]:
-        """Run a query inside a read-only transaction with a statement timeout.
+        """Run a query string a user wrote, which must be one query that only reads.
 
-        This is the path for query strings that users write themselves: a
-        statement that tries to write is refused by the server, and the
-        transaction is rolled back whatever the query did.
+        Before it runs, the final SQL text (after the values are merged in) is
+        parsed with PostgreSQL's parser and must be exactly one ``SELECT``,
+        ``VALUES``, ``TABLE`` or ``WITH ... SELECT`` that writes nothing,
+        locks nothing, creates nothing and calls no function or operator the
+        server declares VOLATILE (:mod:`slapp.utils.read_only_sql`). It then
+        runs in a read-only transaction, with ``standard_conforming_strings``
+        on (so the server reads quotes as the parser did) and a statement
+        timeout the query cannot change (it can run no SET and no
+        ``set_config``); the transaction is rolled back afterwards.
 
         Parameters
         ----------
-        query : str
+        query : str or psycopg2.sql.Composable
             The SQL, executed as given when ``params`` is None.
         params : sequence or dict, optional
             Values for placeholders in ``query``.
@@ -258,12 +328,20 @@ class DbConnection:
         -------
         list of dict
             One dict per row.
+
+        Raises
+        ------
+        slapp.utils.read_only_sql.UnsafeQueryException
+            When the string is refused; the message says why, in one line.
         """
         def work(cursor):
-            cursor.execute("SET TRANSACTION READ ONLY")
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                           (str(int(timeout_seconds * 1000)),))
-            cursor.execute(query, params)
+            cursor.execute("SET TRANSACTION READ ONLY; "  # one round trip for the three
+                           "SET LOCAL standard_conforming_strings TO on; "
+                           "SELECT set_config('statement_timeout', %s, true)",
+                           (str(max(1, int(timeout_seconds * 1000))),))
+            sql_text = _final_text(cursor, query, params)
+            refuse_volatile_calls(cursor, parse_read_only_query(sql_text))
+            cursor.execute(sql_text)
             rows = [dict(row) for row in cursor.fetchall()] if cursor.description else []
             cursor.connection.rollback()
             return rows
@@ -277,13 +355,21 @@ class DbConnection:
         int
             The number of rows it affected.
         """
+        self._refuse_if_read_only("a write")
+
         def work(cursor):
             cursor.execute(statement, params)
             return cursor.rowcount
         return self._run(work, retry_if_lost=False)
 
-    def insert(self, statement: str, params: Sequence | dict | None = None) -> list[dict]:
-        """Run one insert and commit it; returns the rows of a ``RETURNING`` clause."""
+    def insert(self, statement, params: Sequence | dict | None = None) -> list[dict]:
+        """Run one insert and commit it; returns the rows of a ``RETURNING`` clause.
+
+        ``statement`` may be a ``psycopg2.sql`` composition whose values are
+        ``psycopg2.sql.Literal``, the form the original toolkit's callers pass.
+        """
+        self._refuse_if_read_only("an insert")
+
         def work(cursor):
             cursor.execute(statement, params)
             return [dict(row) for row in cursor.fetchall()] if cursor.description else []
@@ -297,6 +383,8 @@ class DbConnection:
         statements : iterable
             Each a SQL string, or a ``(sql, params)`` pair.
         """
+        self._refuse_if_read_only("a write")
+
         def work(cursor):
             for statement in statements:
                 sql_text, params = (statement, None) if isinstance(statement, str) else statement
@@ -322,6 +410,7 @@ class DbConnection:
             A cursor of an open :meth:`transaction` to join; without one the
             copy runs (and commits) in a transaction of its own.
         """
+        self._refuse_if_read_only("a COPY")
         statement = pgsql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
             pgsql.Identifier(table),
             pgsql.SQL(", ").join(pgsql.Identifier(name) for name, _ in columns))

@@ -2,6 +2,9 @@
 PostgreSQL and real HDF5 files, and read back by the segmentation step."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import h5py
 import pytest
@@ -342,3 +345,118 @@ def test_progress_bar_is_shown_only_when_asked(capsys, lims_admin, storage, prog
 
     assert sorted(entries) == [1, 2] and problems == {}
     assert ("finding movies" in capsys.readouterr().err) == progress
+
+
+# --- permission errors and --excluded_json ---------------------------------------
+
+SETPRIV = shutil.which("setpriv")
+
+
+def run_unprivileged(cli_env, *args, cwd=None):
+    """Run the command so that file permissions bind it, as they bind a cluster user.
+
+    As root the command runs with the capabilities that bypass file permissions
+    removed from its bounding set (setpriv), so a mode-000 directory refuses it.
+    """
+    prefix = []
+    if os.geteuid() == 0:
+        if SETPRIV is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        prefix = [SETPRIV, "--bounding-set=-dac_override,-dac_read_search"]
+    return subprocess.run([*prefix, sys.executable, "-m", MODULE, *map(str, args)],
+                          env=cli_env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def locked_paths():
+    """Paths made unreadable by a test, made readable again afterwards."""
+    paths = []
+    yield paths
+    for path in paths:
+        path.chmod(0o755)
+
+
+def _lock(path, locked_paths):
+    path.chmod(0)
+    locked_paths.append(path)
+
+
+def _three_experiments_one_locked(lims_admin, storage, locked_paths, where):
+    _add_experiment(lims_admin, storage, 111, 500)
+    directory = _add_experiment(lims_admin, storage, 222, 500)
+    _add_experiment(lims_admin, storage, 333, 500)
+    movie = directory / "processed" / "motion_corrected_video.h5"
+    if where == "storage directory":
+        _lock(directory, locked_paths)
+        return f"cannot list {directory}: Permission denied"
+    if where == "parent directory":
+        _lock(directory.parent, locked_paths)
+        return f"cannot read storage directory {directory}: Permission denied"
+    if where == "subdirectory":
+        _lock(directory / "processed", locked_paths)
+        return f"cannot list {directory / 'processed'}: Permission denied"
+    _lock(movie, locked_paths)
+    return f"cannot read movie {movie}: Permission denied"
+
+
+LOCKED = ["storage directory", "parent directory", "subdirectory", "movie file"]
+
+
+@pytest.mark.parametrize("where", LOCKED)
+def test_a_permission_error_is_that_experiments_named_problem(
+        where, cli_env, labeling_db, lims_admin, storage, tmp_path, locked_paths):
+    problem = _three_experiments_one_locked(lims_admin, storage, locked_paths, where)
+    output = tmp_path / "manifest.json"
+
+    result = run_unprivileged(cli_env, "--experiment_selection_id",
+                              _store_selection(labeling_db, [111, 222, 333]),
+                              "--output_json", output)
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("segmentation_manifest: error: 1 of 3 experiments have problems, "
+                           f"no manifest written: 222: {problem}"), line
+    assert "Errno" not in line
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("where", LOCKED)
+def test_excluded_json_writes_the_good_experiments_and_lists_the_rest(
+        where, cli_env, labeling_db, lims_admin, storage, tmp_path, locked_paths):
+    problem = _three_experiments_one_locked(lims_admin, storage, locked_paths, where)
+    with lims_admin.cursor() as cursor:
+        add_experiment(cursor, 444, project="p", genotype="g", depth=1, nframes=500,
+                       storage_directory=None)
+    output, excluded = tmp_path / "manifest.json", tmp_path / "excluded.json"
+    selection_id = _store_selection(labeling_db, [444, 333, 222, 111, 999])
+
+    result = run_unprivileged(cli_env, "--experiment_selection_id", selection_id,
+                              "--output_json", output, "--excluded_json", excluded)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"segmentation_manifest: wrote 2 experiments; excluded 3, each with its problem, "
+        f"in {excluded}"]
+    assert [entry["experiment_id"] for entry in load_manifest(output)] == [333, 111]
+    listed = json.loads(excluded.read_text())
+    assert listed["experiment_selection_id"] == selection_id
+    assert listed["manifest_json"] == str(output)
+    assert [item["experiment_id"] for item in listed["excluded"]] == [444, 222, 999]
+    assert listed["excluded"][0]["problem"] == "LIMS has no storage_directory"
+    assert listed["excluded"][1]["problem"].startswith(problem)
+    assert listed["excluded"][2]["problem"] == "not in LIMS ophys_experiments"
+
+
+def test_excluded_json_with_no_good_experiment_writes_nothing(
+        run_cli, labeling_db, lims_admin, storage, tmp_path):
+    _bad_experiment("no movie", lims_admin, storage, 5)
+    output, excluded = tmp_path / "manifest.json", tmp_path / "excluded.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", _store_selection(labeling_db, [5]),
+                     "--output_json", output, "--excluded_json", excluded)
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("segmentation_manifest: error: 1 of 1 experiments have problems, "
+                           "no experiment left, nothing written: 5: no movie")
+    assert sorted(os.listdir(tmp_path)) == [storage.name]

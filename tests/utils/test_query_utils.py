@@ -5,8 +5,12 @@ import numpy as np
 import psycopg2
 import pytest
 
+from psycopg2 import sql as pgsql
+
 from slapp.utils import query_utils
-from slapp.utils.query_utils import CredentialsException, DbConnection, get_db_credentials
+from slapp.utils.query_utils import (CredentialsException, DbConnection,
+                                     ReadOnlyConnectionException, get_db_credentials)
+from slapp.utils.read_only_sql import UnsafeQueryException
 
 
 @pytest.fixture
@@ -35,14 +39,43 @@ def test_credentials_keywords_are_the_fallback(monkeypatch):
         monkeypatch.delenv(f"LIMS_{name}", raising=False)
     monkeypatch.setenv("LIMS_USER", "reader")
     monkeypatch.setenv("LIMS_PASSWORD", "pw")
-    credentials = get_db_credentials(env_prefix="LIMS_", **query_utils.lims_defaults)
-    assert credentials["host"] == query_utils.lims_defaults["host"]
-    assert credentials["database"] == query_utils.lims_defaults["database"]
-    assert credentials["port"] == query_utils.lims_defaults["port"]
+    credentials = get_db_credentials(env_prefix="LIMS_", host="lims.example.org",
+                                     database="lims2", port=5433)
+    assert credentials == {"user": "reader", "password": "pw", "host": "lims.example.org",
+                           "database": "lims2", "port": 5433}
+
+
+@pytest.mark.parametrize("missing", ["HOST", "PORT", "DATABASE"])
+def test_host_port_and_database_must_come_from_somewhere(monkeypatch, missing):
+    given = {"host": "h", "database": "d", "port": 5432}
+    for name in ("HOST", "PORT", "DATABASE"):
+        monkeypatch.delenv(f"X_{name}", raising=False)
+    monkeypatch.setenv("X_USER", "u")
+    monkeypatch.setenv("X_PASSWORD", "p")
+    del given[missing.lower()]
+    with pytest.raises(CredentialsException, match=f"X_{missing} is not set"):
+        get_db_credentials(env_prefix="X_", **given)
+
+
+@pytest.mark.parametrize("defaults", [query_utils.lims_defaults, query_utils.label_defaults])
+def test_both_defaults_follow_one_rule(monkeypatch, defaults):
+    """Nothing site-specific is guessed: host and database come from the environment."""
+    assert defaults == {"host": None, "database": None, "port": 5432}
+    for name in ("HOST", "PORT", "DATABASE"):
+        monkeypatch.delenv(f"LIMS_{name}", raising=False)
+    monkeypatch.setenv("LIMS_USER", "reader")
+    monkeypatch.setenv("LIMS_PASSWORD", "pw")
+    with pytest.raises(CredentialsException, match="LIMS_HOST is not set"):
+        get_db_credentials(env_prefix="LIMS_", **defaults)
+    monkeypatch.setenv("LIMS_HOST", "lims.example.org")
+    monkeypatch.setenv("LIMS_DATABASE", "lims2")
+    assert get_db_credentials(env_prefix="LIMS_", **defaults)["port"] == 5432
 
 
 def test_user_and_password_come_only_from_the_environment(monkeypatch):
     monkeypatch.delenv("LABELING_USER", raising=False)
+    monkeypatch.setenv("LABELING_HOST", "h")
+    monkeypatch.setenv("LABELING_DATABASE", "d")
     monkeypatch.setenv("LABELING_PASSWORD", "do-not-print-me")
     with pytest.raises(CredentialsException, match="LABELING_USER") as raised:
         get_db_credentials(**query_utils.label_defaults)
@@ -59,6 +92,23 @@ def test_missing_host_names_the_variable(monkeypatch):
     monkeypatch.delenv("X_HOST", raising=False)
     with pytest.raises(CredentialsException, match="X_HOST"):
         get_db_credentials(env_prefix="X_", database="d")
+
+
+def test_a_libpq_password_file_replaces_the_password_variable(embedded_server, run_cli,
+                                                             tmp_path):
+    """The route the job scripts recommend: no password in the environment at all."""
+    credentials = embedded_server.credentials("labeling", "labeling")
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{credentials['port']}:labeling:labeling:"
+                      f"{credentials['password']}\n")
+    pgpass.chmod(0o600)
+    result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": "", "PGPASSFILE": str(pgpass)})
+    assert result.returncode == 0, result.stderr
+    pgpass.unlink()
+    result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": "", "PGPASSFILE": str(pgpass)})
+    assert (result.returncode, result.stderr.splitlines()) == (1, [
+        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set, and there "
+        "is no password file (PGPASSFILE or ~/.pgpass)"])
 
 
 # --- queries and writes ------------------------------------------------------------
@@ -109,21 +159,63 @@ def test_readonly_query_reads(lims_admin, lims_db):
 def test_readonly_path_refuses_writes(lims_admin, embedded_server, statement):
     with lims_admin.cursor() as cursor:
         cursor.execute("INSERT INTO projects (id, code) VALUES (1, 'VisualBehavior')")
-    # even a role that may write is stopped by the read-only transaction itself
+    # even a role that may write is stopped before anything runs
     owner = DbConnection(**embedded_server.credentials("postgres", "lims"), read_only=True)
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction,
-                       match="read-only transaction"):
+    with pytest.raises(UnsafeQueryException, match="a LIMS query must be one SELECT"):
         owner.query_readonly(statement)
+    with pytest.raises(UnsafeQueryException):
+        owner.query(statement)
     owner.close()
     with lims_admin.cursor() as cursor:
         cursor.execute("SELECT id, code FROM projects")
         assert cursor.fetchall() == [(1, "VisualBehavior")]
 
 
+def test_the_transaction_itself_is_read_only(lims_admin, embedded_server):
+    """Behind the parser, the query runs read-only and with standard-conforming strings."""
+    owner = DbConnection(**embedded_server.credentials("postgres", "lims"), read_only=True)
+    rows = owner.query("SELECT current_setting('transaction_read_only') AS ro, "
+                       "current_setting('standard_conforming_strings') AS scs")
+    owner.close()
+    assert rows == [{"ro": "on", "scs": "on"}]
+
+
 def test_readonly_statement_timeout(lims_db):
+    slow = "SELECT count(*) FROM generate_series(1, 10000000000)"  # no volatile call
     with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
-        lims_db.query_readonly("SELECT pg_sleep(5)", timeout_seconds=0.2)
+        lims_db.query_readonly(slow, timeout_seconds=0.2)
     assert lims_db.query_readonly("SELECT 1 AS one") == [{"one": 1}]
+
+
+def test_the_read_only_connection_applies_its_timeout_to_query(embedded_server):
+    lims = DbConnection(**embedded_server.credentials("lims_reader", "lims"), read_only=True,
+                        query_timeout_seconds=0.2)
+    with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+        lims.query("SELECT count(*) FROM generate_series(1, 10000000000)")
+    lims.close()
+
+
+@pytest.mark.parametrize("write", [
+    lambda db: db.insert("INSERT INTO projects (id, code) VALUES (3, 'x')"),
+    lambda db: db.execute("DELETE FROM projects"),
+    lambda db: db.bulk_insert(["DELETE FROM projects"]),
+    lambda db: db.copy_rows("projects", [("id", "int")], [(4,)]),
+])
+def test_a_read_only_connection_refuses_every_write(lims_admin, embedded_server, write):
+    owner = DbConnection(**embedded_server.credentials("postgres", "lims"), read_only=True)
+    with pytest.raises(ReadOnlyConnectionException, match="lims is read-only"):
+        write(owner)
+    owner.close()
+
+
+def test_values_and_compositions_are_checked_as_the_server_gets_them(lims_admin, lims_db):
+    with lims_admin.cursor() as cursor:
+        cursor.execute("INSERT INTO projects (id, code) VALUES (1, 'a''; DELETE FROM x; --')")
+    assert lims_db.query("SELECT id FROM projects WHERE code = %s",
+                         ("a'; DELETE FROM x; --",)) == [{"id": 1}]
+    composed = pgsql.SQL("SELECT id FROM projects WHERE code = {}").format(
+        pgsql.Literal("a'; DELETE FROM x; --"))
+    assert lims_db.query(composed) == [{"id": 1}]
 
 
 # --- binary COPY -------------------------------------------------------------------
