@@ -72,9 +72,9 @@ def test_masks_traces_and_columns_match_the_database(labeling_db, stored_run, tm
         raw, neuropil = fluorescence["raw"], fluorescence["neuropil"]
         assert raw.rate == neuropil.rate == SETTINGS["settings"]["fs"]
         assert raw.data.shape == (50, 7)
-        np.testing.assert_array_equal(raw.data[:], np.array([r["trace"] for r in rows], np.float32).T)
-        np.testing.assert_array_equal(neuropil.data[:],
-                                      np.array([r["neuropil_trace"] for r in rows], np.float32).T)
+        for series, column in ((raw, "trace"), (neuropil, "neuropil_trace")):
+            stored = np.array([row[column] for row in rows], np.float32).T
+            np.testing.assert_array_equal(series.data[:], stored)
         assert list(raw.rois.data[:]) == list(range(7))
 
 
