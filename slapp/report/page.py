@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from slapp.report.entries import DONE, FAILED, MISSING
-from slapp.report.statistics import METRICS, OUTLIER_Z, histogram
+from slapp.report.statistics import METRICS, MIN_RUNS_FOR_OUTLIERS, OUTLIER_Z, histogram
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -209,7 +209,8 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
         f'<span><b>{outliers["zero_roi_runs"]}</b> runs without ROIs</span></p>'
         "<h2>Distributions across the batch</h2>"
         f'<p>Outliers: robust z-score |0.6745 (x &minus; median) / MAD| &gt; {OUTLIER_Z}, '
-        "flagged in the table.</p>"
+        f"flagged in the table; judged when at least {MIN_RUNS_FOR_OUTLIERS} runs have the "
+        "figure.</p>"
         f'<div class="figures">{"".join(figures)}</div>'
         f"<h2>Entries</h2><table><thead>{header}</thead><tbody>\n{rows}\n</tbody></table>"
         f"<h2>Parameter sets</h2>{_parameter_sets(entries)}"

@@ -9,6 +9,10 @@ import numpy as np
 
 # |robust z| above this is an outlier: Iglewicz and Hoaglin's recommended cut-off.
 OUTLIER_Z = 3.5
+# Fewer runs than this and no figure is called an outlier: the median and MAD of
+# four values are too coarse (two equal values make the MAD tiny, and a task that
+# merely started beside another looks extreme).
+MIN_RUNS_FOR_OUTLIERS = 5
 # 0.6745 is the 75th percentile of the standard normal, so that for normal data
 # the robust z-score has the scale of the ordinary one.
 _MAD_SCALE = 0.6745
@@ -71,6 +75,8 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 def flag_outliers(entries: list[dict]) -> dict[str, int]:
     """Mark each entry's outlying figures and zero-ROI runs.
 
+    A figure is judged only when at least :data:`MIN_RUNS_FOR_OUTLIERS` runs have it.
+
     Each entry gets ``flags``: a list of short texts such as ``"no ROIs"`` or
     ``"ROI count high (z 5.2)"``.
 
@@ -94,6 +100,8 @@ def flag_outliers(entries: list[dict]) -> dict[str, int]:
             counts["zero_roi_runs"] += 1
     for key, label, _ in METRICS:
         having = [entry for entry in entries if entry.get(key) is not None]
+        if len(having) < MIN_RUNS_FOR_OUTLIERS:
+            continue
         scores = robust_z(np.array([entry[key] for entry in having], np.float64))
         for entry, score in zip(having, scores):
             if abs(score) > OUTLIER_Z:

@@ -74,6 +74,18 @@ def test_outliers_and_zero_roi_runs_are_flagged(labeling_db, batch):
     assert entries[list(BATCH).index(850000014)]["cell_fraction"] is None
 
 
+def test_fewer_than_five_runs_have_no_outliers():
+    entries = [{"segmentation_run_id": n, "n_rois": rois, "median_npix": 100.0,
+                "cell_fraction": 0.5, "ms_per_frame": ms}
+               for n, (rois, ms) in enumerate([(30, 4.3), (30, 6.5), (30, 4.2), (31, 4.3)])]
+    counts = flag_outliers(entries)
+    assert all(entry["flags"] == [] for entry in entries)
+    assert counts["ms_per_frame"] == 0
+    entries.append({**entries[0], "segmentation_run_id": 9})
+    flag_outliers(entries)
+    assert any(flag.startswith("runtime per frame high") for flag in entries[1]["flags"])
+
+
 def test_robust_z_ignores_the_outlier_it_measures():
     values = np.array([10, 11, 12, 11, 10, 12, 11, 1000.0])
     scores = robust_z(values)
