@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from slapp.report.entries import DONE, FAILED, MISSING
-from slapp.report.statistics import METRICS, MIN_RUNS_FOR_OUTLIERS, OUTLIER_Z, histogram
+from slapp.report.statistics import (METRICS, MIN_RELATIVE_DEVIATION, MIN_RUNS_FOR_OUTLIERS,
+                                     OUTLIER_Z, histogram)
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -208,9 +209,9 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
         f'<span class="failed"><b>{by_status[FAILED]}</b> failed</span>'
         f'<span><b>{outliers["zero_roi_runs"]}</b> runs without ROIs</span></p>'
         "<h2>Distributions across the batch</h2>"
-        f'<p>Outliers: robust z-score |0.6745 (x &minus; median) / MAD| &gt; {OUTLIER_Z}, '
-        f"flagged in the table; judged when at least {MIN_RUNS_FOR_OUTLIERS} runs have the "
-        "figure.</p>"
+        f'<p>Outliers, flagged in the table: robust z-score |0.6745 (x &minus; median) / MAD| '
+        f"&gt; {OUTLIER_Z} and more than {MIN_RELATIVE_DEVIATION:.0%} from the median; "
+        f"judged when at least {MIN_RUNS_FOR_OUTLIERS} runs have the figure.</p>"
         f'<div class="figures">{"".join(figures)}</div>'
         f"<h2>Entries</h2><table><thead>{header}</thead><tbody>\n{rows}\n</tbody></table>"
         f"<h2>Parameter sets</h2>{_parameter_sets(entries)}"

@@ -9,6 +9,10 @@ import numpy as np
 
 # |robust z| above this is an outlier: Iglewicz and Hoaglin's recommended cut-off.
 OUTLIER_Z = 3.5
+# A flagged figure must also differ from the batch median by more than this
+# fraction of it. The robust z-score alone calls 29 ROIs an outlier among runs of
+# 30: identical values leave no spread to measure a difference against.
+MIN_RELATIVE_DEVIATION = 0.25
 # Fewer runs than this and no figure is called an outlier: the median and MAD of
 # four values are too coarse (two equal values make the MAD tiny, and a task that
 # merely started beside another looks extreme).
@@ -75,7 +79,9 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 def flag_outliers(entries: list[dict]) -> dict[str, int]:
     """Mark each entry's outlying figures and zero-ROI runs.
 
-    A figure is judged only when at least :data:`MIN_RUNS_FOR_OUTLIERS` runs have it.
+    A figure is an outlier when its robust z-score exceeds :data:`OUTLIER_Z` and
+    it differs from the median by more than :data:`MIN_RELATIVE_DEVIATION` of it;
+    it is judged only when at least :data:`MIN_RUNS_FOR_OUTLIERS` runs have it.
 
     Each entry gets ``flags``: a list of short texts such as ``"no ROIs"`` or
     ``"ROI count high (z 5.2)"``.
@@ -102,9 +108,11 @@ def flag_outliers(entries: list[dict]) -> dict[str, int]:
         having = [entry for entry in entries if entry.get(key) is not None]
         if len(having) < MIN_RUNS_FOR_OUTLIERS:
             continue
-        scores = robust_z(np.array([entry[key] for entry in having], np.float64))
-        for entry, score in zip(having, scores):
-            if abs(score) > OUTLIER_Z:
+        values = np.array([entry[key] for entry in having], np.float64)
+        median = float(np.median(values))
+        for entry, value, score in zip(having, values, robust_z(values)):
+            far = abs(value - median) > MIN_RELATIVE_DEVIATION * abs(median)
+            if far and abs(score) > OUTLIER_Z:
                 entry["flags"].append(f"{label} {'high' if score > 0 else 'low'} "
                                       f"(z {score:.1f})")
                 counts[key] += 1

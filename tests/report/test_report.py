@@ -86,6 +86,15 @@ def test_fewer_than_five_runs_have_no_outliers():
     assert any(flag.startswith("runtime per frame high") for flag in entries[1]["flags"])
 
 
+def test_a_small_difference_in_a_uniform_batch_is_no_outlier():
+    entries = [{"segmentation_run_id": n, "n_rois": rois}
+               for n, rois in enumerate([30, 30, 30, 30, 30, 29, 30, 12])]
+    counts = flag_outliers(entries)
+    assert entries[5]["flags"] == []  # z is large (no spread), the difference is not
+    assert entries[7]["flags"] == ["ROI count low (z -6.0)"]
+    assert counts["n_rois"] == 1
+
+
 def test_robust_z_ignores_the_outlier_it_measures():
     values = np.array([10, 11, 12, 11, 10, 12, 11, 1000.0])
     scores = robust_z(values)
