@@ -28,13 +28,14 @@ tbody tr{content-visibility:auto;contain-intrinsic-size:auto 80px}
 .done{color:#176f2c}.missing{color:#8a6d00}.failed{color:#b3261e}
 .flag{display:inline-block;background:#fde7e4;color:#8c1d18;border-radius:3px;
 padding:0 4px;margin:1px 2px 1px 0;font-size:.85em}
-.message{color:#b3261e;font-size:.9em;max-width:40em}
+.message{color:#b3261e;font-size:.9em;word-break:break-all}
+td.code{white-space:nowrap}.flag{white-space:nowrap}
 img.thumb{width:72px;height:72px;object-fit:contain;background:#111}
 code{font-size:.9em}pre{font-size:.85em;max-height:24em;overflow:auto;background:#f7f7f7;
 padding:.5em}
 """
 
-_SVG_WIDTH, _SVG_HEIGHT, _PLOT_TOP, _PLOT_BOTTOM = 300, 150, 10, 122
+_SVG_WIDTH, _SVG_HEIGHT, _PLOT_TOP, _PLOT_BOTTOM = 270, 150, 10, 122
 
 
 def _number(value, digits: int = 0) -> str:
@@ -88,7 +89,7 @@ def histogram_svg(values: list[float], label: str, unit: str) -> str:
 
 
 def _thumbnail(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
-    if entry["status"] != DONE or plot_dir is None:
+    if plot_dir is None:
         return ""
     plot = plot_dir / f"{entry['experiment_id']}.png"
     if not plot.is_file():
@@ -110,34 +111,43 @@ def _parameters(entry: dict) -> str:
             f'{html.escape(digest[:10])}</code></a> nbinned {entry["nbinned"]}')
 
 
-def _status(entry: dict) -> str:
-    status = entry["status"]
-    text = f'<span class="{status}">{status}</span>'
-    if status == FAILED:
-        text += (f'<div class="message">{html.escape(entry["failure_class"] or "")}: '
-                 f'{html.escape(entry["failure_message"])}</div>')
-    return text
+# Table columns after experiment and status: the figures of a done run, which a
+# failed entry's message spans instead.
+_RUN_COLUMNS = 9
 
 
 def _row(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
-    done = entry["status"] == DONE
+    status = entry["status"]
     cells = [
         f'<td class="n">{entry["manifest_index"]}</td>',
         f'<td>{entry["experiment_id"]}</td>',
-        f"<td>{_status(entry)}</td>",
+        f'<td class="{status}">{status}</td>',
+    ]
+    if status == DONE:
+        cells += _run_cells(entry, plot_dir, output_dir)
+    elif status == FAILED:
+        cells.append(f'<td colspan="{_RUN_COLUMNS}" class="message">'
+                     f'{html.escape(entry["failure_class"] or "")}: '
+                     f'{html.escape(entry["failure_message"])}</td>')
+    else:
+        cells.append(f'<td colspan="{_RUN_COLUMNS}"></td>')
+    return f'<tr id="entry-{entry["manifest_index"]}" data-status="{status}">' \
+        + "".join(cells) + "</tr>"
+
+
+def _run_cells(entry: dict, plot_dir: Path | None, output_dir: Path) -> list[str]:
+    return [
         f'<td class="n">{_number(entry["n_rois"])}</td>',
         f'<td class="n">{_number(entry["n_cells"])}</td>',
         f'<td class="n">{_number(entry["median_npix"])}</td>',
         f'<td class="n">{_number(entry["ms_per_frame"], 2)}</td>',
         f'<td class="n">{_mebibytes(entry["peak_rss_bytes"])}</td>',
-        f"<td>{_code(entry) if done else ''}</td>",
-        f"<td>{_parameters(entry) if done else ''}</td>",
+        f'<td class="code">{_code(entry)}</td>',
+        f'<td class="code">{_parameters(entry)}</td>',
         "<td>" + "".join(f'<span class="flag">{html.escape(flag)}</span>'
                          for flag in entry["flags"]) + "</td>",
         f"<td>{_thumbnail(entry, plot_dir, output_dir)}</td>",
     ]
-    return f'<tr id="entry-{entry["manifest_index"]}" data-status="{entry["status"]}">' \
-        + "".join(cells) + "</tr>"
 
 
 def _parameter_sets(entries: list[dict]) -> str:
