@@ -35,7 +35,7 @@ code{font-size:.9em}pre{font-size:.85em;max-height:24em;overflow:auto;background
 padding:.5em}
 """
 
-_SVG_WIDTH, _SVG_HEIGHT, _PLOT_TOP, _PLOT_BOTTOM = 270, 150, 10, 122
+_SVG_WIDTH, _SVG_HEIGHT, _PLOT_TOP, _PLOT_BOTTOM = 250, 150, 18, 122
 
 
 def _number(value, digits: int = 0) -> str:
@@ -79,7 +79,7 @@ def histogram_svg(values: list[float], label: str, unit: str) -> str:
         parts.append(f'<text x="10" y="{_PLOT_BOTTOM + 14}">{edges[0]:.3g}</text>')
         parts.append(f'<text x="{_SVG_WIDTH - 10}" y="{_PLOT_BOTTOM + 14}" '
                      f'text-anchor="end">{edges[-1]:.3g} {html.escape(unit)}</text>')
-        parts.append(f'<text x="{_SVG_WIDTH - 10}" y="{_PLOT_TOP + 8}" '
+        parts.append(f'<text x="{_SVG_WIDTH - 10}" y="11" '
                      f'text-anchor="end">max {tallest} runs/bin</text>')
     else:
         parts.append('<text x="10" y="70">no run has this figure</text>')
