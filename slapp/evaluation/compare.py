@@ -1,10 +1,18 @@
-"""Score a stored segmentation run against ground-truth cell masks.
+"""Score a stored segmentation run against ground-truth cell masks, or against another run.
 
 ::
 
     python -m slapp.evaluation.compare --segmentation_run_id 3 \\
         --ground_truth .slapp/demo/storage/.../motion_corrected_video_ground_truth.h5
     precision 0.93  recall 0.90  F1 0.91 (28 of 31 cells, 30 ROIs classified as cells, of 61)
+
+    python -m slapp.evaluation.compare --segmentation_run_id 7 --reference_run_id 3
+
+The second form pairs the ROIs of two runs of one experiment (say, before and
+after a Suite2P upgrade) one to one by IoU, over every ROI of each, and prints
+the fraction of each run's ROIs that found a partner, the mean IoU of the
+pairs, the shift in ROI count, and how often the two runs' cell classifiers
+agree on a pair. Runs of different experiments or frame shapes are refused.
 
 The run's ROIs are read from the labeling database (``LABELING_*`` variables):
 each ROI's COO mask (``coo_row``, ``coo_col``, ``coo_data``) in the run's
@@ -98,6 +106,171 @@ def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int
                                      shape=video_shape) for row in rows]
     is_cell = np.array([row["is_cell"] for row in rows], dtype=bool)
     return masks, is_cell, video_shape
+
+
+@dataclass(frozen=True)
+class RunAgainstRun:
+    """How the ROIs of one run match those of a reference run of the same movie.
+
+    Attributes
+    ----------
+    segmentation_run_id, reference_run_id : int
+        The two runs.
+    experiment_id : int
+        Their experiment.
+    video_shape : tuple of int
+        Their frame ``(height, width)``.
+    match : MatchResult
+        The one-to-one matching (``n_predicted``: the run's ROIs, ``n_truth``:
+        the reference's).
+    cell_agreement : dict
+        Over the matched pairs: ``both`` cells, ``neither``, ``run_only``
+        (cell in the run only), ``reference_only``.
+    """
+
+    segmentation_run_id: int
+    reference_run_id: int
+    experiment_id: int
+    video_shape: tuple
+    match: MatchResult
+    cell_agreement: dict
+
+    @property
+    def matched_fraction(self) -> float:
+        """Fraction of the run's ROIs with a partner in the reference (0 when it has none)."""
+        return self.match.precision
+
+    @property
+    def reference_matched_fraction(self) -> float:
+        """Fraction of the reference's ROIs with a partner in the run."""
+        return self.match.recall
+
+    @property
+    def mean_iou(self) -> float | None:
+        """Mean IoU of the matched pairs; None when nothing matched."""
+        pairs = self.match.matched_pairs
+        return float(np.mean([iou for _, _, iou in pairs])) if pairs else None
+
+    @property
+    def roi_count_shift(self) -> int:
+        """The run's ROI count minus the reference's."""
+        return self.match.n_predicted - self.match.n_truth
+
+    @property
+    def classification_agreement(self) -> float | None:
+        """Fraction of matched pairs that both runs classify alike; None without pairs."""
+        agreeing = self.cell_agreement["both"] + self.cell_agreement["neither"]
+        total = agreeing + self.cell_agreement["run_only"] + self.cell_agreement["reference_only"]
+        return agreeing / total if total else None
+
+
+def _run_identity(label_dbconn: DbConnection, segmentation_run_id: int) -> dict:
+    rows = label_dbconn.query(
+        "SELECT ophys_experiment_id, video_shape FROM segmentation_runs WHERE id = %s",
+        (segmentation_run_id,))
+    if not rows:
+        raise CompareException(f"there is no segmentation run with id {segmentation_run_id}")
+    return rows[0]
+
+
+def compare_runs(label_dbconn: DbConnection, segmentation_run_id: int, reference_run_id: int,
+                 iou_threshold: float = 0.5) -> RunAgainstRun:
+    """Match every ROI of a run to every ROI of a reference run of the same movie.
+
+    Parameters
+    ----------
+    label_dbconn : DbConnection
+        The labeling database.
+    segmentation_run_id : int
+        The run under study (e.g. made by a new code or Suite2P version).
+    reference_run_id : int
+        The run it is compared with (e.g. the version in use).
+    iou_threshold : float
+        Minimum intersection over union for two ROIs to be a pair.
+
+    Returns
+    -------
+    RunAgainstRun
+
+    Raises
+    ------
+    CompareException
+        If a run does not exist, or the runs are of different experiments or
+        frame shapes.
+    """
+    run = _run_identity(label_dbconn, segmentation_run_id)
+    reference = _run_identity(label_dbconn, reference_run_id)
+    if run["ophys_experiment_id"] != reference["ophys_experiment_id"]:
+        raise CompareException(
+            f"run {segmentation_run_id} is of experiment {run['ophys_experiment_id']} but "
+            f"run {reference_run_id} is of experiment {reference['ophys_experiment_id']}: "
+            f"only runs of one experiment can be compared")
+    if list(run["video_shape"]) != list(reference["video_shape"]):
+        raise CompareException(
+            f"run {segmentation_run_id} has {run['video_shape'][0]} x {run['video_shape'][1]} "
+            f"px frames but run {reference_run_id} has {reference['video_shape'][0]} x "
+            f"{reference['video_shape'][1]} px: only runs of one movie can be compared")
+    masks, is_cell, video_shape = load_run_masks(label_dbconn, segmentation_run_id)
+    reference_masks, reference_is_cell, _ = load_run_masks(label_dbconn, reference_run_id)
+    match = match_rois(masks, reference_masks, iou_threshold=iou_threshold) \
+        if masks and reference_masks else _no_match(len(masks), len(reference_masks))
+    agreement = {"both": 0, "neither": 0, "run_only": 0, "reference_only": 0}
+    for index, reference_index, _ in match.matched_pairs:
+        key = {(True, True): "both", (False, False): "neither", (True, False): "run_only",
+               (False, True): "reference_only"}[(bool(is_cell[index]),
+                                                 bool(reference_is_cell[reference_index]))]
+        agreement[key] += 1
+    return RunAgainstRun(segmentation_run_id=segmentation_run_id,
+                         reference_run_id=reference_run_id,
+                         experiment_id=run["ophys_experiment_id"], video_shape=video_shape,
+                         match=match, cell_agreement=agreement)
+
+
+def _no_match(n_run: int, n_reference: int) -> MatchResult:
+    """The matching of two ROI sets one of which is empty."""
+    return MatchResult(n_predicted=n_run, n_truth=n_reference, true_positives=0,
+                       precision=0.0, recall=0.0, f1=0.0, matched_pairs=[])
+
+
+def format_runs_comparison(comparison: RunAgainstRun, iou_threshold: float) -> str:
+    """Render a run-against-run comparison as a few lines for a person.
+
+    Parameters
+    ----------
+    comparison : RunAgainstRun
+        From :func:`compare_runs`.
+    iou_threshold : float
+        The threshold used, for the heading.
+
+    Returns
+    -------
+    str
+        Four lines: heading, matched fractions, mean IoU and count shift,
+        classification agreement.
+    """
+    match = comparison.match
+    run, reference = comparison.segmentation_run_id, comparison.reference_run_id
+    height, width = comparison.video_shape
+    mean_iou = "none" if comparison.mean_iou is None else f"{comparison.mean_iou:.2f}"
+    relative = (f", {100 * comparison.roi_count_shift / match.n_truth:+.1f}%"
+                if match.n_truth else "")
+    agreement = comparison.cell_agreement
+    agreeing = ("no pair to compare" if comparison.classification_agreement is None else
+                f"{agreement['both'] + agreement['neither']} of {match.true_positives} pairs "
+                f"({comparison.classification_agreement:.2f}): cell in both "
+                f"{agreement['both']}, in neither {agreement['neither']}, only in run {run} "
+                f"{agreement['run_only']}, only in run {reference} "
+                f"{agreement['reference_only']}")
+    return "\n".join([
+        f"run {run} against reference run {reference} (experiment "
+        f"{comparison.experiment_id}, {height} x {width} px, pairs at IoU >= "
+        f"{iou_threshold:g})",
+        f"  matched: {match.true_positives} of {match.n_predicted} ROIs of run {run} "
+        f"({comparison.matched_fraction:.2f}), {match.true_positives} of {match.n_truth} of "
+        f"run {reference} ({comparison.reference_matched_fraction:.2f})",
+        f"  mean IoU of pairs {mean_iou}; ROI count shift {comparison.roi_count_shift:+d} "
+        f"({match.n_predicted} against {match.n_truth}{relative})",
+        f"  cell classification agrees on {agreeing}"])
 
 
 def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
@@ -205,9 +378,13 @@ class CompareSchema(argschema.ArgSchema):
         required=True, validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_runs.id of the run to score"})
     ground_truth = mm.fields.Str(
-        required=True,
         metadata={"description": "HDF5 file with the true cell masks, dataset 'masks' "
                                  "(cells, height, width) in the movie's frame"})
+    reference_run_id = mm.fields.Int(
+        validate=mm.validate.Range(min=1),
+        metadata={"description": "instead of --ground_truth: segmentation_runs.id of another "
+                                 "run of the same experiment to compare with, every ROI of "
+                                 "each (--only_cells does not apply)"})
     iou_threshold = mm.fields.Float(
         dump_default=0.5, validate=mm.validate.Range(min=0, max=1, min_inclusive=False),
         metadata={"description": "minimum intersection over union for a ROI to count as "
@@ -221,6 +398,11 @@ class CompareSchema(argschema.ArgSchema):
                                  "scores every ROI, i.e. what the labelers are shown; the "
                                  "segmentation over-detects on purpose, so precision is "
                                  "lower"})
+
+    @mm.validates_schema
+    def one_reference(self, data, **kwargs):
+        if ("ground_truth" in data) == ("reference_run_id" in data):
+            raise mm.ValidationError("give --ground_truth or --reference_run_id")
 
 
 class CompareOutputSchema(mm.Schema):
@@ -239,14 +421,44 @@ class CompareOutputSchema(mm.Schema):
     f1 = mm.fields.Float(required=True)
 
 
+class CellAgreementSchema(mm.Schema):
+    both = mm.fields.Int(required=True)
+    neither = mm.fields.Int(required=True)
+    run_only = mm.fields.Int(required=True)
+    reference_only = mm.fields.Int(required=True)
+
+
+class RunAgainstRunOutputSchema(mm.Schema):
+    segmentation_run_id = mm.fields.Int(required=True)
+    reference_run_id = mm.fields.Int(required=True)
+    experiment_id = mm.fields.Int(required=True)
+    iou_threshold = mm.fields.Float(required=True)
+    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs of the run"})
+    n_reference_rois = mm.fields.Int(required=True)
+    n_matched = mm.fields.Int(required=True, metadata={"description": "ROI pairs"})
+    matched_fraction = mm.fields.Float(required=True,
+                                       metadata={"description": "n_matched / n_rois"})
+    reference_matched_fraction = mm.fields.Float(
+        required=True, metadata={"description": "n_matched / n_reference_rois"})
+    mean_iou = mm.fields.Float(allow_none=True, required=True,
+                               metadata={"description": "null when nothing matched"})
+    roi_count_shift = mm.fields.Int(required=True,
+                                    metadata={"description": "n_rois - n_reference_rois"})
+    classification_agreement = mm.fields.Float(
+        allow_none=True, required=True,
+        metadata={"description": "fraction of pairs classified alike; null without pairs"})
+    cell_agreement = mm.fields.Nested(CellAgreementSchema, required=True)
+
+
 class CompareSegmentation(argschema.ArgSchemaParser):
-    """Score one stored segmentation run against ground truth."""
+    """Score one stored segmentation run against ground truth or against another run."""
 
     default_schema = CompareSchema
     default_output_schema = CompareOutputSchema
 
     def run(self, label_dbconn: DbConnection) -> dict:
-        """Compare, print the one-line result, and write ``--output_json`` if asked.
+        """Compare with the ground truth or the reference run, print the result, and
+        write ``--output_json`` if asked.
 
         Parameters
         ----------
@@ -256,8 +468,11 @@ class CompareSegmentation(argschema.ArgSchemaParser):
         Returns
         -------
         dict
-            The output document (see :class:`CompareOutputSchema`).
+            The output document (see :class:`CompareOutputSchema`, or
+            :class:`RunAgainstRunOutputSchema` for a reference run).
         """
+        if "reference_run_id" in self.args:
+            return self._against_run(label_dbconn)
         ground_truth = Path(self.args["ground_truth"]).resolve()
         comparison = compare_run(label_dbconn, self.args["segmentation_run_id"], ground_truth,
                                  self.args["iou_threshold"], self.args["only_cells"])
@@ -272,6 +487,28 @@ class CompareSegmentation(argschema.ArgSchemaParser):
         print(format_result(comparison))
         if self.args.get("output_json"):
             write_json_atomically(self.args["output_json"], self.get_output_json(output))
+        return output
+
+    def _against_run(self, label_dbconn: DbConnection) -> dict:
+        threshold = self.args["iou_threshold"]
+        comparison = compare_runs(label_dbconn, self.args["segmentation_run_id"],
+                                  self.args["reference_run_id"], threshold)
+        match = comparison.match
+        output = {"segmentation_run_id": comparison.segmentation_run_id,
+                  "reference_run_id": comparison.reference_run_id,
+                  "experiment_id": comparison.experiment_id, "iou_threshold": threshold,
+                  "n_rois": match.n_predicted, "n_reference_rois": match.n_truth,
+                  "n_matched": match.true_positives,
+                  "matched_fraction": comparison.matched_fraction,
+                  "reference_matched_fraction": comparison.reference_matched_fraction,
+                  "mean_iou": comparison.mean_iou,
+                  "roi_count_shift": comparison.roi_count_shift,
+                  "classification_agreement": comparison.classification_agreement,
+                  "cell_agreement": comparison.cell_agreement}
+        print(format_runs_comparison(comparison, threshold))
+        if self.args.get("output_json"):
+            schema = RunAgainstRunOutputSchema()
+            write_json_atomically(self.args["output_json"], schema.dump(schema.load(output)))
         return output
 
 

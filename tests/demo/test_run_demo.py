@@ -68,6 +68,26 @@ def test_the_demo_segments_the_selected_movies_well(demo):
     assert f"mean F1 {summary['mean_f1']:.2f} over 4 experiments" in first.stdout
 
 
+def test_the_demo_ends_with_its_batch_report_and_one_nwb_file(demo):
+    home, first, _ = demo
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr
+    summary = json.loads((home / "first.json").read_text())
+    report, nwb_file = Path(summary["report_html"]), Path(summary["nwb_file"])
+    assert report == home / "demo" / "report" / "index.html"
+    page = report.read_text()
+    assert page.count('<tr id="entry-') == 4 and page.count('data-status="done"') == 4
+    assert f"batch report (open in a browser): {report}" in first.stdout
+    first_run = summary["experiments"][0]
+    assert nwb_file.name == f"{first_run['experiment_id']}.nwb"
+    assert f"NWB file of run {first_run['segmentation_run_id']}: {nwb_file}" in first.stdout
+    pynwb = pytest.importorskip("pynwb")
+    with pynwb.NWBHDF5IO(str(nwb_file), mode="r") as io:
+        nwbfile = io.read()
+        assert nwbfile.session_id == str(first_run["experiment_id"])
+        plane = nwbfile.processing["ophys"]["ImageSegmentation"]["suite2p_rois"]
+        assert len(plane) == first_run["n_rois"]
+
+
 def test_movies_lie_in_a_lims_like_tree_with_ground_truth_beside_them(demo):
     home, first, _ = demo
     assert first.returncode == 0, first.stderr

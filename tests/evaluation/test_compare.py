@@ -4,6 +4,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from stored_runs import insert_run
 
 from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
 from slapp.evaluation.compare import CompareException, compare_run
@@ -21,24 +22,12 @@ def truth_path(tmp_path_factory):
 
 def _insert_run(labeling_db, masks, is_cell=None, video_shape=FRAME) -> int:
     """Store a segmentation run whose ROIs are ``masks`` (each a 2-D weight array)."""
-    run_id = labeling_db.insert(
-        "INSERT INTO segmentation_runs (ophys_experiment_id, ophys_segmentation_commit_hash, "
-        "source_video_path, video_shape, nframes, nbinned, suite2p_version, suite2p_settings, "
-        "suite2p_seconds, total_seconds, hostname) VALUES "
-        "(850000001, 'test', '/movie.h5', %s, 20, 1, '1.1.0', '{}', 1, 1, 'here') RETURNING id",
-        (list(video_shape),))[0]["id"]
-    statements = []
-    for index, mask in enumerate(masks):
+    coo = []
+    for mask in masks:
         rows, cols = np.nonzero(mask)
-        statements.append((
-            "INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, coo_col, "
-            "coo_data, trace, neuropil_trace, is_cell, cell_probability, npix, centroid_row, "
-            "centroid_col, radius, aspect_ratio, compactness, skew) VALUES "
-            "(%s, %s, %s, %s, %s, '{0}', '{0}', %s, 0.5, %s, 0, 0, 1, 1, 1, 0)",
-            (run_id, index, rows.tolist(), cols.tolist(), mask[rows, cols].tolist(),
-             True if is_cell is None else is_cell[index], len(rows))))
-    labeling_db.bulk_insert(statements)
-    return run_id
+        coo.append((rows, cols, mask[rows, cols]))
+    return insert_run(labeling_db, 850000001, coo, nframes=20, video_shape=video_shape,
+                      is_cell=[True] * len(masks) if is_cell is None else is_cell)
 
 
 def _perturbed_masks(truth):

@@ -1,0 +1,1 @@
+"""Exports of stored segmentation runs to community formats (NWB)."""
