@@ -43,7 +43,8 @@ from slapp.errors import SlappError
 from slapp.segmentation import store
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
-from slapp.segmentation.suite2p_runner import Suite2pOptions, Suite2pOutput, suite2p_outputs
+from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
+from slapp.segmentation.suite2p_runner import Suite2pOutput, suite2p_outputs
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
@@ -61,8 +62,8 @@ class SegmentationException(SlappError):
     """A manifest entry cannot be segmented: bad index, movie, directory or setting."""
 
 
-class SegmentSchema(argschema.ArgSchema):
-    """Segment one entry of a segmentation manifest with Suite2P."""
+class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+    """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
 
     manifest_json = argschema.fields.InputFile(
         required=True,
@@ -95,61 +96,6 @@ class SegmentSchema(argschema.ArgSchema):
         metadata={"description": "where <experiment_id>.png (ROI outlines over the mean "
                                  "image) is written. Default: segmentation_plots beside "
                                  "the manifest, so the plots of one manifest stay together"})
-    fs = mm.fields.Float(
-        dump_default=31.0, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "frame rate in Hz: Allen two-photon movies are recorded "
-                                 "at 31 Hz. With tau it sets Suite2P's smallest bin size"})
-    tau = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "decay time of the calcium indicator in seconds: ~0.7 s "
-                                 "for GCaMP6f, the indicator of the Allen lines (use "
-                                 "1.0-1.25 for GCaMP6s). Suite2P bins at least "
-                                 "round(tau * fs) frames together for detection"})
-    diameter = mm.fields.Float(
-        dump_default=14.0, validate=mm.validate.Range(min=1),
-        metadata={"description": "expected soma diameter in pixels: ~11 um somata at "
-                                 "0.78 um/px (a 512x512 Allen field of ~400 um). Sparsery "
-                                 "detection does not need it; Suite2P scales each ROI's "
-                                 "compactness, radius and aspect ratio (classifier "
-                                 "features) by it"})
-    threshold_scaling = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "multiplies Suite2P's detection threshold; 0.75 (below "
-                                 "Suite2P's 1.0, so more, dimmer ROIs are found) is what "
-                                 "the original segmentation jobs used, and the labelers "
-                                 "reject the extra ROIs that are not cells"})
-    spatial_scale = mm.fields.Int(
-        dump_default=2, validate=mm.validate.Range(min=0, max=4),
-        metadata={"description": "sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, "
-                                 "48 px; 0 lets Suite2P estimate it. 2 (12 px) is the soma "
-                                 "scale of a 512x512 Allen field; the estimate sometimes "
-                                 "picks 6 px on quiet fields, which halves the detection "
-                                 "threshold and adds neuropil ROIs"})
-    highpass_neuropil = mm.fields.Int(
-        dump_default=25, validate=mm.validate.Range(min=5),
-        metadata={"description": "width in pixels of the spatial high-pass filter that "
-                                 "removes neuropil before detection; Suite2P's default 25 "
-                                 "is about twice the soma diameter of a 512x512 movie"})
-    max_overlap = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, max=1),
-        metadata={"description": "ROIs sharing more than this fraction of their pixels "
-                                 "with others are dropped; Suite2P's default 0.75 keeps "
-                                 "touching somata apart without keeping duplicates"})
-    neuropil_coefficient = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0),
-        metadata={"description": "neuropil contamination factor (F - c * Fneu) Suite2P "
-                                 "uses for the skew and SNR it gives the classifier; "
-                                 "0.7 is the field's usual value and Suite2P's default. "
-                                 "Raw traces are stored, so it does not change them"})
-    do_registration = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "motion-correct with Suite2P first. Off: the manifest's "
-                                 "movies are already motion corrected, and registering "
-                                 "again costs time and can shift the masks"})
-    torch_device = mm.fields.Str(
-        dump_default="cpu",
-        metadata={"description": "PyTorch device for Suite2P ('cpu' or 'cuda'); cluster "
-                                 "array tasks usually run on CPU nodes"})
 
 
 class SegmentOutputSchema(mm.Schema):
@@ -233,8 +179,7 @@ class Segment(argschema.ArgSchemaParser):
     default_output_schema = SegmentOutputSchema
 
     def _suite2p_options(self) -> Suite2pOptions:
-        return Suite2pOptions(**{name: self.args[name]
-                                 for name in Suite2pOptions.__dataclass_fields__})
+        return Suite2pOptions.from_args(self.args)
 
     def _set_log_levels(self) -> None:
         level = logging.getLevelName(self.args["log_level"])
