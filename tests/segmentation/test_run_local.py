@@ -18,7 +18,7 @@ from slapp.segmentation.run_local import (SegmentTask, last_error_line, stop_tas
 
 VERSION = "run-local-test-version"
 RUN_LOCAL = "slapp.segmentation.run_local"
-SYNTHETIC_CELLS = "--diameter 12"
+SYNTHETIC_CELLS = ("--diameter", "12")
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     output = tmp_path / "run_local.json"
 
     first = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
-                    "--tmp_dir", scratch, "--segment_options", SYNTHETIC_CELLS,
+                    "--tmp_dir", scratch, *SYNTHETIC_CELLS,
                     "--output_json", output, env={"TRANSFORM_HASH": VERSION})
 
     assert first.returncode == 1
@@ -97,7 +97,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     scratch.mkdir()
     runner = subprocess.Popen(
         [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
-         "--tmp_dir", str(scratch), "--segment_options", SYNTHETIC_CELLS],
+         "--tmp_dir", str(scratch), *SYNTHETIC_CELLS],
         env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -123,7 +123,8 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     (["--tmp_dir", "/no/such/scratch"], {}, "tmp_dir /no/such/scratch is not a directory"),
     ([], {"LABELING_USER": ""}, "environment variable LABELING_USER is not set"),
     (["--workers", 0], {}, "workers"),
-    (["--segment_options", "--diameter '12"], {}, "cannot be split into options"),
+    (["--diameter", 0], {}, "invalid input: diameter: Must be greater than or equal to 1"),
+    (["--spatial_scale", "two"], {}, "spatial_scale: Not a valid integer"),
 ])
 def test_bad_input_is_one_line_and_starts_nothing(
         labeling_db, run_cli, movies, tmp_path, arguments, env, message):
