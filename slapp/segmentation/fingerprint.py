@@ -9,7 +9,6 @@ Any difference counts as a change.
 """
 import datetime
 import hashlib
-import os
 from pathlib import Path
 
 import h5py
@@ -21,7 +20,6 @@ from slapp.utils.cli import one_line
 # Eight frames (first, last and six between): 4 MB of a 512x512 uint16 movie,
 # read in milliseconds, yet spread over every eighth of the recording.
 SAMPLED_FRAME_COUNT = 8
-FIELDS = ("size_bytes", "mtime_ns", "shape", "dtype", "sampled_frames", "sampled_sha256")
 
 
 def sampled_frame_indices(nframes: int, count: int = SAMPLED_FRAME_COUNT) -> list[int]:

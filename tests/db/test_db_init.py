@@ -39,8 +39,9 @@ def test_init_twice_changes_nothing(labeling_db, run_cli):
     assert "created tables: experiment_selection, segmentation_runs, rois" in first.stderr
     snapshot = schema_snapshot(labeling_db)
     labeling_db.execute("INSERT INTO experiment_selection (base64_query_strings, "
-                        "slapp_commit_hash, ophys_experiment_ids, sub_selection_counts, sub_selected_ids, "
-                        "random_seed) VALUES ('{}', 'abc', '{{1}}', '{1}', '{1}', 42)")
+                        "slapp_commit_hash, ophys_experiment_ids, sub_selection_counts, "
+                        "sub_selected_ids, random_seed) "
+                        "VALUES ('{}', 'abc', '{{1}}', '{1}', '{1}', 42)")
     second = run_cli("slapp.db.init")
     assert second.returncode == 0, second.stderr
     assert "nothing to do" in second.stderr
