@@ -18,10 +18,11 @@ entry's ``nbinned`` and the Suite2P version. The command
    safe. Found, but the movie changed since: it fails with one line naming
    what changed, unless ``--overwrite``. Not found (a new experiment, or any
    parameter different): it segments, beside any run of other parameters;
-3. creates ``--tmp_dir`` if needed, removes scratch directories that dead tasks
-   of this user left there, checks the free space against what Suite2P will
-   write, and runs Suite2P in a directory named by the job and task ids,
-   holding no database connection during the minutes that takes;
+3. creates ``--tmp_dir`` if needed and removes the scratch directories that
+   killed tasks of this user left there (this is done before step 2, so
+   also by a task that skips), checks the free space against what Suite2P
+   will write, and runs Suite2P in a directory named by the job and task
+   ids, holding no database connection during the minutes that takes;
 4. renders the PNG of ROI outlines (a plot that fails is logged, the run is
    still stored), then writes the run row and every ROI in one transaction
    (``--overwrite`` replaces the run of the same identity in that same
@@ -278,6 +279,8 @@ class Segment(argschema.ArgSchemaParser):
         shape = movie_shape(movie_path)
         fingerprint = movie_fingerprint(movie_path)
         tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
+        # Every task, also one that skips, clears what killed tasks left on this node.
+        scratch.remove_stale_directories(tmp_dir, current_task())
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
         plot_path = plot_dir.resolve() / f"{experiment_id}.png"
@@ -312,7 +315,6 @@ class Segment(argschema.ArgSchemaParser):
         experiment_id, movie_path = run["ophys_experiment_id"], Path(run["source_video_path"])
         task = current_task()
         keep = self.args["keep_suite2p_results"]
-        scratch.remove_stale_directories(tmp_dir, task)
         needed = scratch.estimated_scratch_bytes(shape)
         free = scratch.check_free_space(tmp_dir, needed)
         logger.info("scratch %s: the run needs about %d bytes, %d free", tmp_dir, needed, free)
