@@ -154,15 +154,36 @@ def test_nbinned_below_one(labeling_db, run_cli, workspace):
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_missing_tmp_dir(labeling_db, run_cli, workspace):
+def test_a_tmp_dir_that_cannot_be_created(labeling_db, run_cli, workspace):
     directory, scratch, movie = workspace
     manifest = write_manifest(directory, [{"input_video": str(movie)}])
-    missing = scratch / "gone"
+    (scratch / "a_file").write_text("not a directory")
+    impossible = scratch / "a_file" / "tmp"
 
     result = run_cli(SEGMENT, "--manifest_json", manifest, "--manifest_index", 0,
-                     "--tmp_dir", missing)
+                     "--tmp_dir", impossible)
 
-    assert one_error_line(result) == f"tmp_dir {missing} does not exist"
+    assert one_error_line(result) == f"tmp_dir {impossible} cannot be created: Not a directory"
+    (scratch / "a_file").unlink()
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_a_movie_too_large_for_the_scratch_space_names_needed_and_free_bytes(
+        labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    huge = directory / "huge.h5"  # 10 million 512x512 frames declared, none stored
+    with h5py.File(huge, "w") as h5:
+        h5.create_dataset("data", shape=(10_000_000, 512, 512), dtype=np.uint16,
+                          chunks=(1, 512, 512))
+    manifest = write_manifest(directory, [{"input_video": str(huge)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    message = one_error_line(result)
+    assert message.startswith(f"tmp_dir {scratch} is too small: the run needs ")
+    needed, free = (int(part.split()[0]) for part in
+                    message.split("the run needs ")[1].split(", "))
+    assert needed > 2 * 10_000_000 * 512 * 512 > free
     assert_nothing_written(labeling_db, directory, scratch)
 
 
