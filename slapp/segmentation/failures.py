@@ -283,8 +283,10 @@ def record_ended_task(manifest_path: Path, manifest_index: int, returncode: int,
     failure = failure_row(
         manifest_path=manifest_path, manifest_index=manifest_index,
         failure_class=failure_class, message=message, experiment_id=experiment_id,
-        parameters_digest=digest, exit_status=returncode, signal_name=signal_name,
-        duration_seconds=duration_seconds)
+        parameters_digest=digest,
+        # as a shell reports it (128 + N for signal N), whoever started the task
+        exit_status=128 - returncode if returncode < 0 else returncode,
+        signal_name=signal_name, duration_seconds=duration_seconds)
     logger.error("experiment %s (manifest index %d): %s", experiment_id, manifest_index,
                  message)
     record(failure)
