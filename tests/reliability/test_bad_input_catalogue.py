@@ -68,9 +68,10 @@ def prepare_databases(labeling_db, lims_cursor) -> None:
         "VALUES ('{U0VMRUNU}', 'abc', '{{999000001}}', '{1}', '{999000001}', 42)")
     labeling_db.execute(
         "INSERT INTO segmentation_runs (ophys_experiment_id, ophys_segmentation_commit_hash, "
-        "source_video_path, video_shape, nframes, nbinned, suite2p_version, suite2p_settings, "
-        "suite2p_seconds, total_seconds, hostname) VALUES (850517344, 'abc', 'movie.h5', "
-        "'{8,8}', 400, 3, '1.1.0', '{}', 1, 1, 'node')")
+        "parameters_digest, movie_fingerprint, source_video_path, video_shape, nframes, "
+        "nbinned, suite2p_version, suite2p_settings, suite2p_seconds, total_seconds, hostname) "
+        "VALUES (850517344, 'abc', 'def', '{}', 'movie.h5', '{8,8}', 400, 3, '1.1.0', '{}', 1, "
+        "1, 'node')")
     add_experiment(lims_cursor, 850517344, project="VisualBehaviorMultiscope",
                    genotype="Sst-IRES-Cre", depth=175, nframes=400)
 
