@@ -49,7 +49,7 @@ from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import _is_permanent, get_db_credentials, label_defaults
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("slapp.segmentation.failures")
 
 BAD_INPUT = "bad_input"
 OUT_OF_MEMORY = "out_of_memory"
