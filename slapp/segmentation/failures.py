@@ -45,6 +45,9 @@ import psycopg2
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.errors import SlappError
 from slapp.segmentation.scheduler import current_task
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
+from slapp.segmentation.store import DatabaseUnreachable, record_failure
+from slapp.segmentation.suite2p_runner import Suite2pRunException, suite2p_version
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import _is_permanent, get_db_credentials, label_defaults
@@ -88,15 +91,13 @@ def classify_exception(error: BaseException) -> str:
     str
         One of :data:`FAILURE_CLASSES`.
     """
-    from slapp.segmentation.suite2p_runner import Suite2pRunException
-
     chain = _chain(error)
     if any(isinstance(link, MemoryError) for link in chain):
         return OUT_OF_MEMORY
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return KILLED
     for link in chain:
-        if type(link).__name__ == "DatabaseUnreachable":
+        if isinstance(link, DatabaseUnreachable):
             return DATABASE_UNREACHABLE
         if isinstance(link, (psycopg2.OperationalError, psycopg2.InterfaceError)):
             return BAD_INPUT if _is_permanent(link) else DATABASE_UNREACHABLE
@@ -208,8 +209,6 @@ def record(failure: dict) -> bool:
     When the database or its credentials are not there, the failure is written
     to the log as an ERROR line instead, and False is returned.
     """
-    from slapp.segmentation.store import record_failure
-
     try:
         credentials = get_db_credentials(**label_defaults)
     except SlappError as error:
@@ -231,14 +230,12 @@ def task_identity(manifest_path: Path, manifest_index: int,
     Either is None when it cannot be worked out (unreadable manifest, index out
     of range, options the segment command would refuse).
     """
-    from slapp.segmentation.settings import Suite2pOptions, parameters_digest
-    from slapp.segmentation.suite2p_runner import suite2p_version
-
     try:
         entry = load_manifest(manifest_path)[manifest_index]
     except (Exception, SystemExit):  # noqa: BLE001 - whatever is wrong, the row is still written
         return None, None
     try:
+        # segment records its own failures through this module: import it only here
         from slapp.segmentation.segment import Segment
         parsed = Segment(args=["--manifest_json", str(manifest_path),
                                "--manifest_index", str(manifest_index),
