@@ -244,3 +244,30 @@ def test_status_asks_about_the_parameters_given(labeling_db, run_cli, tmp_path):
     assert lines[2].startswith(f"0  201  done     run {run}, 4 ROIs, ")
     assert lines[3].startswith("1  202  missing  (segmented only with other parameters: run ")
     assert lines[3].endswith(": threshold_scaling 0.75)")
+
+
+def test_a_failure_after_the_run_is_noted_and_one_before_it_is_history(tmp_path):
+    import datetime
+
+    def at(minute):
+        return datetime.datetime(2026, 11, 30, 12, minute, tzinfo=datetime.timezone.utc)
+    digest = parameters_digest(DEFAULTS, NBINNED, suite2p_version())
+    manifest = [{"experiment_id": experiment, "nbinned": NBINNED} for experiment in (1, 2)]
+    runs = {experiment: [{"id": experiment, "ophys_segmentation_commit_hash": VERSION,
+                          "parameters_digest": digest, "created_at": at(10), "n_rois": 3}]
+            for experiment in (1, 2)}
+    failures = {1: [{"parameters_digest": digest, "failure_class": "bad_input",
+                     "message": "movie /m.h5 changed since run 1 was made from it",
+                     "created_at": at(20)}],
+                2: [{"parameters_digest": None, "failure_class": "killed",
+                     "message": "killed by SIGTERM", "created_at": at(5)}]}
+
+    statuses = entry_statuses(manifest, runs, failures, VERSION, DEFAULTS, suite2p_version())
+    lines = report_lines(statuses, {"missing": None, "failed": None, "transient": None},
+                         tmp_path / "m.json", VERSION)
+
+    assert [status["status"] for status in statuses] == ["done", "done"]
+    assert lines[1] == ("0  1  done     run 1, 3 ROIs, 2026-11-30T12:10:00+00:00; a later task "
+                        "failed, bad_input: movie /m.h5 changed since run 1 was made from it "
+                        "(2026-11-30T12:20:00+00:00)")
+    assert lines[2] == "1  2  done     run 2, 3 ROIs, 2026-11-30T12:10:00+00:00"
