@@ -240,3 +240,34 @@ def entry_digest(**changes):
     options = Suite2pOptions.from_args({**dataclasses.asdict(Suite2pOptions.defaults()),
                                         **changes})
     return parameters_digest(options, 5, suite2p_version())
+
+
+def test_scancel_while_suite2p_runs_is_recorded_as_killed_and_leaves_nothing(
+        labeling_db, local_slurm, job_env, tmp_path):
+    scratch = Path(job_env["SLAPP_TMP_DIR"])
+    env = {**job_env, **local_slurm.environment}
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--array=1", "--cpus-per-task=1", "--mem=3G", "--tmp=0",
+         f"--output={tmp_path}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "12"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    job_id = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 300
+    while not list(scratch.glob(f"slapp_{job_id}_1_*/slapp_suite2p_*")):
+        assert time.monotonic() < deadline, local_slurm.log_tail()
+        time.sleep(0.2)
+
+    subprocess.run(["scancel", job_id], env=env, check=True, timeout=60)
+    while subprocess.run(["squeue", "--noheader", "--jobs", job_id], env=env,
+                         capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline + 120, "the cancelled job never ended"
+        time.sleep(0.5)
+
+    log = (tmp_path / f"slurm_{job_id}_1.log").read_text()
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert (failure["ophys_experiment_id"], failure["failure_class"], failure["signal_name"],
+            failure["exit_status"], failure["scheduler_job_id"],
+            failure["scheduler_task_id"]) == (FIRST_ID + 1, "killed", "SIGTERM", 143,
+                                              job_id, "1"), log
+    assert failure["message"] in log
+    assert stored_runs(labeling_db) == {}
+    assert list(scratch.iterdir()) == []
