@@ -6,12 +6,14 @@ run the real command in a subprocess (the one-line message and exit status);
 the others run the same ``Segment`` in this process, which is much faster.
 """
 import json
+import logging
 
 import h5py
 import numpy as np
 import pytest
 
 from slapp.segmentation.segment import Segment, SegmentationException
+from slapp.segmentation.suite2p_runner import Suite2pOutput
 
 SEGMENT = "slapp.segmentation.segment"
 
@@ -217,3 +219,20 @@ def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, w
 
     assert one_error_line(result) == "environment variable LABELING_PASSWORD is not set"
     assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_a_plot_that_cannot_be_rendered_is_logged_and_does_not_stop_the_run(caplog):
+    output = Suite2pOutput(
+        stat=[{"ypix": np.array([1, 2]), "xpix": np.array([1, 2])}], traces=None,
+        neuropil_traces=None, iscell=np.array([[1.0, 0.9]]),
+        mean_image=np.zeros(0, np.float32),  # no image to draw on
+        nframes=100, video_shape=(8, 8), settings={}, suite2p_version="1.1.0", seconds=1.0)
+
+    with caplog.at_level(logging.ERROR, logger="slapp.segmentation.segment"):
+        png = Segment._render_plot(1001, output)
+
+    assert png is None
+    [record] = caplog.records
+    assert record.getMessage() == ("experiment 1001: the plot of ROI outlines could not be "
+                                   "rendered; the run is stored without it")
+    assert record.exc_info is not None
