@@ -1,5 +1,16 @@
 -- The labeling database. Column names are a contract: the labeling app reads them.
 -- Every statement is idempotent, so `python -m slapp.db.init` can run any number of times.
+-- This is schema version 2 (slapp.db.init.SCHEMA_VERSION); init upgrades a version 1
+-- database (runs keyed by experiment and code version only) in place.
+
+-- Which schema versions this database has had: one row per version, written by
+-- slapp.db.init when it creates or upgrades the tables. Version 1 had no such table.
+CREATE TABLE IF NOT EXISTS slapp_schema_version (
+    version    int PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    -- 'created', or 'upgraded from <version>'
+    how        text NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS experiment_selection (
     id                   serial PRIMARY KEY,

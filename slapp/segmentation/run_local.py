@@ -3,6 +3,7 @@
 ::
 
     python -m slapp.segmentation.run_local --manifest_json ./example_output.json --workers 2
+    python -m slapp.segmentation.run_local --manifest_json ./example_output.json --diameter 12
 
 For a user with one machine instead of a cluster. Each entry runs as its own
 ``python -m slapp.segmentation.segment`` process, exactly as an array task
@@ -12,14 +13,18 @@ between them (``OMP_NUM_THREADS`` and friends), so that they do not fight
 over the same cores. Each task's output goes to ``<log_dir>/<index>_<experiment_id>.log``.
 At the end a summary ``done: N, skipped: N, failed: N`` is printed with the
 error line of every failed task; the exit status is non-zero if any failed.
-Entries already segmented by this code version are skipped by the tasks
-themselves, so rerunning after a failure only redoes what is missing. Ctrl-C
-stops the running tasks (they clean up their temporary files) and exits.
+The Suite2P options are the segment command's (same names, defaults and
+checks), validated here once and given to every task. Entries this code
+version already segmented with these parameters are skipped by the tasks
+themselves, so rerunning after a failure only redoes what is missing. A task
+that fails records its failure; one that a signal ended (killed for memory,
+Ctrl-C) cannot, so this runner records it. Ctrl-C stops the running tasks
+(they clean up their temporary files) and exits.
 """
+import dataclasses
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -35,6 +40,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.errors import SlappError
+from slapp.segmentation import failures
+from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.utils.files import write_json_atomically
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
@@ -55,8 +62,12 @@ class RunLocalException(SlappError):
     """The local run cannot start, or some of its tasks failed."""
 
 
-class RunLocalSchema(argschema.ArgSchema):
-    """Segment every manifest entry on this machine, ``workers`` at a time."""
+class RunLocalSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+    """Segment every manifest entry on this machine, ``workers`` at a time.
+
+    The Suite2P options (the segment command's, same names and defaults) are
+    validated here and given to every task.
+    """
 
     manifest_json = argschema.fields.InputFile(
         required=True,
@@ -85,12 +96,6 @@ class RunLocalSchema(argschema.ArgSchema):
         metadata={"description": "directory for each task's log and output json; "
                                  "<directory of manifest_json>/segmentation_logs when not "
                                  "given, so the logs sit beside the manifest they belong to"})
-    segment_options = mm.fields.Str(
-        dump_default="",
-        metadata={"description": "more options for every task's segment command, as one "
-                                 "string, e.g. '--diameter 12 --tau 1.0' for other cells or "
-                                 "indicators; empty, so the segment defaults (chosen for "
-                                 "512x512 Allen movies at 31 Hz) apply"})
     task_log_level = mm.fields.Str(
         dump_default="INFO", validate=mm.validate.OneOf(argschema.fields.LogLevel.options),
         metadata={"description": "log level of each task; INFO, because a task's log is "
@@ -201,10 +206,14 @@ class SegmentTask:
         self.log_path = log_dir / f"{stem}.log"
         self.output_path = log_dir / f"{stem}.json"
         self.process: subprocess.Popen | None = None
+        self.started = 0.0
+        self.oom_kills_before = 0
 
     def start(self, command: list[str], env: dict) -> None:
         """Start ``command`` for this entry, its output going to the log file."""
         self.output_path.unlink(missing_ok=True)  # never read a previous run's result
+        self.started = time.monotonic()
+        self.oom_kills_before = failures.oom_kill_count() or 0
         with open(self.log_path, "wb") as log:
             # Its own session: a terminal's Ctrl-C reaches run_local, which then
             # stops the task on purpose (see stop_tasks()).
@@ -231,6 +240,16 @@ class SegmentTask:
         outcome.segmentation_run_id = result.get("segmentation_run_id")
         outcome.n_rois = result.get("n_rois")
         return outcome
+
+    def record_if_killed(self, manifest_path: Path, segment_arguments: list[str]) -> None:
+        """Record the failure of a task that a signal ended (it could not record it itself).
+
+        Exit status 0 and 1 mean the task reported its outcome itself.
+        """
+        oom_kills = (failures.oom_kill_count() or 0) - self.oom_kills_before
+        failures.record_ended_task(manifest_path, self.index, self.process.returncode,
+                                   time.monotonic() - self.started, segment_arguments,
+                                   max(oom_kills, 0))
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the task's process group, if it still runs."""
@@ -302,6 +321,12 @@ class RunLocal(argschema.ArgSchemaParser):
         return (manifest_path, log_dir.resolve(),
                 None if tmp_dir is None else Path(tmp_dir).resolve())
 
+    def _suite2p_arguments(self) -> list[str]:
+        """Every Suite2P option as segment command-line arguments, validated values."""
+        options = Suite2pOptions.from_args(self.args)
+        return [argument for field in dataclasses.fields(options)
+                for argument in (f"--{field.name}", str(getattr(options, field.name)))]
+
     def _segment_command(self, manifest_path: Path, tmp_dir: Path | None) -> list[str]:
         command = [sys.executable, "-m", SEGMENT_MODULE, "--manifest_json", str(manifest_path),
                    "--log_level", self.args["task_log_level"]]
@@ -309,12 +334,7 @@ class RunLocal(argschema.ArgSchemaParser):
             command += ["--tmp_dir", str(tmp_dir)]
         if self.args["overwrite"]:
             command += ["--overwrite", "True"]
-        try:
-            return command + shlex.split(self.args["segment_options"])
-        except ValueError as error:
-            raise RunLocalException(
-                f"segment_options {self.args['segment_options']!r} cannot be split into "
-                f"options: {error}") from None
+        return command + self._suite2p_arguments()
 
     def _task_environment(self, workers: int) -> dict:
         threads = str(threads_per_worker(workers))
@@ -362,12 +382,15 @@ class RunLocal(argschema.ArgSchemaParser):
                     time.sleep(POLL_SECONDS)
                     for task in [task for task in running if task.process.poll() is not None]:
                         running.remove(task)
+                        task.record_if_killed(manifest_path, self._suite2p_arguments())
                         outcomes.append(self._report(task.outcome()))
                         progress.set_postfix(_counts(outcomes), refresh=False)
                         progress.update()
         except BaseException:  # Ctrl-C, SIGTERM, or a task that cannot start
             logger.warning("stopping %d running tasks", len(running))
             stop_tasks(running)
+            for task in [task for task in running if task.process is not None]:
+                task.record_if_killed(manifest_path, self._suite2p_arguments())
             raise
         finally:
             progress.close()

@@ -5,31 +5,47 @@
     python -m slapp.segmentation.segment --manifest_json manifest.json --manifest_index 7
 
 One call is one task of a PBS / SLURM job array (or of the local runner): the
-index picks the manifest entry. The command
+index picks the manifest entry. A run's *identity* is (experiment, code
+version, parameters digest); the digest covers every Suite2P option, the
+entry's ``nbinned`` and the Suite2P version. The command
 
-1. reads and checks the entry and its movie (a bad one fails at once, with one
-   line on stderr, and writes nothing);
-2. asks the labeling database whether this code version already segmented the
-   experiment, and if so stops with status ``skipped`` (exit 0), so that
-   resubmitting a whole array is cheap and safe;
-3. runs Suite2P on the movie in a temporary directory (on ``--tmp_dir``), holding
-   no database connection during the minutes that takes;
-4. renders the PNG of ROI outlines, then writes the run row and every ROI in
-   one transaction (``--overwrite`` replaces an existing run in that same
-   transaction), and only then puts the PNG in place;
+1. reads and checks the entry, its settings and its movie (a bad one fails at
+   once, with one line on stderr, and writes no run), and takes the movie's
+   fingerprint (size, mtime, shape, dtype, a hash of sampled frames);
+2. looks for a stored run of the same identity. Found, with the same movie
+   fingerprint (or one stored before fingerprints existed): it stops with
+   status ``skipped`` (exit 0), so resubmitting a whole array is cheap and
+   safe. Found, but the movie changed since: it fails with one line naming
+   what changed, unless ``--overwrite``. Not found (a new experiment, or any
+   parameter different): it segments, beside any run of other parameters;
+3. creates ``--tmp_dir`` if needed and removes the scratch directories that
+   killed tasks of this user left there (this is done before step 2, so
+   also by a task that skips), checks the free space against what Suite2P
+   will write, and runs Suite2P in a directory named by the job and task
+   ids, holding no database connection during the minutes that takes;
+4. renders the PNG of ROI outlines (a plot that fails is logged, the run is
+   still stored), then writes the run row and every ROI in one transaction
+   (``--overwrite`` replaces the run of the same identity in that same
+   transaction), retrying the whole write for up to ``--write_retry_seconds``
+   while the database is unreachable, and only then puts the PNG in place;
 5. deletes Suite2P's files, also on failure, unless ``--keep_suite2p_results``.
 
 The outcome is printed as one line on stdout and, with ``--output_json``,
 written as ``{"experiment_id", "segmentation_run_id", "status", "n_rois",
-"plot_path"}``. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD``
-(and ``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
+"plot_path"}``. A task that fails writes one ``segmentation_failures`` row
+(see :mod:`slapp.segmentation.failures`) and, when stderr is not a terminal
+(a job's log), the full traceback before the one error line; bad input stays
+one line. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD`` (and
+``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
 """
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -40,12 +56,16 @@ from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
 from slapp.data_selection.utils import movie_shape as read_movie_shape
 from slapp.errors import SlappError
-from slapp.segmentation import store
+from slapp.segmentation import failures, scratch, store
+from slapp.segmentation.fingerprint import fingerprint_changes, movie_fingerprint
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
-from slapp.segmentation.suite2p_runner import Suite2pOptions, Suite2pOutput, suite2p_outputs
-from slapp.utils.cli import expand_bare_flags, run_main
-from slapp.utils.code_version import code_version
+from slapp.segmentation.scheduler import current_task
+from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
+                                         parameters_digest)
+from slapp.segmentation.suite2p_runner import Suite2pOutput, suite2p_outputs, suite2p_version
+from slapp.utils.cli import expand_bare_flags, one_line, run_main
+from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
@@ -61,8 +81,12 @@ class SegmentationException(SlappError):
     """A manifest entry cannot be segmented: bad index, movie, directory or setting."""
 
 
-class SegmentSchema(argschema.ArgSchema):
-    """Segment one entry of a segmentation manifest with Suite2P."""
+class MovieChangedException(SegmentationException):
+    """The movie differs from the one the stored run of the same identity was made from."""
+
+
+class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+    """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
 
     manifest_json = argschema.fields.InputFile(
         required=True,
@@ -76,14 +100,17 @@ class SegmentSchema(argschema.ArgSchema):
         dump_default=None, allow_none=True,
         metadata={"description": "directory for Suite2P's binary copy of the movie and "
                                  "its other intermediate files (about 2 bytes per pixel "
-                                 "per frame: 26 GB for a 512x512 movie of 50,000 frames). "
-                                 "Default: the system's temporary directory ($TMPDIR), "
-                                 "which batch systems usually point at the node's fast "
-                                 "local scratch"})
+                                 "per frame: 26 GB for a 512x512 movie of 50,000 frames), "
+                                 "created when missing; the task works in a subdirectory "
+                                 "slapp_<job>_<task>_<host>_<pid> and removes those of "
+                                 "its user's tasks that no longer run. Default: the "
+                                 "system's temporary directory ($TMPDIR), which batch "
+                                 "systems usually point at the node's fast local scratch"})
     overwrite = mm.fields.Bool(
         dump_default=False,
-        metadata={"description": "replace a run this code version already stored for the "
-                                 "experiment (in one transaction). Off by default so that "
+        metadata={"description": "replace the stored run of the same experiment, code "
+                                 "version and parameters (in one transaction), also when "
+                                 "its movie changed since. Off by default so that "
                                  "resubmitting an array only runs what is missing"})
     keep_suite2p_results = mm.fields.Bool(
         dump_default=False,
@@ -95,61 +122,14 @@ class SegmentSchema(argschema.ArgSchema):
         metadata={"description": "where <experiment_id>.png (ROI outlines over the mean "
                                  "image) is written. Default: segmentation_plots beside "
                                  "the manifest, so the plots of one manifest stay together"})
-    fs = mm.fields.Float(
-        dump_default=31.0, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "frame rate in Hz: Allen two-photon movies are recorded "
-                                 "at 31 Hz. With tau it sets Suite2P's smallest bin size"})
-    tau = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "decay time of the calcium indicator in seconds: ~0.7 s "
-                                 "for GCaMP6f, the indicator of the Allen lines (use "
-                                 "1.0-1.25 for GCaMP6s). Suite2P bins at least "
-                                 "round(tau * fs) frames together for detection"})
-    diameter = mm.fields.Float(
-        dump_default=14.0, validate=mm.validate.Range(min=1),
-        metadata={"description": "expected soma diameter in pixels: ~11 um somata at "
-                                 "0.78 um/px (a 512x512 Allen field of ~400 um). Sparsery "
-                                 "detection does not need it; Suite2P scales each ROI's "
-                                 "compactness, radius and aspect ratio (classifier "
-                                 "features) by it"})
-    threshold_scaling = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "multiplies Suite2P's detection threshold; 0.75 (below "
-                                 "Suite2P's 1.0, so more, dimmer ROIs are found) is what "
-                                 "the original segmentation jobs used, and the labelers "
-                                 "reject the extra ROIs that are not cells"})
-    spatial_scale = mm.fields.Int(
-        dump_default=2, validate=mm.validate.Range(min=0, max=4),
-        metadata={"description": "sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, "
-                                 "48 px; 0 lets Suite2P estimate it. 2 (12 px) is the soma "
-                                 "scale of a 512x512 Allen field; the estimate sometimes "
-                                 "picks 6 px on quiet fields, which halves the detection "
-                                 "threshold and adds neuropil ROIs"})
-    highpass_neuropil = mm.fields.Int(
-        dump_default=25, validate=mm.validate.Range(min=5),
-        metadata={"description": "width in pixels of the spatial high-pass filter that "
-                                 "removes neuropil before detection; Suite2P's default 25 "
-                                 "is about twice the soma diameter of a 512x512 movie"})
-    max_overlap = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, max=1),
-        metadata={"description": "ROIs sharing more than this fraction of their pixels "
-                                 "with others are dropped; Suite2P's default 0.75 keeps "
-                                 "touching somata apart without keeping duplicates"})
-    neuropil_coefficient = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0),
-        metadata={"description": "neuropil contamination factor (F - c * Fneu) Suite2P "
-                                 "uses for the skew and SNR it gives the classifier; "
-                                 "0.7 is the field's usual value and Suite2P's default. "
-                                 "Raw traces are stored, so it does not change them"})
-    do_registration = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "motion-correct with Suite2P first. Off: the manifest's "
-                                 "movies are already motion corrected, and registering "
-                                 "again costs time and can shift the masks"})
-    torch_device = mm.fields.Str(
-        dump_default="cpu",
-        metadata={"description": "PyTorch device for Suite2P ('cpu' or 'cuda'); cluster "
-                                 "array tasks usually run on CPU nodes"})
+    write_retry_seconds = mm.fields.Float(
+        dump_default=600.0, validate=mm.validate.Range(min=0),
+        metadata={"description": "how long the final write (connect, insert, copy of the "
+                                 "ROIs) is retried while the labeling database cannot be "
+                                 "reached; Suite2P's outputs are kept meanwhile. 600 s "
+                                 "outlasts a server restart or failover, is short beside "
+                                 "the 15+ minutes of Suite2P a failed write would throw "
+                                 "away, and fits in the 2 hours the example jobs ask for"})
 
 
 class SegmentOutputSchema(mm.Schema):
@@ -161,7 +141,7 @@ class SegmentOutputSchema(mm.Schema):
     status = mm.fields.Str(
         required=True, validate=mm.validate.OneOf([store.SEGMENTED, store.SKIPPED]),
         metadata={"description": "segmented: written now; skipped: this code version "
-                                 "had already stored it"})
+                                 "had already stored it with the same parameters"})
     n_rois = mm.fields.Int(required=True)
     plot_path = mm.fields.Str(
         allow_none=True, metadata={"description": "the PNG of ROI outlines, if it exists"})
@@ -201,6 +181,26 @@ def movie_shape(path: Path) -> tuple[int, int, int]:
     return shape
 
 
+def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> None:
+    """Refuse to call a run done when its movie changed since it was stored.
+
+    A run stored before fingerprints existed has an empty one: it cannot be
+    compared, and counts as done (as it did before).
+
+    Raises
+    ------
+    MovieChangedException
+        Naming what changed and how to replace the run.
+    """
+    if not done.movie_fingerprint:
+        return
+    changes = fingerprint_changes(done.movie_fingerprint, current)
+    if changes:
+        raise MovieChangedException(
+            f"movie {movie_path} changed since run {done.segmentation_run_id} was made from "
+            f"it ({'; '.join(changes)}); rerun with --overwrite to replace that run")
+
+
 def _check_writable_directory(path: Path, purpose: str, create: bool) -> None:
     """Fail early if ``path`` is not (or, with ``create``, cannot become) a writable directory."""
     existing = path
@@ -220,10 +220,15 @@ def _outcome_line(result: dict, kept_directory: Path | None) -> str:
                 f"version {code_version()} as run {result['segmentation_run_id']} "
                 f"({result['n_rois']} ROIs)")
     else:
+        plot = result["plot_path"] or "not rendered (see the log)"
         line = (f"experiment {result['experiment_id']}: segmented as run "
-                f"{result['segmentation_run_id']} with {result['n_rois']} ROIs; plot "
-                f"{result['plot_path']}")
+                f"{result['segmentation_run_id']} with {result['n_rois']} ROIs; plot {plot}")
     return line + (f"; Suite2P's files kept in {kept_directory}" if kept_directory else "")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Segment(argschema.ArgSchemaParser):
@@ -232,9 +237,10 @@ class Segment(argschema.ArgSchemaParser):
     default_schema = SegmentSchema
     default_output_schema = SegmentOutputSchema
 
-    def _suite2p_options(self) -> Suite2pOptions:
-        return Suite2pOptions(**{name: self.args[name]
-                                 for name in Suite2pOptions.__dataclass_fields__})
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # What is known about the task so far, for its failure row.
+        self.known: dict = {"experiment_id": None, "parameters_digest": None}
 
     def _set_log_levels(self) -> None:
         level = logging.getLevelName(self.args["log_level"])
@@ -242,7 +248,7 @@ class Segment(argschema.ArgSchemaParser):
             logging.getLogger(name).setLevel(level)
 
     def run(self, label_dbconn: DbConnection) -> dict:
-        """Segment the entry, store the run, print and return the outcome.
+        """Skip, refuse or segment the entry (see the module docstring); print the outcome.
 
         Parameters
         ----------
@@ -254,75 +260,111 @@ class Segment(argschema.ArgSchemaParser):
         -------
         dict
             As :class:`SegmentOutputSchema` describes.
+
+        Raises
+        ------
+        MovieChangedException
+            If the run of this identity was made from a movie that changed since,
+            and ``--overwrite`` is not given.
         """
         started = time.perf_counter()
         self._set_log_levels()
         manifest_path = Path(self.args["manifest_json"]).resolve()
         entry = select_entry(load_manifest(manifest_path), self.args["manifest_index"])
         experiment_id, movie_path = entry["experiment_id"], Path(entry["input_video"])
-        nframes, height, width = movie_shape(movie_path)
-        tmp_dir = Path(self.args["tmp_dir"]) if self.args["tmp_dir"] else None
-        if tmp_dir is not None:
-            _check_writable_directory(tmp_dir, "tmp_dir", create=False)
+        self.known["experiment_id"] = experiment_id
+        options = Suite2pOptions.from_args(self.args)
+        digest = parameters_digest(options, entry["nbinned"], suite2p_version())
+        self.known["parameters_digest"] = digest
+        shape = movie_shape(movie_path)
+        fingerprint = movie_fingerprint(movie_path)
+        tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
+        # Every task, also one that skips, clears what killed tasks left on this node.
+        scratch.remove_stale_directories(tmp_dir, current_task())
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
         plot_path = plot_dir.resolve() / f"{experiment_id}.png"
         version = code_version()
-        logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s",
-                    experiment_id, movie_path, nframes, height, width, entry["nbinned"],
-                    version)
+        logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s, "
+                    "parameters %s", experiment_id, movie_path, *shape, entry["nbinned"],
+                    version, digest)
 
         done = None if self.args["overwrite"] else store.find_run(
-            label_dbconn, experiment_id, version)
+            label_dbconn, experiment_id, version, digest)
         label_dbconn.close()  # no connection is held during the minutes Suite2P runs
         kept_directory = None
         if done is not None:
+            check_unchanged_movie(movie_path, done, fingerprint)
             result = self._result(experiment_id, done, plot_path)
         else:
-            result, kept_directory = self._segment(label_dbconn, entry, movie_path, tmp_dir,
-                                                   plot_path, version, started)
+            run = {"ophys_experiment_id": experiment_id,
+                   "ophys_segmentation_commit_hash": version, "code_label": code_label(),
+                   "parameters_digest": digest, "movie_fingerprint": fingerprint,
+                   "source_video_path": str(movie_path), "nbinned": entry["nbinned"]}
+            result, kept_directory = self._segment(label_dbconn, run, options, shape,
+                                                   tmp_dir, plot_path, started)
         print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
             write_json_atomically(self.args["output_json"], self.get_output_json(result))
         return result
 
-    def _segment(self, label_dbconn: DbConnection, entry: dict, movie_path: Path,
-                 tmp_dir: Path | None, plot_path: Path, version: str,
+    def _segment(self, label_dbconn: DbConnection, run: dict, options: Suite2pOptions,
+                 shape: tuple[int, int, int], tmp_dir: Path, plot_path: Path,
                  started: float) -> tuple[dict, Path | None]:
-        """Run Suite2P, store the run, place the plot; return the result and kept files."""
-        experiment_id = entry["experiment_id"]
-        with suite2p_outputs(movie_path, entry["nbinned"], self._suite2p_options(), tmp_dir,
-                             self.args["keep_suite2p_results"]) as output:
+        """Run Suite2P in scratch, store the run, place the plot; return result and kept files."""
+        experiment_id, movie_path = run["ophys_experiment_id"], Path(run["source_video_path"])
+        task = current_task()
+        keep = self.args["keep_suite2p_results"]
+        needed = scratch.estimated_scratch_bytes(shape)
+        free = scratch.check_free_space(tmp_dir, needed)
+        logger.info("scratch %s: the run needs about %d bytes, %d free", tmp_dir, needed, free)
+        # Kept files stay where a user looks for them (directly on tmp_dir), out of
+        # the reach of stale-directory removal.
+        work_dirs = nullcontext(tmp_dir) if keep else scratch.task_directory(
+            tmp_dir, task, self.args["manifest_index"])
+        with work_dirs as work_dir, \
+                suite2p_outputs(movie_path, run["nbinned"], options, work_dir, keep) as output:
             png = self._render_plot(experiment_id, output)
-            run = {
-                "ophys_experiment_id": experiment_id,
-                "ophys_segmentation_commit_hash": version,
-                "source_video_path": str(movie_path),
+            run.update({
                 "video_shape": list(output.video_shape),
                 "nframes": output.nframes,
-                "nbinned": entry["nbinned"],
                 "suite2p_version": output.suite2p_version,
                 "suite2p_settings": output.settings,
+                "frame_source": getattr(output, "frame_source", "binary"),
                 "suite2p_seconds": output.seconds,
-                "total_seconds": time.perf_counter() - started,
+                "stage_seconds": dict(getattr(output, "stage_seconds", None) or {}),
+                "peak_rss_bytes": peak_rss_bytes(),
+                "scratch_bytes": getattr(output, "scratch_bytes", None)
+                or scratch.directory_bytes(output.kept_directory or work_dir),
                 "hostname": socket.gethostname(),
-            }
-            rois = rois_from_suite2p(output.stat, output.traces, output.neuropil_traces,
-                                     output.iscell, output.video_shape)
-            stored = store.write_run(label_dbconn, run, rois,
-                                     overwrite=self.args["overwrite"])
-        if stored.status == store.SEGMENTED:
+                "scheduler_job_id": task.job_id,
+                "scheduler_task_id": task.task_id,
+                "total_seconds": time.perf_counter() - started,
+            })
+
+            def rois():
+                return rois_from_suite2p(output.stat, output.traces, output.neuropil_traces,
+                                         output.iscell, output.video_shape)
+            stored = store.write_run(label_dbconn, run, rois, overwrite=self.args["overwrite"],
+                                     retry_seconds=self.args["write_retry_seconds"])
+        if stored.status == store.SEGMENTED and png is not None:
             plot_path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomically(plot_path, png)
         return self._result(experiment_id, stored, plot_path), output.kept_directory
 
     @staticmethod
-    def _render_plot(experiment_id: int, output: Suite2pOutput) -> bytes:
+    def _render_plot(experiment_id: int, output: Suite2pOutput) -> bytes | None:
+        """The PNG of ROI outlines, or None (logged) when it cannot be rendered."""
         masks = [(roi["ypix"], roi["xpix"]) for roi in output.stat]
         is_cell = [bool(row[0] > 0.5) for row in output.iscell]
         title = (f"experiment {experiment_id}: {output.n_rois} ROIs, "
                  f"{sum(is_cell)} classified as cells")
-        return render_roi_plot(output.mean_image, masks, is_cell, title)
+        try:
+            return render_roi_plot(output.mean_image, masks, is_cell, title)
+        except Exception:  # noqa: BLE001 - a plot is a convenience; the run is what matters
+            logger.exception("experiment %d: the plot of ROI outlines could not be rendered; "
+                             "the run is stored without it", experiment_id)
+            return None
 
     @staticmethod
     def _result(experiment_id: int, stored: store.StoredRun, plot_path: Path) -> dict:
@@ -332,19 +374,48 @@ class Segment(argschema.ArgSchemaParser):
                 "n_rois": stored.n_rois,
                 "plot_path": str(plot_path) if plot_path.exists() else None}
 
+    def record_failure(self, error: Exception, duration_seconds: float) -> None:
+        """Write the ``segmentation_failures`` row of ``error`` (or log it); never raises."""
+        failure_class = failures.classify_exception(error)
+        failure = failures.failure_row(
+            manifest_path=Path(self.args["manifest_json"]).resolve(),
+            manifest_index=self.args["manifest_index"], failure_class=failure_class,
+            message=one_line(error), experiment_id=self.known["experiment_id"],
+            parameters_digest=self.known["parameters_digest"],
+            traceback_text=failures.format_traceback(error), exit_status=1,
+            duration_seconds=duration_seconds)
+        failures.record(failure)
+
 
 def _exit_on_sigterm(signum, frame):
     """Turn SIGTERM (scancel, qdel, a job's time limit) into SystemExit, so that the
-    open transaction rolls back and Suite2P's files are deleted on the way out."""
+    open transaction rolls back and Suite2P's files are deleted on the way out.
+    Further SIGTERMs (a scheduler and the job script both send one) are ignored, so
+    that they cannot interrupt that cleanup."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line, then segment the entry against the labeling database."""
+    """Parse the command line, segment the entry, and record a failure if it fails.
+
+    A failure by an exception is recorded here; a task stopped by a signal is
+    recorded by whatever started it (job script, ``run_local``), which sees how
+    it ended.
+    """
+    started = time.perf_counter()
     arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
     segment = Segment(args=arguments)
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
-        segment.run(dbconn)
+    try:
+        with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+            segment.run(dbconn)
+    except Exception as error:
+        if (failures.classify_exception(error) != failures.BAD_INPUT
+                and not sys.stderr.isatty() and not os.environ.get("SLAPP_TRACEBACK")):
+            sys.stderr.write(failures.format_traceback(error))
+            sys.stderr.flush()
+        segment.record_failure(error, time.perf_counter() - started)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,51 +1,82 @@
-"""Write one segmentation run and all its ROIs in one transaction; skip or replace a done run.
+"""Write one segmentation run and all its ROIs in one transaction; find a done run; record failures.
 
-A run is *done* when ``segmentation_runs`` holds a row for its
-(experiment, code version). :func:`write_run` inserts the run row and streams
-every ROI with binary COPY inside one transaction, so a crash at any moment
-leaves either the whole run or nothing. When two tasks finish the same
-experiment at once, the table's unique constraint decides: the second insert
-does nothing and that task reports ``"skipped"``.
+A run's *identity* is (experiment, code version, parameters digest): the
+table ``segmentation_runs`` holds at most one run per identity. :func:`write_run`
+inserts the run row and streams every ROI with binary COPY inside one
+transaction, so a crash at any moment leaves either the whole run or nothing.
+When two tasks finish the same identity at once, the unique key decides: the
+second insert does nothing and that task reports ``"skipped"``.
+
+The database may be unreachable just when a run that took many minutes of
+compute is ready (a server restart, a network outage). :func:`write_run` then
+retries the whole write (connect, insert, COPY, commit), with backoff, for up
+to ``retry_seconds``, logging one line per wait. A failed task is recorded in
+``segmentation_failures`` by :func:`record_failure`, which never raises.
 """
 import logging
-from dataclasses import dataclass
-from typing import Iterable
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
+import psycopg2
 import psycopg2.extras
+from psycopg2 import sql as pgsql
 
 from slapp.errors import SlappError
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
-from slapp.utils.query_utils import DbConnection
+from slapp.utils.cli import one_line
+from slapp.utils.query_utils import DbConnection, _is_permanent
 
 logger = logging.getLogger(__name__)
 
 SEGMENTED = "segmented"
 SKIPPED = "skipped"
 
+IDENTITY_COLUMNS = ("ophys_experiment_id", "ophys_segmentation_commit_hash",
+                    "parameters_digest")
+# The segmentation_runs columns a run is written with. The first group is
+# required; the others have defaults in the schema or may be NULL.
+REQUIRED_RUN_COLUMNS = (
+    *IDENTITY_COLUMNS, "source_video_path", "movie_fingerprint", "video_shape", "nframes",
+    "nbinned", "suite2p_version", "suite2p_settings", "suite2p_seconds", "total_seconds",
+    "hostname")
+OPTIONAL_RUN_COLUMNS = ("code_label", "frame_source", "stage_seconds", "peak_rss_bytes",
+                        "scratch_bytes", "scheduler_job_id", "scheduler_task_id")
+JSON_COLUMNS = ("movie_fingerprint", "suite2p_settings", "stage_seconds")
+FAILURE_COLUMNS = (
+    "ophys_experiment_id", "ophys_segmentation_commit_hash", "parameters_digest",
+    "manifest_path", "manifest_index", "hostname", "scheduler_job_id", "scheduler_task_id",
+    "failure_class", "message", "traceback", "exit_status", "signal_name", "duration_seconds")
+
+# PostgreSQL error codes that mean "the server is going away or not there yet":
+# admin shutdown, crash shutdown, starting up, too many connections. Errors
+# without a code come from libpq: the connection failed or was lost.
+_TRANSIENT_CODES = ("57P01", "57P02", "57P03", "53300")
+# Waits between whole-write attempts: from 1 s, doubling, at most 30 s (each
+# with jitter, so that the tasks of an array do not come back in lockstep).
+_FIRST_WAIT_SECONDS, _LONGEST_WAIT_SECONDS = 1.0, 30.0
+# record_failure tries for about this long: a task that failed should not
+# linger, and its log holds the failure anyway.
+FAILURE_RECORD_SECONDS = 10.0
+
+_IDENTITY_WHERE = """
+WHERE runs.ophys_experiment_id = %s AND runs.ophys_segmentation_commit_hash = %s
+  AND runs.parameters_digest = %s
+"""
+
 _FIND_RUN = """
-SELECT runs.id,
+SELECT runs.id, runs.movie_fingerprint,
        (SELECT count(*) FROM rois WHERE rois.segmentation_run_id = runs.id) AS n_rois
 FROM segmentation_runs AS runs
-WHERE runs.ophys_experiment_id = %s AND runs.ophys_segmentation_commit_hash = %s
-"""
+""" + _IDENTITY_WHERE
 
-_DELETE_RUN = """
-DELETE FROM segmentation_runs
-WHERE ophys_experiment_id = %s AND ophys_segmentation_commit_hash = %s
-RETURNING id
-"""
+_DELETE_RUN = "DELETE FROM segmentation_runs AS runs" + _IDENTITY_WHERE + "RETURNING id"
 
-_INSERT_RUN = """
-INSERT INTO segmentation_runs (
-    ophys_experiment_id, ophys_segmentation_commit_hash, source_video_path, video_shape,
-    nframes, nbinned, suite2p_version, suite2p_settings, suite2p_seconds, total_seconds,
-    hostname)
-VALUES (
-    %(ophys_experiment_id)s, %(ophys_segmentation_commit_hash)s, %(source_video_path)s,
-    %(video_shape)s, %(nframes)s, %(nbinned)s, %(suite2p_version)s, %(suite2p_settings)s,
-    %(suite2p_seconds)s, %(total_seconds)s, %(hostname)s)
-ON CONFLICT ON CONSTRAINT one_run_per_experiment_and_code_version DO NOTHING
-RETURNING id
+_RECORD_WRITE_SECONDS = """
+UPDATE segmentation_runs
+SET stage_seconds = stage_seconds || jsonb_build_object('database_write', %s::float8)
+WHERE id = %s
 """
 
 
@@ -53,17 +84,28 @@ class SegmentationStoreException(SlappError):
     """A run could not be stored."""
 
 
+class DatabaseUnreachable(SlappError):
+    """The labeling database could not be reached for the whole retry time."""
+
+
 @dataclass(frozen=True)
 class StoredRun:
-    """The outcome of storing (or finding) a run."""
+    """The outcome of storing (or finding) a run.
+
+    ``movie_fingerprint`` is the fingerprint stored with the run (see
+    :mod:`slapp.segmentation.fingerprint`); ``{}`` for runs stored before
+    fingerprints were recorded.
+    """
 
     segmentation_run_id: int
     status: str
     n_rois: int
+    movie_fingerprint: dict = field(default_factory=dict)
 
 
-def find_run(dbconn: DbConnection, experiment_id: int, code_version: str) -> StoredRun | None:
-    """The run of ``experiment_id`` by ``code_version``, if there is one.
+def find_run(dbconn: DbConnection, experiment_id: int, code_version: str,
+             parameters_digest: str) -> StoredRun | None:
+    """The run of one identity, if there is one.
 
     Parameters
     ----------
@@ -73,16 +115,19 @@ def find_run(dbconn: DbConnection, experiment_id: int, code_version: str) -> Sto
         LIMS ``ophys_experiments.id``.
     code_version : str
         ``ophys_segmentation_commit_hash`` to look for.
+    parameters_digest : str
+        See :func:`slapp.segmentation.settings.parameters_digest`.
 
     Returns
     -------
     StoredRun or None
-        With status ``"skipped"``, or None when the experiment is not done.
+        With status ``"skipped"`` and the stored movie fingerprint, or None
+        when no run of this identity exists.
     """
-    rows = dbconn.query(_FIND_RUN, (experiment_id, code_version))
+    rows = dbconn.query(_FIND_RUN, (experiment_id, code_version, parameters_digest))
     if not rows:
         return None
-    return StoredRun(rows[0]["id"], SKIPPED, rows[0]["n_rois"])
+    return StoredRun(rows[0]["id"], SKIPPED, rows[0]["n_rois"], rows[0]["movie_fingerprint"])
 
 
 class _CountedRows:
@@ -98,50 +143,174 @@ class _CountedRows:
             yield row
 
 
-def write_run(dbconn: DbConnection, run: dict, rois: Iterable[Roi], *,
-              overwrite: bool = False) -> StoredRun:
-    """Store a run row and all its ROIs, all or nothing.
+def _insert_statement(columns: list[str], table: str, conflict: str | None) -> pgsql.Composed:
+    statement = pgsql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
+        pgsql.SQL(", ").join(map(pgsql.Placeholder, columns)))
+    if conflict is not None:
+        statement += pgsql.SQL(" ON CONFLICT ON CONSTRAINT {} DO NOTHING").format(
+            pgsql.Identifier(conflict))
+    return statement + pgsql.SQL(" RETURNING id")
+
+
+def _run_parameters(run: dict) -> dict:
+    missing = [name for name in REQUIRED_RUN_COLUMNS if name not in run]
+    unknown = sorted(set(run) - set(REQUIRED_RUN_COLUMNS) - set(OPTIONAL_RUN_COLUMNS))
+    if missing or unknown:
+        raise ValueError(f"a run needs the segmentation_runs columns: missing {missing}, "
+                         f"unknown {unknown}")
+    return {name: psycopg2.extras.Json(value) if name in JSON_COLUMNS else value
+            for name, value in run.items()}
+
+
+def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
+                overwrite: bool) -> StoredRun | None:
+    """One attempt: the whole write in one transaction; None when the identity exists."""
+    started = time.perf_counter()
+    identity = tuple(params[name] for name in IDENTITY_COLUMNS)
+    with dbconn.transaction() as cursor:
+        if overwrite:
+            cursor.execute(_DELETE_RUN, identity)
+            for row in cursor.fetchall():
+                logger.info("replacing segmentation run %d", row["id"])
+        cursor.execute(_insert_statement(list(params), "segmentation_runs",
+                                         "one_run_per_identity"), params)
+        inserted = cursor.fetchone()
+        if inserted is None:
+            return None
+        rows = _CountedRows(inserted["id"], rois)
+        dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
+        cursor.execute(_RECORD_WRITE_SECONDS, (time.perf_counter() - started, inserted["id"]))
+        return StoredRun(inserted["id"], SEGMENTED, rows.count,
+                         params["movie_fingerprint"].adapted)
+
+
+def _is_connection_trouble(error: Exception) -> bool:
+    """Whether waiting may fix ``error``: the connection failed or was lost, the server
+    was restarting or full. A wrong password or database name is not."""
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if not isinstance(error, psycopg2.OperationalError) or _is_permanent(error):
+        return False
+    return error.pgcode is None or error.pgcode in _TRANSIENT_CODES \
+        or error.pgcode.startswith("08")
+
+
+def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterable[Roi]], *,
+              overwrite: bool = False, retry_seconds: float = 600) -> StoredRun:
+    """Store a run row and all its ROIs, all or nothing, waiting out a database outage.
 
     Parameters
     ----------
     dbconn : DbConnection
         The labeling database.
     run : dict
-        The ``segmentation_runs`` values: ``ophys_experiment_id``,
-        ``ophys_segmentation_commit_hash``, ``source_video_path``,
+        The ``segmentation_runs`` values, keyed by column: required are the
+        identity (``ophys_experiment_id``, ``ophys_segmentation_commit_hash``,
+        ``parameters_digest``), ``source_video_path``, ``movie_fingerprint``,
         ``video_shape``, ``nframes``, ``nbinned``, ``suite2p_version``,
-        ``suite2p_settings`` (a JSON-able dict), ``suite2p_seconds``,
-        ``total_seconds``, ``hostname``.
-    rois : iterable of Roi
-        Streamed to the database with binary COPY; may be empty.
+        ``suite2p_settings``, ``suite2p_seconds``, ``total_seconds``,
+        ``hostname``; optional are ``code_label``, ``frame_source``,
+        ``stage_seconds`` (``database_write`` is added: the seconds of the
+        attempt that committed), ``peak_rss_bytes``, ``scratch_bytes``,
+        ``scheduler_job_id``, ``scheduler_task_id``.
+    rois_factory : callable
+        Returns a fresh iterable of the run's ROIs (may be empty) for each
+        attempt; they are streamed to the database with binary COPY.
     overwrite : bool
-        Delete the run of the same experiment and code version (its ROIs go
-        with it) in the same transaction, so readers see the old run or the
-        new one, never neither.
+        Delete the run of the same identity (its ROIs go with it) in the same
+        transaction, so readers see the old run or the new one, never neither.
+    retry_seconds : float
+        How long to keep retrying after the first connection failure. Only
+        connection trouble is retried (see :func:`_is_connection_trouble`);
+        any other error is raised at once.
 
     Returns
     -------
     StoredRun
         ``"segmented"`` with the new run's id, or ``"skipped"`` with the id of
-        the run another task stored first.
+        the run of this identity stored first (by another task, or by this
+        write when a commit went through but its acknowledgement was lost).
+
+    Raises
+    ------
+    DatabaseUnreachable
+        When the database could not be reached for ``retry_seconds``; nothing
+        was written.
+    ValueError
+        If ``run`` lacks a required column or has an unknown one.
     """
-    key = (run["ophys_experiment_id"], run["ophys_segmentation_commit_hash"])
-    params = {**run, "suite2p_settings": psycopg2.extras.Json(run["suite2p_settings"])}
-    with dbconn.transaction() as cursor:
-        if overwrite:
-            cursor.execute(_DELETE_RUN, key)
-            for row in cursor.fetchall():
-                logger.info("replacing segmentation run %d", row["id"])
-        cursor.execute(_INSERT_RUN, params)
-        inserted = cursor.fetchone()
-        if inserted is not None:
-            rows = _CountedRows(inserted["id"], rois)
-            dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
-            return StoredRun(inserted["id"], SEGMENTED, rows.count)
-    existing = find_run(dbconn, *key)
-    if existing is None:  # the other task's run was deleted again meanwhile
-        raise SegmentationStoreException(
-            f"experiment {key[0]} was stored and removed again by other tasks meanwhile; rerun it")
-    logger.info("experiment %d was stored by another task as run %d", key[0],
-                existing.segmentation_run_id)
-    return existing
+    params = _run_parameters({**run, "stage_seconds": run.get("stage_seconds") or {}})
+    identity = tuple(run[name] for name in IDENTITY_COLUMNS)
+    deadline, wait = None, _FIRST_WAIT_SECONDS
+    while True:
+        try:
+            stored = _write_once(dbconn, params, rois_factory(), overwrite)
+            if stored is None:
+                stored = find_run(dbconn, *identity)
+                if stored is None:  # the other task's run was deleted again meanwhile
+                    raise SegmentationStoreException(
+                        f"experiment {identity[0]} was stored and removed again by other "
+                        "tasks meanwhile; rerun it")
+                logger.info("experiment %d was already stored as run %d", identity[0],
+                            stored.segmentation_run_id)
+            return stored
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            if not _is_connection_trouble(error):
+                raise
+            dbconn.close()
+            now = time.monotonic()
+            deadline = now + retry_seconds if deadline is None else deadline
+            left = deadline - now
+            if left <= 0:
+                raise DatabaseUnreachable(
+                    f"database {dbconn.database} on {dbconn.host}:{dbconn.port} unreachable "
+                    f"for {retry_seconds:g} s; the run of experiment {identity[0]} was not "
+                    f"stored ({one_line(error)})") from error
+            delay = min(left, wait * random.uniform(0.5, 1.5))
+            logger.warning("database unreachable (%s); retrying the write in %.0f s, "
+                           "%.0f s left", one_line(error), delay, left)
+            time.sleep(delay)
+            wait = min(_LONGEST_WAIT_SECONDS, wait * 2)
+
+
+def record_failure(credentials: dict, failure: dict) -> bool:
+    """Record one failed task in ``segmentation_failures``; never raises.
+
+    Parameters
+    ----------
+    credentials : dict
+        Keyword arguments of :class:`DbConnection` for the labeling database.
+    failure : dict
+        The row, keyed by column (see :data:`FAILURE_COLUMNS`): at least
+        ``ophys_segmentation_commit_hash``, ``manifest_path``,
+        ``manifest_index``, ``hostname``, ``failure_class`` and ``message``.
+
+    Returns
+    -------
+    bool
+        True when the row was written. False when it could not be (the
+        database unreachable for about :data:`FAILURE_RECORD_SECONDS`, or the
+        row refused): the failure is then logged as one ERROR line instead, so
+        that recording never hides the failure it records.
+    """
+    deadline, wait = time.monotonic() + FAILURE_RECORD_SECONDS, 0.5
+    while True:
+        try:
+            columns = [name for name in failure if name in FAILURE_COLUMNS]
+            unknown = sorted(set(failure) - set(FAILURE_COLUMNS))
+            if unknown:
+                raise ValueError(f"segmentation_failures has no column {', '.join(unknown)}")
+            with DbConnection(**credentials, connect_attempts=1) as dbconn:
+                dbconn.insert(_insert_statement(columns, "segmentation_failures", None),
+                              failure)
+            return True
+        except Exception as error:  # noqa: BLE001 - recording must not replace the failure
+            if _is_connection_trouble(error) and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                wait *= 2
+                continue
+            logger.error("could not record the failure of experiment %s in the database "
+                         "(%s): %s: %s", failure.get("ophys_experiment_id"), one_line(error),
+                         failure.get("failure_class"), failure.get("message"))
+            return False

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from slapp.errors import SlappError
+from slapp.segmentation.settings import Suite2pOptions
 
 logger = logging.getLogger(__name__)
 _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
@@ -38,22 +39,6 @@ _NO_ROIS_FOUND = "no ROIs were found"
 
 class Suite2pRunException(SlappError):
     """Suite2P failed on a movie, or left outputs that cannot be read."""
-
-
-@dataclass(frozen=True)
-class Suite2pOptions:
-    """The Suite2P settings that slapp exposes (see the segment CLI's schema for why)."""
-
-    fs: float
-    tau: float
-    diameter: float
-    threshold_scaling: float
-    spatial_scale: int
-    highpass_neuropil: int
-    max_overlap: float
-    neuropil_coefficient: float
-    do_registration: bool
-    torch_device: str
 
 
 @dataclass(frozen=True)

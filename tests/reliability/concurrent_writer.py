@@ -32,12 +32,16 @@ def synthetic_rois(n_rois: int, nframes: int, seed: int):
 def main() -> None:
     experiment_id, n_rois, nframes = map(int, sys.argv[1:4])
     run = {"ophys_experiment_id": experiment_id, "ophys_segmentation_commit_hash": "reliability",
+           "code_label": "reliability", "parameters_digest": "reliability-parameters",
+           "movie_fingerprint": {"size_bytes": 1}, "frame_source": "binary",
            "source_video_path": f"/movies/{experiment_id}.h5", "video_shape": [512, 512],
            "nframes": nframes, "nbinned": max(1, nframes // 115), "suite2p_version": "1.1.0",
            "suite2p_settings": {"detection": {"threshold_scaling": 0.75}},
-           "suite2p_seconds": 1.0, "total_seconds": 1.0, "hostname": "task"}
+           "suite2p_seconds": 1.0, "total_seconds": 1.0, "stage_seconds": {},
+           "peak_rss_bytes": None, "scratch_bytes": None, "hostname": "task",
+           "scheduler_job_id": None, "scheduler_task_id": None}
     with DbConnection(**get_db_credentials(**label_defaults), backoff_seconds=0.2) as dbconn:
-        stored = write_run(dbconn, run, synthetic_rois(n_rois, nframes, experiment_id))
+        stored = write_run(dbconn, run, lambda: synthetic_rois(n_rois, nframes, experiment_id))
     print(json.dumps({"experiment_id": experiment_id, "status": stored.status,
                       "segmentation_run_id": stored.segmentation_run_id,
                       "n_rois": stored.n_rois}))

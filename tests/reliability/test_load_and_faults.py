@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from slapp import embedded
+from slapp.demo.synthetic_movie import MovieSpec, write_movie
 from slapp.utils.query_utils import DbConnection
 
 WRITER = Path(__file__).with_name("concurrent_writer.py")
@@ -101,34 +102,114 @@ def test_a_task_waits_for_a_server_that_is_restarting(small_server, small_db):
     assert small_db.query("SELECT count(*) AS n FROM rois") == [{"n": 10}]
 
 
-def test_a_restart_during_the_write_leaves_nothing_then_a_rerun_succeeds(small_server,
-                                                                          small_db):
-    blocker = small_server.admin_connection(embedded.LABELING_DATABASE)
-    blocker.autocommit = False
-    with blocker.cursor() as cursor:
-        cursor.execute("LOCK TABLE rois IN ACCESS EXCLUSIVE MODE")
-    task = start_writer(small_server, 3000)
-    # wait until the task has inserted its run row and is blocked copying ROIs
-    deadline = time.monotonic() + 60
+def wait_for_blocked_copy(small_db, process=None, timeout=300):
+    """Wait until a task has inserted its run row and is blocked copying ROIs."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         waiting = small_db.query(
             "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'slapp' "
             "AND wait_event_type = 'Lock' AND query LIKE 'COPY%%'")[0]["n"]
         if waiting:
-            break
+            return
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the task ended first: {process.communicate()}")
         time.sleep(0.1)
-    else:
-        pytest.fail("the writer never reached its COPY")
+    pytest.fail("the writer never reached its COPY")
+
+
+def lock_rois(small_server):
+    blocker = small_server.admin_connection(embedded.LABELING_DATABASE)
+    blocker.autocommit = False
+    with blocker.cursor() as cursor:
+        cursor.execute("LOCK TABLE rois IN ACCESS EXCLUSIVE MODE")
+    return blocker
+
+
+def test_a_restart_during_the_write_is_retried_and_stores_the_run_once(small_server,
+                                                                       small_db):
+    blocker = lock_rois(small_server)
+    task = start_writer(small_server, 3000)
+    wait_for_blocked_copy(small_db, task)
     small_server.stop()  # fast shutdown: every open transaction is rolled back
     small_server.start()
     blocker.close()
-    code, _, stderr = finish(task)
-    assert code == 1
-    lines = stderr.strip().splitlines()
-    assert lines[-1].startswith("concurrent_writer: error: ")
+    code, stdout, stderr = finish(task)
+    assert code == 0, stderr
+    assert "retrying the write" in stderr
+    assert json.loads(stdout)["status"] == "segmented"
+    assert small_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 1}]
+    assert small_db.query("SELECT count(*) AS n FROM rois") == [{"n": 10}]
+
+
+def wait_for_suite2p(scratch, task, timeout=300):
+    """Wait until the task runs Suite2P (past its "already done?" query)."""
+    deadline = time.monotonic() + timeout
+    while not list(scratch.glob("slapp_*/slapp_suite2p_*")):
+        assert task.poll() is None, task.communicate()
+        assert time.monotonic() < deadline, "Suite2P never started"
+        time.sleep(0.1)
+
+
+def segment_task(small_server, tmp_path, *args):
+    """A real segment task on a tiny synthetic movie, against the small server."""
+    movie = tmp_path / "movie.h5"
+    write_movie(movie, MovieSpec(nframes=600, height=64, width=64, ncells=6, seed=1))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"manifest": [
+        {"experiment_id": 4000, "nbinned": 5, "input_video": str(movie)}]}))
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("LIMS_", "LABELING_"))}
+    env.update(small_server.environment(), TRANSFORM_HASH="reliability-segment")
+    scratch = tmp_path / "scratch"
+    return scratch, subprocess.Popen(
+        [sys.executable, "-m", "slapp.segmentation.segment", "--manifest_json", str(manifest),
+         "--manifest_index", "0", "--tmp_dir", str(scratch), "--diameter", "12",
+         "--log_level", "INFO", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_the_server_down_for_60_s_after_suite2p_the_run_is_stored_exactly_once(
+        small_server, small_db, tmp_path):
+    scratch, task = segment_task(small_server, tmp_path)
+    wait_for_suite2p(scratch, task)
+    blocker = lock_rois(small_server)
+    wait_for_blocked_copy(small_db, task)  # Suite2P is done, its write under way
+    small_server.stop()
+    blocker.close()
+    time.sleep(60)
+    small_server.start()
+    code, stdout, stderr = finish(task, timeout=600)
+
+    assert code == 0, stderr
+    assert "database unreachable" in stderr and "retrying the write in" in stderr
+    assert "segmented as run" in stdout
+    [run] = small_db.query("SELECT id, stage_seconds FROM segmentation_runs")
+    assert run["stage_seconds"]["database_write"] > 0
+    n_rois = small_db.query("SELECT count(*) AS n FROM rois WHERE segmentation_run_id = %s",
+                            (run["id"],))[0]["n"]
+    assert f"with {n_rois} ROIs" in stdout and n_rois > 0
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_write_waits_for_the_server_leaves_nothing(
+        small_server, small_db, tmp_path):
+    scratch, task = segment_task(small_server, tmp_path)
+    wait_for_suite2p(scratch, task)
+    blocker = lock_rois(small_server)
+    wait_for_blocked_copy(small_db, task)
+    small_server.stop()
+    blocker.close()
+    deadline = time.monotonic() + 120
+    while "retrying the write" not in (line := task.stderr.readline()):
+        assert line and time.monotonic() < deadline, "the task never waited for the server"
+
+    task.terminate()
+    code, _, _ = finish(task)
+    small_server.start()
+
+    assert code == 128 + 15
+    assert list(scratch.iterdir()) == []
     assert small_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 0}]
     assert small_db.query("SELECT count(*) AS n FROM rois") == [{"n": 0}]
-
-    code, stdout, stderr = finish(start_writer(small_server, 3000))
-    assert code == 0, stderr
-    assert json.loads(stdout)["n_rois"] == 10

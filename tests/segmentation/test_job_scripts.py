@@ -10,16 +10,22 @@ take what a user would set in the environment: ``MANIFEST``, ``SLAPP_PYTHON``,
 ``SLAPP_CREDENTIALS``, ``SLAPP_TMP_DIR``; sbatch options on the command line
 fit the script's resources to this 2-core machine, as a user would for theirs.
 """
+import dataclasses
 import json
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
+from slapp.segmentation.suite2p_runner import suite2p_version
 from slurm_localhost import LocalSlurm, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +84,10 @@ def sbatch_array(env, local_slurm, log_dir, spec):
 
 def test_slurm_array_segments_each_entry_and_a_resubmission_skips(
         labeling_db, local_slurm, job_env, tmp_path):
+    # left by a task of a job that no longer runs (killed before it could clean up)
+    stale = Path(job_env["SLAPP_TMP_DIR"]) / "slapp_999999_3_othernode_4242"
+    (stale / "slapp_suite2p_x").mkdir(parents=True)
+
     first = sbatch_array(job_env, local_slurm, tmp_path, "0-2")
 
     logs = "\n".join(path.read_text() for path in sorted(tmp_path.glob("slurm_*.log")))
@@ -86,6 +96,11 @@ def test_slurm_array_segments_each_entry_and_a_resubmission_skips(
     assert sorted(runs) == [FIRST_ID, FIRST_ID + 1, FIRST_ID + 2]
     assert logs.count("segmented as run") == 3
     assert list(Path(job_env["SLAPP_TMP_DIR"]).iterdir()) == []
+    job_id = first.stdout.split()[-1]  # "Submitted batch job <id>"
+    assert sorted((row["ophys_experiment_id"] - FIRST_ID, row["scheduler_job_id"],
+                   row["scheduler_task_id"]) for row in labeling_db.query(
+        "SELECT ophys_experiment_id, scheduler_job_id, scheduler_task_id "
+        "FROM segmentation_runs")) == [(0, job_id, "0"), (1, job_id, "1"), (2, job_id, "2")]
 
     second = sbatch_array(job_env, local_slurm, tmp_path, "0-2")
 
@@ -173,3 +188,86 @@ def test_pbs_task_refuses_a_bad_setup_and_writes_nothing(
     assert len(lines) == 1 and lines[0].startswith("slapp_segment: ") and message in lines[0]
     assert stored_runs(labeling_db) == {}
     assert os.listdir(job_env["SLAPP_TMP_DIR"]) == []
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as found:
+        return [int(child) for child in found.read().split()]
+
+
+def test_a_task_killed_by_a_signal_is_recorded_by_the_script_and_its_scratch_cleared_next(
+        labeling_db, job_env, tmp_path):
+    """SIGKILL to the task alone, as the kernel's OOM killer sends it; the script survives."""
+    scratch = Path(job_env["SLAPP_TMP_DIR"])
+    script = subprocess.Popen(["bash", str(PBS_SCRIPT), "--diameter", "12"],
+                              env={**job_env, "PBS_ARRAYID": "0",
+                                   "PBS_O_WORKDIR": str(tmp_path)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(scratch.glob("slapp_local_0_*/slapp_suite2p_*")):
+        assert script.poll() is None, script.communicate()
+        assert time.monotonic() < deadline, "Suite2P never started"
+        time.sleep(0.1)
+    [task] = children(script.pid)
+
+    os.kill(task, signal.SIGKILL)
+    stdout, stderr = script.communicate(timeout=300)
+
+    assert script.returncode == 128 + signal.SIGKILL, stderr
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert failure["ophys_experiment_id"] == FIRST_ID
+    assert failure["ophys_segmentation_commit_hash"] == VERSION
+    assert failure["failure_class"] in ("killed", "out_of_memory")
+    assert failure["signal_name"] == "SIGKILL" and failure["exit_status"] == 137
+    assert failure["message"].startswith("killed by SIGKILL")
+    assert failure["message"] in stderr
+    assert failure["parameters_digest"] == entry_digest(diameter=12.0)
+    assert failure["manifest_path"] == job_env["MANIFEST"] and failure["manifest_index"] == 0
+    assert failure["duration_seconds"] >= 0
+    assert stored_runs(labeling_db) == {}
+    assert [path.name for path in scratch.iterdir()] == [
+        f"slapp_local_0_{socket.gethostname()}_{task}"]
+
+    result = run_pbs_task(job_env, 1)  # the next task on this node
+
+    assert result.returncode == 0, result.stderr
+    assert list(stored_runs(labeling_db)) == [FIRST_ID + 1]
+    assert list(scratch.iterdir()) == []
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures") == [{"n": 1}]
+
+
+def entry_digest(**changes):
+    options = Suite2pOptions.from_args({**dataclasses.asdict(Suite2pOptions.defaults()),
+                                        **changes})
+    return parameters_digest(options, 5, suite2p_version())
+
+
+def test_scancel_while_suite2p_runs_is_recorded_as_killed_and_leaves_nothing(
+        labeling_db, local_slurm, job_env, tmp_path):
+    scratch = Path(job_env["SLAPP_TMP_DIR"])
+    env = {**job_env, **local_slurm.environment}
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--array=1", "--cpus-per-task=1", "--mem=3G", "--tmp=0",
+         f"--output={tmp_path}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "12"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    job_id = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 300
+    while not list(scratch.glob(f"slapp_{job_id}_1_*/slapp_suite2p_*")):
+        assert time.monotonic() < deadline, local_slurm.log_tail()
+        time.sleep(0.2)
+
+    subprocess.run(["scancel", job_id], env=env, check=True, timeout=60)
+    while subprocess.run(["squeue", "--noheader", "--jobs", job_id], env=env,
+                         capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline + 120, "the cancelled job never ended"
+        time.sleep(0.5)
+
+    log = (tmp_path / f"slurm_{job_id}_1.log").read_text()
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert (failure["ophys_experiment_id"], failure["failure_class"], failure["signal_name"],
+            failure["exit_status"], failure["scheduler_job_id"],
+            failure["scheduler_task_id"]) == (FIRST_ID + 1, "killed", "SIGTERM", 143,
+                                              job_id, "1"), log
+    assert failure["message"] in log
+    assert stored_runs(labeling_db) == {}
+    assert list(scratch.iterdir()) == []

@@ -18,7 +18,7 @@ from slapp.segmentation.run_local import (SegmentTask, last_error_line, stop_tas
 
 VERSION = "run-local-test-version"
 RUN_LOCAL = "slapp.segmentation.run_local"
-SYNTHETIC_CELLS = "--diameter 12"
+SYNTHETIC_CELLS = ("--diameter", "12")
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     output = tmp_path / "run_local.json"
 
     first = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
-                    "--tmp_dir", scratch, "--segment_options", SYNTHETIC_CELLS,
+                    "--tmp_dir", scratch, *SYNTHETIC_CELLS,
                     "--output_json", output, env={"TRANSFORM_HASH": VERSION})
 
     assert first.returncode == 1
@@ -73,16 +73,19 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     for index, experiment_id in enumerate([700000, 700001, 700002]):
         assert (tmp_path / "segmentation_logs" / f"{index}_{experiment_id}.log").stat().st_size
     assert list(scratch.iterdir()) == []
+    assert [(row["ophys_experiment_id"], row["failure_class"], row["message"]) for row in
+            labeling_db.query("SELECT * FROM segmentation_failures")] == [
+        (700001, "bad_input", f"movie {missing_movie} does not exist")]
 
     second = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
-                     "--tmp_dir", scratch, env={"TRANSFORM_HASH": VERSION})
+                     "--tmp_dir", scratch, *SYNTHETIC_CELLS, env={"TRANSFORM_HASH": VERSION})
 
     assert second.returncode == 1
     assert second.stdout.splitlines()[0] == "done: 0, skipped: 2, failed: 1"
     assert runs(labeling_db) == stored
 
     third = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2, "--overwrite",
-                    "--tmp_dir", scratch, env={"TRANSFORM_HASH": VERSION})
+                    "--tmp_dir", scratch, *SYNTHETIC_CELLS, env={"TRANSFORM_HASH": VERSION})
 
     assert third.stdout.splitlines()[0] == "done: 2, skipped: 0, failed: 1"
     replaced = runs(labeling_db)
@@ -97,7 +100,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     scratch.mkdir()
     runner = subprocess.Popen(
         [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
-         "--tmp_dir", str(scratch), "--segment_options", SYNTHETIC_CELLS],
+         "--tmp_dir", str(scratch), *SYNTHETIC_CELLS],
         env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -123,7 +126,8 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     (["--tmp_dir", "/no/such/scratch"], {}, "tmp_dir /no/such/scratch is not a directory"),
     ([], {"LABELING_USER": ""}, "environment variable LABELING_USER is not set"),
     (["--workers", 0], {}, "workers"),
-    (["--segment_options", "--diameter '12"], {}, "cannot be split into options"),
+    (["--diameter", 0], {}, "invalid input: diameter: Must be greater than or equal to 1"),
+    (["--spatial_scale", "two"], {}, "spatial_scale: Not a valid integer"),
 ])
 def test_bad_input_is_one_line_and_starts_nothing(
         labeling_db, run_cli, movies, tmp_path, arguments, env, message):
@@ -175,3 +179,37 @@ def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
     assert tasks[0].process.returncode == 0
     assert "cleaned up" in tasks[0].log_path.read_text()
     assert tasks[1].process.returncode == -signal.SIGKILL
+
+
+def test_a_task_killed_by_a_signal_is_recorded_and_the_next_task_clears_its_scratch(
+        labeling_db, cli_env, movies, tmp_path):
+    manifest = write_manifest(tmp_path, movies)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    runner = subprocess.Popen(
+        [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
+         "--tmp_dir", str(scratch), *SYNTHETIC_CELLS],
+        env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(scratch.glob("slapp_local_0_*/slapp_suite2p_*")):
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "Suite2P never started"
+        time.sleep(0.05)
+    with open(f"/proc/{runner.pid}/task/{runner.pid}/children") as children:
+        [task] = [int(pid) for pid in children.read().split()]
+
+    os.kill(task, signal.SIGKILL)  # as the kernel's OOM killer would
+    stdout, stderr = runner.communicate(timeout=300)
+
+    assert runner.returncode == 1, stderr
+    assert stdout.splitlines()[0] == "done: 1, skipped: 0, failed: 1"
+    assert "(killed by signal SIGKILL)" in stdout.splitlines()[1]
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert failure["ophys_experiment_id"] == 700000 and failure["manifest_index"] == 0
+    assert failure["ophys_segmentation_commit_hash"] == VERSION
+    assert failure["failure_class"] in ("killed", "out_of_memory")
+    assert (failure["exit_status"], failure["signal_name"]) == (137, "SIGKILL")
+    assert failure["parameters_digest"] is not None and failure["duration_seconds"] > 0
+    assert sorted(runs(labeling_db)) == [700001]
+    assert list(scratch.iterdir()) == []  # the second task removed the killed one's directory

@@ -23,6 +23,7 @@ import scipy.sparse
 from slapp import embedded
 from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
 from slapp.evaluation.matching import match_rois
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.utils.query_utils import DbConnection
 
 VERSION = "segment-test-version"
@@ -122,6 +123,24 @@ def test_run_row_records_how_it_was_made(segmented, movie):
     assert db["file_list"] == [movie["path"].name] and db["h5py_key"] == "data"
     assert "password" not in json.dumps(run["suite2p_settings"]).lower()
     assert output["status"] == "segmented" and output["n_rois"] == len(segmented["rois"]) > 0
+
+
+def test_run_row_records_its_identity_movie_and_resources(segmented, movie):
+    run = segmented["run"]
+    options = Suite2pOptions.defaults()
+    assert run["parameters_digest"] == parameters_digest(options, NBINNED,
+                                                         installed_version("suite2p"))
+    assert run["code_label"].startswith("slapp ")
+    fingerprint = run["movie_fingerprint"]
+    assert fingerprint["size_bytes"] == movie["path"].stat().st_size
+    assert fingerprint["mtime_ns"] == movie["path"].stat().st_mtime_ns
+    assert fingerprint["shape"] == [NFRAMES, HEIGHT, WIDTH]
+    assert run["frame_source"] in ("binary", "hdf5_stream")
+    assert run["stage_seconds"]["database_write"] > 0
+    assert run["peak_rss_bytes"] > 100 * 2**20  # Suite2P and PyTorch loaded
+    if run["frame_source"] == "binary":  # Suite2P's int16 copy of the movie was on scratch
+        assert run["scratch_bytes"] >= 2 * NFRAMES * HEIGHT * WIDTH
+    assert run["scheduler_job_id"] is None and run["scheduler_task_id"] is None
 
 
 def test_rois_carry_traces_and_the_classifier_output(segmented):

@@ -14,6 +14,7 @@ its COPY of the ROIs, after it inserted the run row.
 """
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,7 +82,8 @@ def wait_for(condition, process_list, what):
 
 
 def suite2p_started(scratch, count=1):
-    return lambda: len(list(scratch.glob("slapp_suite2p_*"))) >= count
+    """Suite2P's working directories exist inside the tasks' scratch directories."""
+    return lambda: len(list(scratch.glob("slapp_local_*/slapp_suite2p_*"))) >= count
 
 
 def table_counts(dbconn):
@@ -168,15 +170,23 @@ def test_sigterm_while_suite2p_runs_removes_its_files_and_writes_nothing(
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
 
 
-def test_suite2p_failure_is_one_line_and_leaves_nothing(labeling_db, run_cli, movies,
-                                                        tmp_path):
+def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing(
+        labeling_db, run_cli, movies, tmp_path):
     result = run_cli(SEGMENT, "--manifest_json", movies, "--manifest_index", 2,
                      "--tmp_dir", tmp_path, env=PINNED)
 
     assert result.returncode == 1
     too_short = json.loads(movies.read_text())["manifest"][2]["input_video"]
-    assert result.stderr.strip() == (f"segment: error: Suite2P failed on {too_short}: "
-                                     "number of frames should be at least 50")
+    message = f"Suite2P failed on {too_short}: number of frames should be at least 50"
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == f"segment: error: {message}"
+    # stderr is not a terminal (a job's log): the full traceback comes first
+    assert lines[0] == "Traceback (most recent call last):"
+    assert any(line.endswith(f"Suite2pRunException: {message}") for line in lines[:-1])
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert (failure["ophys_experiment_id"], failure["failure_class"], failure["message"]) == (
+        703, "suite2p_error", message)
+    assert "ValueError: number of frames should be at least 50" in failure["traceback"]
     assert list(tmp_path.iterdir()) == []
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
     assert not (movies.parent / "segmentation_plots" / "703.png").exists()
@@ -208,7 +218,53 @@ def test_kept_suite2p_files_are_named_in_the_error(labeling_db, run_cli, movies,
 
     assert result.returncode == 1
     [kept] = list(tmp_path.iterdir())
-    assert result.stderr.strip().endswith(
+    assert result.stderr.strip().splitlines()[-1].endswith(
         f"number of frames should be at least 50 (Suite2P's files kept in {kept})")
     assert (kept / "suite2p" / "plane0" / "data.bin").stat().st_size == 8 * 32 * 32 * 2
+    assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
+
+
+def block_in_copy(embedded_server, rois_lock, process):
+    """Hold the ROI table until ``process`` waits in its COPY (run row inserted)."""
+    rois_lock.cursor().execute("LOCK TABLE rois IN ACCESS EXCLUSIVE MODE")
+    with closing(embedded_server.admin_connection(embedded.LABELING_DATABASE)) as monitor, \
+            monitor.cursor() as cursor:
+        def blocked_in_copy():
+            cursor.execute(WAITING_BACKENDS)
+            return [row for row in cursor.fetchall() if row[1].lstrip().startswith("COPY")]
+        return wait_for(blocked_in_copy, [process], "the write blocked")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["suite2p", "write"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_at_each_phase_leaves_no_run_and_the_next_task_clears_the_scratch(
+        labeling_db, embedded_server, cli_env, movies, tmp_path, rois_lock, phase, signum):
+    process = start_segment(cli_env, movies, 0, tmp_path)
+    wait_for(suite2p_started(tmp_path), [process], "Suite2P started")
+    if phase == "write":
+        block_in_copy(embedded_server, rois_lock, process)
+
+    process.send_signal(signum)
+    # A SIGTERM'd task leaves libpq's wait for the lock only when the COPY returns; it
+    # must then roll back instead of committing.
+    rois_lock.rollback()
+    process.wait(timeout=WAIT_SECONDS)
+
+    assert process.returncode == (128 + signum if signum == signal.SIGTERM else -signum)
+    left = list(tmp_path.iterdir())
+    # SIGTERM: the task cleaned up itself; SIGKILL: its directory stays until the next task
+    assert [path.name for path in left] == (
+        [] if signum == signal.SIGTERM else [f"slapp_local_0_{socket.gethostname()}_"
+                                             f"{process.pid}"])
+    deadline = time.monotonic() + 60
+    while table_counts(labeling_db) != {"runs": 0, "rois": 0}:  # the backend rolls back
+        assert time.monotonic() < deadline, table_counts(labeling_db)
+        time.sleep(0.1)
+
+    next_task = start_segment(cli_env, movies, 2, tmp_path)  # the too-short movie: fails fast
+    next_task.communicate(timeout=WAIT_SECONDS)
+
+    assert next_task.returncode == 1
+    assert list(tmp_path.iterdir()) == []
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}

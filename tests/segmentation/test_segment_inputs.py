@@ -6,12 +6,14 @@ run the real command in a subprocess (the one-line message and exit status);
 the others run the same ``Segment`` in this process, which is much faster.
 """
 import json
+import logging
 
 import h5py
 import numpy as np
 import pytest
 
 from slapp.segmentation.segment import Segment, SegmentationException
+from slapp.segmentation.suite2p_runner import Suite2pOutput
 
 SEGMENT = "slapp.segmentation.segment"
 
@@ -154,15 +156,36 @@ def test_nbinned_below_one(labeling_db, run_cli, workspace):
     assert_nothing_written(labeling_db, directory, scratch)
 
 
-def test_missing_tmp_dir(labeling_db, run_cli, workspace):
+def test_a_tmp_dir_that_cannot_be_created(labeling_db, run_cli, workspace):
     directory, scratch, movie = workspace
     manifest = write_manifest(directory, [{"input_video": str(movie)}])
-    missing = scratch / "gone"
+    (scratch / "a_file").write_text("not a directory")
+    impossible = scratch / "a_file" / "tmp"
 
     result = run_cli(SEGMENT, "--manifest_json", manifest, "--manifest_index", 0,
-                     "--tmp_dir", missing)
+                     "--tmp_dir", impossible)
 
-    assert one_error_line(result) == f"tmp_dir {missing} does not exist"
+    assert one_error_line(result) == f"tmp_dir {impossible} cannot be created: Not a directory"
+    (scratch / "a_file").unlink()
+    assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_a_movie_too_large_for_the_scratch_space_names_needed_and_free_bytes(
+        labeling_db, run_cli, workspace):
+    directory, scratch, _ = workspace
+    huge = directory / "huge.h5"  # 10 million 512x512 frames declared, none stored
+    with h5py.File(huge, "w") as h5:
+        h5.create_dataset("data", shape=(10_000_000, 512, 512), dtype=np.uint16,
+                          chunks=(1, 512, 512))
+    manifest = write_manifest(directory, [{"input_video": str(huge)}])
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    message = one_error_line(result)
+    assert message.startswith(f"tmp_dir {scratch} is too small: the run needs ")
+    needed, free = (int(part.split()[0]) for part in
+                    message.split("the run needs ")[1].split(", "))
+    assert needed > 2 * 10_000_000 * 512 * 512 > free
     assert_nothing_written(labeling_db, directory, scratch)
 
 
@@ -196,3 +219,20 @@ def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, w
 
     assert one_error_line(result) == "environment variable LABELING_PASSWORD is not set"
     assert_nothing_written(labeling_db, directory, scratch)
+
+
+def test_a_plot_that_cannot_be_rendered_is_logged_and_does_not_stop_the_run(caplog):
+    output = Suite2pOutput(
+        stat=[{"ypix": np.array([1, 2]), "xpix": np.array([1, 2])}], traces=None,
+        neuropil_traces=None, iscell=np.array([[1.0, 0.9]]),
+        mean_image=np.zeros(0, np.float32),  # no image to draw on
+        nframes=100, video_shape=(8, 8), settings={}, suite2p_version="1.1.0", seconds=1.0)
+
+    with caplog.at_level(logging.ERROR, logger="slapp.segmentation.segment"):
+        png = Segment._render_plot(1001, output)
+
+    assert png is None
+    [record] = caplog.records
+    assert record.getMessage() == ("experiment 1001: the plot of ROI outlines could not be "
+                                   "rendered; the run is stored without it")
+    assert record.exc_info is not None

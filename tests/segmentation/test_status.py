@@ -4,32 +4,47 @@ Runs are inserted with SQL, as a finished segmentation task leaves them; the
 code version is pinned with ``TRANSFORM_HASH`` so that edits other engineers
 make to the package while the test runs do not change what counts as done.
 """
+import dataclasses
 import json
+from pathlib import Path
 
+import psycopg2.extras
 import pytest
 
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.status import entry_statuses, report_lines
+from slapp.segmentation.suite2p_runner import build_suite2p_inputs, jsonable, suite2p_version
 
 VERSION = "status-test-version"
 PINNED = {"TRANSFORM_HASH": VERSION}
+DEFAULTS = Suite2pOptions.defaults()
+NBINNED = 10
 
 
 def write_manifest(directory, experiment_ids):
     path = directory / "manifest.json"
     path.write_text(json.dumps({"manifest": [
-        {"experiment_id": experiment_id, "nbinned": 10, "log_level": "ERROR",
+        {"experiment_id": experiment_id, "nbinned": NBINNED, "log_level": "ERROR",
          "input_video": str(directory / f"{experiment_id}.h5")}
         for experiment_id in experiment_ids]}))
     return path
 
 
-def insert_run(dbconn, experiment_id, version, n_rois):
+def recorded_settings(options):
+    """What a run stores as suite2p_settings for these options."""
+    db, settings = build_suite2p_inputs(Path("/movies/m.h5"), NBINNED, options, Path("/tmp"))
+    return jsonable({"db": db, "settings": settings})
+
+
+def insert_run(dbconn, experiment_id, version, n_rois, options=DEFAULTS):
+    digest = parameters_digest(options, NBINNED, suite2p_version())
     run_id = dbconn.insert(
         "INSERT INTO segmentation_runs (ophys_experiment_id, ophys_segmentation_commit_hash, "
-        "source_video_path, video_shape, nframes, nbinned, suite2p_version, suite2p_settings, "
-        "suite2p_seconds, total_seconds, hostname) "
-        "VALUES (%s, %s, '/movies/m.h5', '{8,8}', 100, 10, '1.1.0', '{}', 1.0, 2.0, 'node1') "
-        "RETURNING id", (experiment_id, version))[0]["id"]
+        "parameters_digest, movie_fingerprint, source_video_path, video_shape, nframes, "
+        "nbinned, suite2p_version, suite2p_settings, suite2p_seconds, total_seconds, hostname) "
+        "VALUES (%s, %s, %s, '{}', '/movies/m.h5', '{8,8}', 100, %s, %s, %s, 1.0, 2.0, 'node1') "
+        "RETURNING id", (experiment_id, version, digest, NBINNED, suite2p_version(),
+                         psycopg2.extras.Json(recorded_settings(options))))[0]["id"]
     dbconn.bulk_insert([
         ("INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, coo_col, coo_data, "
          "trace, neuropil_trace, is_cell, cell_probability, npix, centroid_row, centroid_col, "
@@ -55,13 +70,14 @@ def test_status_reports_each_entry_and_resubmits_only_the_missing(
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"code version {VERSION}: 4 entries in {manifest}"
-    assert lines[1].startswith(f"0  850517344  done     run {first}, 3 ROIs, ")
-    assert lines[2] == ("1  850517352  missing  "
+    assert lines[1] == f"parameters: Suite2P {suite2p_version()}, default options"
+    assert lines[2].startswith(f"0  850517344  done     run {first}, 3 ROIs, ")
+    assert lines[3] == ("1  850517352  missing  "
                         "(segmented only by 2 other code versions, latest: a-newer-version)")
-    assert lines[3].startswith(f"2  850517360  done     run {third}, 0 ROIs, ")
-    assert lines[4] == ("3  850517368  missing  "
+    assert lines[4].startswith(f"2  850517360  done     run {third}, 0 ROIs, ")
+    assert lines[5] == ("3  850517368  missing  "
                         "(segmented only by another code version: a-newer-version)")
-    assert lines[5] == "2 done, 2 missing"
+    assert lines[6] == "2 done, 0 failed, 2 missing"
     assert f"qsub -t 1,3 -v MANIFEST={manifest} suite2p_array_job_example.pbs" in result.stdout
     assert "#PBS -t 1,3" in result.stdout
     assert (f"sbatch --array=1,3 --export=ALL,MANIFEST={manifest} "
@@ -90,7 +106,7 @@ def test_everything_done_means_nothing_to_resubmit(labeling_db, run_cli, tmp_pat
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == [
-        "2 done, 0 missing", "nothing to resubmit: every entry is done"]
+        "2 done, 0 failed, 0 missing", "nothing to resubmit: every entry is done"]
     assert "sbatch" not in result.stdout
     report = json.loads(output.read_text())
     assert report["array_spec"] is None and report["missing_indices"] == []
@@ -143,8 +159,115 @@ def test_help_lists_every_option(run_cli):
 
 
 def test_one_missing_entry_is_named_in_the_singular(tmp_path):
-    statuses = entry_statuses([{"experiment_id": 5}], {}, VERSION)
+    statuses = entry_statuses([{"experiment_id": 5, "nbinned": NBINNED}], {}, {}, VERSION,
+                              DEFAULTS, suite2p_version())
 
-    lines = report_lines(statuses, "0", tmp_path / "m.json", VERSION)
+    lines = report_lines(statuses, {"missing": "0", "failed": None, "transient": None},
+                         tmp_path / "m.json", VERSION)
 
-    assert lines[1:4] == ["0  5  missing", "0 done, 1 missing", "resubmit the 1 missing entry:"]
+    assert lines[1:4] == ["0  5  missing", "0 done, 0 failed, 1 missing",
+                          "resubmit the 1 missing entry:"]
+
+
+def insert_failure(dbconn, experiment_id, failure_class, message, options=DEFAULTS,
+                   version=VERSION, digest=True):
+    dbconn.execute(
+        "INSERT INTO segmentation_failures (ophys_experiment_id, ophys_segmentation_commit_hash, "
+        "parameters_digest, manifest_path, manifest_index, hostname, failure_class, message) "
+        "VALUES (%s, %s, %s, '/m.json', 0, 'node1', %s, %s)",
+        (experiment_id, version,
+         parameters_digest(options, NBINNED, suite2p_version()) if digest else None,
+         failure_class, message))
+
+
+def test_failed_entries_show_class_and_message_and_get_their_own_array_specs(
+        labeling_db, run_cli, tmp_path):
+    ids = [101, 102, 103, 104, 105, 106]
+    manifest = write_manifest(tmp_path, ids)
+    done = insert_run(labeling_db, 101, VERSION, n_rois=2)
+    insert_failure(labeling_db, 102, "killed", "killed by SIGTERM (scancel, qdel, the job's "
+                                               "time limit or Ctrl-C)")
+    insert_failure(labeling_db, 103, "bad_input", "movie /movies/103.h5 does not exist",
+                   digest=False)
+    insert_failure(labeling_db, 104, "out_of_memory", "killed by SIGKILL: out of memory")
+    insert_failure(labeling_db, 104, "suite2p_error", "an older failure, other parameters",
+                   options=dataclasses.replace(DEFAULTS, threshold_scaling=0.9))
+    insert_failure(labeling_db, 105, "killed", "a failure of another code version",
+                   version="another-version")
+    other = insert_run(labeling_db, 106, VERSION, n_rois=1,
+                       options=dataclasses.replace(DEFAULTS, threshold_scaling=0.9))
+    output = tmp_path / "status.json"
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--output_json", output, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith(f"0  101  done     run {done}, 2 ROIs, ")
+    assert lines[3].startswith("1  102  failed   killed: killed by SIGTERM (scancel, qdel, "
+                               "the job's time limit or Ctrl-C) (20")
+    assert lines[4].startswith("2  103  failed   bad_input: movie /movies/103.h5 does not "
+                               "exist (")
+    assert lines[5].startswith("3  104  failed   out_of_memory: killed by SIGKILL: out of "
+                               "memory (")
+    assert lines[6] == "4  105  missing"
+    assert lines[7] == ("5  106  missing  (segmented only with other parameters: "
+                        f"run {other}: threshold_scaling 0.9)")
+    assert lines[8] == "1 done, 3 failed (2 for a transient reason), 2 missing"
+    text = result.stdout
+    assert "resubmit the 2 missing entries:" in text and "sbatch --array=4-5 " in text
+    assert "resubmit the 3 failed entries:" in text and "sbatch --array=1-3 " in text
+    assert ("resubmit the 2 entries that failed for a transient reason (killed, out of "
+            "memory, database unreachable):") in text
+    assert "qsub -t 1,3 " in text and "sbatch --array=1,3 " in text
+    report = json.loads(output.read_text())
+    assert (report["n_done"], report["n_failed"], report["n_missing"]) == (1, 3, 2)
+    assert (report["array_spec"], report["failed_array_spec"],
+            report["transient_array_spec"]) == ("4-5", "1-3", "1,3")
+    assert [entry["failure_class"] for entry in report["entries"]] == [
+        None, "killed", "bad_input", "out_of_memory", None, None]
+
+
+def test_status_asks_about_the_parameters_given(labeling_db, run_cli, tmp_path):
+    manifest = write_manifest(tmp_path, [201, 202])
+    swept = dataclasses.replace(DEFAULTS, threshold_scaling=0.9)
+    run = insert_run(labeling_db, 201, VERSION, n_rois=4, options=swept)
+    insert_run(labeling_db, 202, VERSION, n_rois=4)
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--threshold_scaling", 0.9, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == (f"parameters: Suite2P {suite2p_version()}, threshold_scaling 0.9 "
+                        "(other options default)")
+    assert lines[2].startswith(f"0  201  done     run {run}, 4 ROIs, ")
+    assert lines[3].startswith("1  202  missing  (segmented only with other parameters: run ")
+    assert lines[3].endswith(": threshold_scaling 0.75)")
+
+
+def test_a_failure_after_the_run_is_noted_and_one_before_it_is_history(tmp_path):
+    import datetime
+
+    def at(minute):
+        return datetime.datetime(2026, 11, 30, 12, minute, tzinfo=datetime.timezone.utc)
+    digest = parameters_digest(DEFAULTS, NBINNED, suite2p_version())
+    manifest = [{"experiment_id": experiment, "nbinned": NBINNED} for experiment in (1, 2)]
+    runs = {experiment: [{"id": experiment, "ophys_segmentation_commit_hash": VERSION,
+                          "parameters_digest": digest, "created_at": at(10), "n_rois": 3}]
+            for experiment in (1, 2)}
+    failures = {1: [{"parameters_digest": digest, "failure_class": "bad_input",
+                     "message": "movie /m.h5 changed since run 1 was made from it",
+                     "created_at": at(20)}],
+                2: [{"parameters_digest": None, "failure_class": "killed",
+                     "message": "killed by SIGTERM", "created_at": at(5)}]}
+
+    statuses = entry_statuses(manifest, runs, failures, VERSION, DEFAULTS, suite2p_version())
+    lines = report_lines(statuses, {"missing": None, "failed": None, "transient": None},
+                         tmp_path / "m.json", VERSION)
+
+    assert [status["status"] for status in statuses] == ["done", "done"]
+    assert lines[1] == ("0  1  done     run 1, 3 ROIs, 2026-11-30T12:10:00+00:00; a later task "
+                        "failed, bad_input: movie /m.h5 changed since run 1 was made from it "
+                        "(2026-11-30T12:20:00+00:00)")
+    assert lines[2] == "1  2  done     run 2, 3 ROIs, 2026-11-30T12:10:00+00:00"
