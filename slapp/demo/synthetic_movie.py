@@ -141,7 +141,7 @@ class MovieSpec:
     # Fraction of somata with a weak indicator expression: their resting brightness
     # and hence their transients are ``dim_brightness`` times a normal cell's.
     dim_fraction: float = 0.0
-    dim_brightness: float = 0.35
+    dim_brightness: float = 0.5
     # Fraction of somata that never fire during the movie (many cortical neurons are
     # silent in a given session). They are drawn, resting brightness only.
     silent_fraction: float = 0.0
@@ -179,20 +179,27 @@ _REALISTIC = dict(
     # and half the cells are placed against a neighbour, as in dense layer 2/3.
     min_center_separation=0.6,
     neighbor_fraction=0.5,
-    # Fewer photons than easy: resting somata 0.8-2.5 photons/px/frame on a 1.5-photon
-    # neuropil, the count rate of a 31 Hz resonant scan of a GCaMP6f line.
-    cell_baseline_photons=(0.8, 2.5),
-    neuropil_photons=1.5,
+    # Fewer photons than easy: resting somata 1-3 photons/px/frame on a 2-photon
+    # neuropil that fluctuates more and on a finer scale: the count rate of a 31 Hz
+    # resonant scan of a GCaMP6f line, where somata barely stand out of the neuropil.
+    cell_baseline_photons=(1.0, 3.0),
+    neuropil_photons=2.0,
     neuropil_fluctuation=0.15,
     neuropil_length_px=30.0,
+    # A quarter of the somata express the indicator weakly: half the brightness.
     dim_fraction=0.25,
+    dim_brightness=0.5,
+    # A third of the somata stay silent: drawn, never ground truth.
     silent_fraction=0.3,
     min_truth_events=1,
-    # Sparse firing: one event every 5-50 s; a mean event of dF/F 0.5 is a burst of a
-    # few spikes in GCaMP6f (~0.1-0.2 per spike).
-    event_rate_hz=(0.02, 0.2),
-    event_amplitude_dff=0.5,
+    # Sparse firing: one event every 3-30 s (Allen's visual-cortex somata fire mostly
+    # below 0.3 Hz); events are bursts of a few spikes, mean dF/F 1.0 as in easy.
+    event_rate_hz=(0.03, 0.3),
     decay_time_s=(0.4, 0.9),
+    # Distractors as bright as the somata: out-of-focus blobs 0.5-1.5 photons at their
+    # peak, dendrites 1-3 photons along their ridge.
+    out_of_focus_photons=(0.5, 1.5),
+    dendrite_photons=(1.0, 3.0),
     # A quarter of the light lost by the end: long sessions bleach noticeably.
     bleach_fraction=0.25,
 )
