@@ -72,8 +72,8 @@ def segment_movie(configuration: str, movie_path: Path, nframes: int, scratch: P
         return run_segment_settings(replace(options, diameter=12.0), movie_path, nbinned,
                                     scratch)
     if configuration == "plain run_s2p, original jobs":
-        return run_baseline("original_jobs", movie_path, nframes, scratch)
-    return run_baseline("suite2p_defaults", movie_path, nframes, scratch)
+        return run_baseline("original_jobs", movie_path, nbinned, scratch)
+    return run_baseline("suite2p_defaults", movie_path, nbinned, scratch)
 
 
 class Report:

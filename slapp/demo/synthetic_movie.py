@@ -463,6 +463,36 @@ def read_ground_truth(path: Path) -> np.ndarray:
         return f[MASKS_DATASET][()].astype(np.float32, copy=False)
 
 
+def read_movie_spec(path: Path) -> MovieSpec | None:
+    """Return the spec a movie was written with by :func:`write_movie`.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A movie HDF5 file.
+
+    Returns
+    -------
+    MovieSpec or None
+        None when the file cannot be read or records no complete spec of this
+        generator (e.g. a movie written by an older version).
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f[MOVIE_DATASET].attrs)
+    except (OSError, KeyError):
+        return None
+    if set(attrs) != {field.name for field in dataclasses.fields(MovieSpec)}:
+        return None
+    values = {name: tuple(value.tolist()) if isinstance(value, np.ndarray) and value.ndim
+              else value.item() if isinstance(value, (np.ndarray, np.generic)) else value
+              for name, value in attrs.items()}
+    try:
+        return MovieSpec(**values)
+    except (TypeError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def _atomic_h5(path: Path) -> Iterator[h5py.File]:
     """Yield an HDF5 file open on a temporary sibling; rename it to ``path`` on success.

@@ -5,8 +5,8 @@ on the same movie:
 
 ``original_jobs``
     What the original segmentation jobs ran: Suite2P's defaults with
-    ``threshold_scaling`` 0.75 and ``nbins`` from the manifest
-    (``nframes // 115``).
+    ``threshold_scaling`` 0.75 and ``nbins`` from the manifest (the original
+    manifests gave ``nframes // 115``).
 ``suite2p_defaults``
     Suite2P's defaults untouched (``threshold_scaling`` 1.0, ``nbins`` 5000,
     so bins of ``round(tau * fs)`` frames).
@@ -74,7 +74,7 @@ class Scores:
     cells: MatchResult
 
 
-def baseline_inputs(baseline: str, movie_path: Path, nframes: int,
+def baseline_inputs(baseline: str, movie_path: Path, nbinned: int,
                     work_dir: Path) -> tuple[dict, dict]:
     """Return the complete ``db`` and ``settings`` of a plain Suite2P baseline run.
 
@@ -84,8 +84,9 @@ def baseline_inputs(baseline: str, movie_path: Path, nframes: int,
         Which baseline (see the module docstring).
     movie_path : pathlib.Path
         The HDF5 movie (dataset ``data``).
-    nframes : int
-        Frames in the movie; ``original_jobs`` detects on ``nframes // 115`` bins.
+    nbinned : int
+        The manifest's binned frames, on which ``original_jobs`` detects
+        (``suite2p_defaults`` keeps Suite2P's own binning).
     work_dir : pathlib.Path
         Directory for Suite2P's binary file and outputs.
 
@@ -115,11 +116,11 @@ def baseline_inputs(baseline: str, movie_path: Path, nframes: int,
                            "move_bin": False})
     if baseline == "original_jobs":
         settings["detection"].update({"threshold_scaling": 0.75,
-                                      "nbins": max(1, nframes // ORIGINAL_BIN_SIZE)})
+                                      "nbins": int(nbinned)})
     return db, settings
 
 
-def run_baseline(baseline: str, movie_path: Path, nframes: int,
+def run_baseline(baseline: str, movie_path: Path, nbinned: int,
                  tmp_dir: Path | None = None) -> Segmentation:
     """Run one plain Suite2P baseline on a movie; its files are deleted afterwards.
 
@@ -128,8 +129,8 @@ def run_baseline(baseline: str, movie_path: Path, nframes: int,
     baseline : {"original_jobs", "suite2p_defaults"}
     movie_path : pathlib.Path
         The HDF5 movie.
-    nframes : int
-        Frames in the movie.
+    nbinned : int
+        The manifest's binned frames (see :func:`baseline_inputs`).
     tmp_dir : pathlib.Path, optional
         Where Suite2P's working directory is made ($TMPDIR when None).
 
@@ -142,7 +143,7 @@ def run_baseline(baseline: str, movie_path: Path, nframes: int,
 
     work_dir = Path(tempfile.mkdtemp(prefix="slapp_baseline_", dir=tmp_dir))
     try:
-        db, settings = baseline_inputs(baseline, Path(movie_path), nframes, work_dir)
+        db, settings = baseline_inputs(baseline, Path(movie_path), nbinned, work_dir)
         started = time.perf_counter()
         try:
             run_s2p(db=db, settings=settings)

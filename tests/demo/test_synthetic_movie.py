@@ -13,6 +13,7 @@ from slapp.demo.synthetic_movie import (
     ground_truth_path,
     preset_spec,
     read_ground_truth,
+    read_movie_spec,
     write_movie,
 )
 
@@ -241,3 +242,13 @@ def test_presets_scale_their_cells_with_the_frame():
     assert large.dim_fraction == 0.25 and large.min_truth_events == 1
     with pytest.raises(ValueError, match="unknown preset 'hard': choose one of easy, realistic"):
         preset_spec("hard", 100, 64, 64, 0)
+
+
+def test_a_movie_records_the_spec_it_was_made_from(tmp_path):
+    movie_path = tmp_path / "movie.h5"
+    write_movie(movie_path, REALISTIC_SMALL)
+    assert read_movie_spec(movie_path) == REALISTIC_SMALL
+    with h5py.File(movie_path, "a") as f:
+        del f["data"].attrs["dendrites"]  # as a movie of an older generator
+    assert read_movie_spec(movie_path) is None
+    assert read_movie_spec(tmp_path / "missing.h5") is None
