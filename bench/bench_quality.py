@@ -18,6 +18,11 @@ is written with its ground truth and segmented by:
     needs no row: with ``nbins = nframes // 115`` Suite2P bins
     ``max(nframes // nbins, round(tau * fs)) = 115`` frames whatever tau is,
     and deconvolution, the other use of tau, is off.)
+``segment, bins of tau*fs`` (and with ``ss 0``: spatial_scale 0, ``thr 1.0``:
+threshold_scaling 1.0, or both)
+    segment's settings with Suite2P's own smallest bins, ``round(tau * fs)``
+    frames, instead of the manifest's 115: separates the effect of the bins
+    from that of the settings (run them with ``--configurations``).
 ``plain run_s2p, original jobs``
     Suite2P's defaults, threshold_scaling 0.75, nbins ``nframes // 115``.
 ``plain run_s2p, Suite2P defaults``
@@ -48,8 +53,23 @@ from slapp.evaluation.plain_suite2p import (ORIGINAL_BIN_SIZE, run_baseline,
 from slapp.segmentation.segment import SegmentSchema
 from slapp.segmentation.suite2p_runner import Suite2pOptions
 
-CONFIGURATIONS = ("segment", "segment, spatial_scale 0", "segment, diameter 12",
-                  "plain run_s2p, original jobs", "plain run_s2p, Suite2P defaults")
+# segment's runs: (changes to segment's default options, frames per detection bin or
+# None for the manifest's nframes // 115).
+SEGMENT_VARIANTS = {
+    "segment": ({}, None),
+    "segment, spatial_scale 0": ({"spatial_scale": 0}, None),
+    "segment, diameter 12": ({"diameter": 12.0}, None),
+    "segment, bins of tau*fs": ({}, "tau*fs"),
+    "segment, bins of tau*fs, ss 0": ({"spatial_scale": 0}, "tau*fs"),
+    "segment, bins of tau*fs, thr 1.0": ({"threshold_scaling": 1.0}, "tau*fs"),
+    "segment, bins of tau*fs, ss 0, thr 1.0": ({"spatial_scale": 0, "threshold_scaling": 1.0},
+                                                "tau*fs"),
+}
+BASELINE_CONFIGURATIONS = {"plain run_s2p, original jobs": "original_jobs",
+                           "plain run_s2p, Suite2P defaults": "suite2p_defaults"}
+CONFIGURATIONS = (*SEGMENT_VARIANTS, *BASELINE_CONFIGURATIONS)
+DEFAULT_CONFIGURATIONS = ("segment", "segment, spatial_scale 0", "segment, diameter 12",
+                          *BASELINE_CONFIGURATIONS)
 
 
 def segment_default_options() -> Suite2pOptions:
@@ -61,19 +81,16 @@ def segment_default_options() -> Suite2pOptions:
 
 def segment_movie(configuration: str, movie_path: Path, nframes: int, scratch: Path):
     """Run one configuration on one movie; return its Segmentation."""
-    nbinned = max(1, nframes // ORIGINAL_BIN_SIZE)
-    options = segment_default_options()
-    if configuration == "segment":
-        return run_segment_settings(options, movie_path, nbinned, scratch)
-    if configuration == "segment, spatial_scale 0":
-        return run_segment_settings(replace(options, spatial_scale=0), movie_path, nbinned,
-                                    scratch)
-    if configuration == "segment, diameter 12":
-        return run_segment_settings(replace(options, diameter=12.0), movie_path, nbinned,
-                                    scratch)
-    if configuration == "plain run_s2p, original jobs":
-        return run_baseline("original_jobs", movie_path, nbinned, scratch)
-    return run_baseline("suite2p_defaults", movie_path, nbinned, scratch)
+    manifest_nbinned = max(1, nframes // ORIGINAL_BIN_SIZE)
+    if configuration in BASELINE_CONFIGURATIONS:
+        return run_baseline(BASELINE_CONFIGURATIONS[configuration], movie_path,
+                            manifest_nbinned, scratch)
+    changes, bins = SEGMENT_VARIANTS[configuration]
+    options = replace(segment_default_options(), **changes)
+    # Suite2P's own smallest bin: round(tau * fs) frames
+    nbinned = (manifest_nbinned if bins is None
+               else max(1, nframes // max(1, round(options.tau * options.fs))))
+    return run_segment_settings(options, movie_path, nbinned, scratch)
 
 
 class Report:
@@ -91,7 +108,7 @@ class Report:
 
 def summary_table(results: dict, report: Report) -> None:
     """Print mean [min-max] over seeds of each preset and configuration."""
-    report(f"\n{'preset':10} {'configuration':32} {'ROIs':>5} {'cells':>5} "
+    report(f"\n{'preset':10} {'configuration':38} {'ROIs':>5} {'cells':>5} "
            f"{'P all':>6} {'R all':>6} {'F1 all':>16}   {'P cell':>6} {'R cell':>6} "
            f"{'F1 cells':>16} {'s':>5}")
     for (preset, configuration), rows in results.items():
@@ -103,7 +120,7 @@ def summary_table(results: dict, report: Report) -> None:
             mean, low, high = column(name)
             return f"{mean:.2f} [{low:.2f}-{high:.2f}]"
 
-        report(f"{preset:10} {configuration:32} {column('n_rois')[0]:5.0f} "
+        report(f"{preset:10} {configuration:38} {column('n_rois')[0]:5.0f} "
                f"{column('n_cells')[0]:5.0f} {column('precision_all')[0]:6.2f} "
                f"{column('recall_all')[0]:6.2f} {spread('f1_all'):>16}   "
                f"{column('precision_cells')[0]:6.2f} {column('recall_cells')[0]:6.2f} "
@@ -117,7 +134,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--presets", nargs="+", default=["realistic", "easy"],
                         choices=PRESETS)
-    parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS),
+    parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
                         choices=CONFIGURATIONS)
     parser.add_argument("--log", type=Path, help="also append the output to this file")
     args = parser.parse_args()
@@ -154,7 +171,7 @@ def main() -> None:
                            "recall_cells": scores.cells.recall,
                            "f1_cells": scores.cells.f1, "seconds": segmentation.seconds}
                     results.setdefault((preset, configuration), []).append(row)
-                    report(f"  {configuration:32} {row['n_rois']:4d} ROIs "
+                    report(f"  {configuration:38} {row['n_rois']:4d} ROIs "
                            f"{row['n_cells']:4d} cells | all: P {row['precision_all']:.2f} "
                            f"R {row['recall_all']:.2f} F1 {row['f1_all']:.2f} | cells: "
                            f"P {row['precision_cells']:.2f} R {row['recall_cells']:.2f} "
