@@ -26,6 +26,7 @@ same queries, counts, seed and comment; the movies on disk; the segmentation
 runs of this code version, plain Suite2P's scores. It takes seconds.
 """
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -320,6 +321,10 @@ def plain_suite2p_scores(movie: DemoMovie, nbinned: int) -> dict:
         if cached.get("key") == key:
             print(f"  kept      {cache_path}")
             return cached["scores"]
+    # Suite2P's and cellpose's notes (skipped deconvolution, optional models) are not
+    # the demo's business; their errors still show
+    for name in ("suite2p", "cellpose"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     segmentation = run_baseline("original_jobs", movie.movie_path, nbinned)
     scores = score(segmentation, read_ground_truth(movie.ground_truth_path))
     result = {"plain_f1": scores.cells.f1, "plain_f1_all_rois": scores.all_rois.f1}
