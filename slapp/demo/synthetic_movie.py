@@ -21,8 +21,9 @@ Two presets (:func:`preset_spec`):
 Generation is deterministic given ``MovieSpec.seed``. The cell layout depends
 only on the seed and the geometry fields, not on ``nframes``, so a longer movie
 of the same seed shows the same cells. Footprints are kept sparse and frames
-are rendered in batches on a few threads and written as they come, so memory
-stays bounded whatever the movie length.
+are rendered in batches on a few threads and written as they come: memory
+holds a few batches of frames and the sources' traces (sources x frames,
+~50 MB for a 512 x 512 x 8,000 realistic movie), never the movie.
 """
 from __future__ import annotations
 
@@ -404,7 +405,7 @@ def write_movie(path: Path, spec: MovieSpec) -> Path:
 
     The movie goes to dataset ``data`` (nframes, height, width), uint16,
     chunked by a few frames so that reading a few frames is cheap; it is
-    written batch by batch as it is rendered, so memory stays bounded. The
+    written batch by batch as it is rendered, never held whole in memory. The
     ground truth goes to :func:`ground_truth_path` as a gzip-compressed
     dataset ``masks`` (ntruth, height, width) float32 of the ground-truth
     cells (see ``MovieSpec.min_truth_events``), with the spec's fields as
