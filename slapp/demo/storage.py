@@ -10,13 +10,16 @@ The demo LIMS (:mod:`slapp.demo.populate_lims`) points every experiment at
 such a directory, but movies are generated only for the experiments that the
 demo segments (:func:`ensure_movies`), each with its ground-truth masks beside
 it (:func:`slapp.demo.synthetic_movie.ground_truth_path`). A movie that exists
-with its ground truth is kept, so a second demo run generates nothing.
+with its ground truth and was generated from the same spec (preset, size,
+frames, seed) is kept, so a second demo run generates nothing; one generated
+from another spec is generated again.
 """
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from slapp.demo.synthetic_movie import MovieSpec, ground_truth_path, write_movie
+from slapp.demo.synthetic_movie import (MovieSpec, ground_truth_path, preset_spec,
+                                        read_movie_spec, write_movie)
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
@@ -44,7 +47,7 @@ class DemoMovie:
     movie_path, ground_truth_path : pathlib.Path
         The movie HDF5 file and its ground-truth masks.
     generated : bool
-        False when both files existed already and were kept.
+        False when both files existed already, from the same spec, and were kept.
     """
 
     experiment_id: int
@@ -92,7 +95,8 @@ def movie_relative_path(project_code: str) -> Path:
     return Path("processed") / name
 
 
-def demo_movie_spec(experiment_id: int, nframes: int, frame_size: int) -> MovieSpec:
+def demo_movie_spec(experiment_id: int, nframes: int, frame_size: int,
+                    preset: str = "easy") -> MovieSpec:
     """Return the synthetic movie of one experiment: its own cells, LIMS's frame count.
 
     Parameters
@@ -104,20 +108,21 @@ def demo_movie_spec(experiment_id: int, nframes: int, frame_size: int) -> MovieS
         that the movie has exactly this many frames.
     frame_size : int
         Height and width in pixels.
+    preset : {"easy", "realistic"}
+        The kind of movie (:func:`slapp.demo.synthetic_movie.preset_spec`).
 
     Returns
     -------
     MovieSpec
-        The generator's defaults (31 Hz, GCaMP-like transients, neuropil,
-        shot noise, bleaching) with this seed and size.
+        The preset (31 Hz, GCaMP-like transients, neuropil, shot noise,
+        bleaching) with this seed and size.
     """
-    return MovieSpec(nframes=nframes, height=frame_size, width=frame_size,
-                     seed=experiment_id % 2**32)
+    return preset_spec(preset, nframes, frame_size, frame_size, experiment_id % 2**32)
 
 
 def ensure_movies(lims_dbconn: DbConnection, experiment_ids: list[int],
-                  frame_size: int) -> list[DemoMovie]:
-    """Generate the movie and ground truth of each experiment unless both exist.
+                  frame_size: int, preset: str = "easy") -> list[DemoMovie]:
+    """Generate the movie and ground truth of each experiment unless both exist as wanted.
 
     Where and how long each movie is comes from LIMS (``storage_directory``,
     ``movie_number_of_frames``), and its file name from the session's project
@@ -132,6 +137,9 @@ def ensure_movies(lims_dbconn: DbConnection, experiment_ids: list[int],
         The experiments to provide movies for, e.g. a selection's sub-selected ids.
     frame_size : int
         Height and width of generated movies in pixels.
+    preset : {"easy", "realistic"}
+        The kind of movie. An existing movie made from another spec (preset,
+        size, frame count) is generated again.
 
     Returns
     -------
@@ -166,11 +174,12 @@ def ensure_movies(lims_dbconn: DbConnection, experiment_ids: list[int],
         row = by_id[experiment_id]
         movie_path = Path(row["storage_directory"]) / movie_relative_path(row["project"])
         truth_path = ground_truth_path(movie_path)
-        generated = not (movie_path.is_file() and truth_path.is_file())
+        spec = demo_movie_spec(experiment_id, row["nframes"], frame_size, preset)
+        generated = not (truth_path.is_file() and read_movie_spec(movie_path) == spec)
         if generated:
-            logger.info("generating %s (%d frames)", movie_path, row["nframes"])
+            logger.info("generating %s (%s, %d frames)", movie_path, preset, row["nframes"])
             movie_path.parent.mkdir(parents=True, exist_ok=True)
-            write_movie(movie_path, demo_movie_spec(experiment_id, row["nframes"], frame_size))
+            write_movie(movie_path, spec)
         else:
             logger.info("keeping %s", movie_path)
         movies.append(DemoMovie(experiment_id, movie_path, truth_path, generated))

@@ -1,4 +1,4 @@
-"""Synthetic movie: determinism, content, HDF5 layout and atomic writes."""
+"""Synthetic movie: determinism, content, presets, ground truth, HDF5 layout, atomic writes."""
 import os
 import stat
 
@@ -8,9 +8,12 @@ import pytest
 
 from slapp.demo.synthetic_movie import (
     MovieSpec,
+    draw_scene,
     generate_movie,
     ground_truth_path,
+    preset_spec,
     read_ground_truth,
+    read_movie_spec,
     write_movie,
 )
 
@@ -145,3 +148,107 @@ def test_failed_generation_keeps_the_previous_files(tmp_path, small_movie):
         np.testing.assert_array_equal(f["data"][()], small_movie[0])
     np.testing.assert_array_equal(read_ground_truth(ground_truth_path(movie_path)), small_movie[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.h5", "demo_ground_truth.h5"]
+
+
+# A realistic-preset movie small enough for a test: 17 somata, 7 blobs, 3 dendrites;
+# 20 s at the preset's sparse rates leaves several somata without an event.
+REALISTIC_SMALL = preset_spec("realistic", nframes=620, height=96, width=96, seed=1)
+
+
+def test_each_cell_of_the_easy_movie_lights_up_with_its_own_trace():
+    spec = MovieSpec(**{**SMALL.__dict__, "nframes": 1550})  # 50 s: every cell fires
+    movie, masks = generate_movie(spec)
+    scene = draw_scene(spec)
+    assert np.all(scene.event_counts >= 3)
+    frames = movie.reshape(len(movie), -1).astype(np.float64)
+    for cell, mask in enumerate(masks):
+        core = mask.ravel() == 1
+        correlation = np.corrcoef(frames[:, core].mean(axis=1), scene.dff[cell])[0, 1]
+        assert correlation > 0.6, cell
+
+
+def test_ground_truth_is_the_drawn_masks_of_the_cells_that_fire(tmp_path):
+    scene = draw_scene(REALISTIC_SMALL)
+    spec = REALISTIC_SMALL
+    cell_counts = scene.event_counts[:spec.ncells]
+    assert list(scene.truth_cells) == list(np.flatnonzero(cell_counts >= 1))
+    assert 0 < len(scene.truth_cells) < spec.ncells  # some somata never fire
+    assert np.all(cell_counts[scene.is_silent] == 0)
+    drawn = scene.footprints[:spec.ncells].toarray().reshape(spec.ncells, spec.height, spec.width)
+
+    truth = read_ground_truth(write_movie(tmp_path / "realistic.h5", spec))
+    np.testing.assert_array_equal(truth, drawn[scene.truth_cells])
+    _, generated_truth = generate_movie(spec)
+    np.testing.assert_array_equal(generated_truth, truth)
+    with h5py.File(tmp_path / "realistic.h5", "r") as f:
+        assert f["data"].shape == (spec.nframes, spec.height, spec.width)
+        assert f["data"].dtype == np.uint16
+
+
+def test_distractors_are_drawn_but_never_ground_truth():
+    spec = REALISTIC_SMALL
+    scene = draw_scene(spec)
+    nsources = spec.ncells + spec.out_of_focus_cells + spec.dendrites
+    assert scene.footprints.shape == (nsources, spec.height * spec.width)
+    assert np.all(scene.truth_cells < spec.ncells)
+    footprints = scene.footprints.toarray().reshape(nsources, spec.height, spec.width)
+    areas = (footprints > 0).sum(axis=(1, 2))
+    blobs = slice(spec.ncells, spec.ncells + spec.out_of_focus_cells)
+    # out-of-focus somata are wider than in-focus ones
+    assert np.median(areas[blobs]) > 2 * np.median(areas[:spec.ncells])
+    for dendrite in footprints[spec.ncells + spec.out_of_focus_cells:]:
+        rows, columns = np.nonzero(dendrite)
+        spread = np.linalg.eigvalsh(np.cov(rows, columns))
+        assert spread[1] > 9 * spread[0]  # a streak: 3x longer than wide, at least
+    assert np.all(scene.event_counts[spec.ncells:] >= 0)
+    assert scene.event_counts[spec.ncells:].sum() > 0  # distractors have activity of their own
+
+
+def test_activity_statistics_follow_the_spec():
+    spec = MovieSpec(nframes=3100, height=256, width=256, ncells=200, seed=2,
+                     dim_fraction=0.25, silent_fraction=0.3, min_truth_events=1,
+                     event_rate_hz=(0.05, 0.5), event_amplitude_dff=0.8,
+                     out_of_focus_cells=20, dendrites=20)
+    scene = draw_scene(spec)
+    assert scene.is_dim.sum() == 50 and scene.is_silent.sum() == 60
+    baseline = scene.baseline[:spec.ncells]
+    low, high = spec.cell_baseline_photons
+    assert np.all((baseline[~scene.is_dim] >= low) & (baseline[~scene.is_dim] <= high))
+    dim_baseline = baseline[scene.is_dim] / spec.dim_brightness
+    assert np.all((dim_baseline >= low - 1e-5) & (dim_baseline <= high + 1e-5))
+
+    firing = np.flatnonzero(~scene.is_silent)
+    seconds = spec.nframes / spec.fs
+    low, high = spec.event_rate_hz
+    log_uniform_mean = (high - low) / np.log(high / low)
+    observed_rate = scene.event_counts[firing].mean() / seconds
+    assert observed_rate == pytest.approx(log_uniform_mean, rel=0.15)
+    per_cell_rates = scene.event_counts[firing] / seconds
+    assert np.median(per_cell_rates) == pytest.approx(np.sqrt(low * high), rel=0.35)
+    amplitudes = scene.events[firing][scene.events[firing] > 0]
+    assert amplitudes.mean() == pytest.approx(spec.event_amplitude_dff, rel=0.1)
+    assert np.all(scene.dff >= 0)
+    assert scene.bleaching[0] == 1 and scene.bleaching[-1] == pytest.approx(1 - spec.bleach_fraction)
+
+
+def test_presets_scale_their_cells_with_the_frame():
+    assert preset_spec("easy", 4500, 128, 128, 0) == MovieSpec(seed=0)
+    assert preset_spec("easy", 100, 256, 256, 0).ncells == 120
+    small = preset_spec("realistic", 100, 128, 128, 0)
+    large = preset_spec("realistic", 100, 256, 256, 0)
+    for name in ("ncells", "out_of_focus_cells", "dendrites"):
+        assert getattr(large, name) == pytest.approx(4 * getattr(small, name), abs=2)
+        assert getattr(small, name) > 0
+    assert large.dim_fraction == 0.25 and large.min_truth_events == 1
+    with pytest.raises(ValueError, match="unknown preset 'hard': choose one of easy, realistic"):
+        preset_spec("hard", 100, 64, 64, 0)
+
+
+def test_a_movie_records_the_spec_it_was_made_from(tmp_path):
+    movie_path = tmp_path / "movie.h5"
+    write_movie(movie_path, REALISTIC_SMALL)
+    assert read_movie_spec(movie_path) == REALISTIC_SMALL
+    with h5py.File(movie_path, "a") as f:
+        del f["data"].attrs["dendrites"]  # as a movie of an older generator
+    assert read_movie_spec(movie_path) is None
+    assert read_movie_spec(tmp_path / "missing.h5") is None

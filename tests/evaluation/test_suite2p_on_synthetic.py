@@ -9,8 +9,9 @@ import copy
 import time
 
 import numpy as np
+import pytest
 
-from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
+from slapp.demo.synthetic_movie import MovieSpec, preset_spec, read_ground_truth, write_movie
 from slapp.evaluation.matching import match_rois
 
 # The default demo movie: 4500 frames, 30 cells of 10-15 px in 128 x 128 px.
@@ -94,3 +95,40 @@ def test_suite2p_finds_the_synthetic_cells(tmp_path):
     assert not (plane / "ops.npy").exists()
     assert not any(path.is_file() for path in (tmp_path / "scratch").rglob("*"))
 
+
+
+def test_plain_baselines_are_suite2p_defaults_with_the_documented_changes(tmp_path):
+    import suite2p
+    from slapp.evaluation.plain_suite2p import baseline_inputs
+
+    movie_path = tmp_path / "movie.h5"
+    jobs_db, jobs = baseline_inputs("original_jobs", movie_path, 26, tmp_path)
+    _, defaults = baseline_inputs("suite2p_defaults", movie_path, 26, tmp_path)
+    assert jobs_db["file_list"] == ["movie.h5"] and jobs_db["h5py_key"] == "data"
+    assert jobs["detection"]["threshold_scaling"] == 0.75 and jobs["detection"]["nbins"] == 26
+    untouched = suite2p.default_settings()
+    assert defaults["detection"] == untouched["detection"]
+    assert (defaults["tau"], defaults["diameter"]) == (untouched["tau"], untouched["diameter"])
+    for settings in (jobs, defaults):
+        assert settings["detection"]["sparsery_settings"]["spatial_scale"] == 0
+        assert settings["fs"] == 31.0 and settings["run"]["do_registration"] == 0
+    with pytest.raises(ValueError, match="unknown baseline 'mine'"):
+        baseline_inputs("mine", movie_path, 26, tmp_path)
+
+
+@pytest.mark.slow
+def test_plain_suite2p_scores_of_a_demo_movie_are_computed_once(tmp_path, capsys):
+    from slapp.demo.run_demo import plain_suite2p_scores
+    from slapp.demo.storage import DemoMovie
+
+    movie_path = tmp_path / "motion_corrected_video.h5"
+    spec = preset_spec("realistic", nframes=1500, height=96, width=96, seed=4)
+    truth_path = write_movie(movie_path, spec)
+    movie = DemoMovie(4, movie_path, truth_path, generated=True)
+
+    first = plain_suite2p_scores(movie, nbinned=1500 // 22)
+    assert "scored" in capsys.readouterr().out
+    assert 0 <= first["plain_f1"] <= 1 and 0 <= first["plain_f1_all_rois"] <= 1
+    assert plain_suite2p_scores(movie, nbinned=1500 // 22) == first
+    assert "kept" in capsys.readouterr().out
+    assert (tmp_path / "motion_corrected_video_plain_suite2p.json").is_file()
