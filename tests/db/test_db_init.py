@@ -85,7 +85,8 @@ def test_init_without_credentials_names_the_variable(run_cli):
     result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": ""})
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set")
+        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set, "
+        "and there is no password file (PGPASSFILE or ~/.pgpass)")
 
 
 # --- upgrading a database made by the first release (schema version 1) -----------------

@@ -217,7 +217,8 @@ def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, w
     result = run_segment(run_cli, manifest, 0, directory, scratch,
                          env={"LABELING_PASSWORD": ""})
 
-    assert one_error_line(result) == "environment variable LABELING_PASSWORD is not set"
+    assert one_error_line(result) == ("environment variable LABELING_PASSWORD is not set, and "
+                                      "there is no password file (PGPASSFILE or ~/.pgpass)")
     assert_nothing_written(labeling_db, directory, scratch)
 
 

@@ -131,7 +131,8 @@ def test_the_resubmission_is_throttled(labeling_db, run_cli, tmp_path):
     (lambda directory: (directory / "m.json").write_text("{not json") and directory / "m.json",
      None, "is not valid"),
     (lambda directory: write_manifest(directory, [1]), "LABELING_PASSWORD",
-     "environment variable LABELING_PASSWORD is not set"),
+     "environment variable LABELING_PASSWORD is not set, and there is no password file "
+     "(PGPASSFILE or ~/.pgpass)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(
         labeling_db, run_cli, cli_env, tmp_path, make_input, unset, message):
