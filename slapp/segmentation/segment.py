@@ -405,7 +405,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     started = time.perf_counter()
     arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
-    segment = Segment(args=arguments)
+    try:
+        segment = Segment(args=arguments)
+    except Exception as error:  # a refused option: still a failed task of its entry
+        failures.record_refused_command(arguments, error, time.perf_counter() - started)
+        raise
     try:
         with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
             segment.run(dbconn)

@@ -133,3 +133,15 @@ def test_a_task_on_a_missing_movie_leaves_a_failure_row_for_its_experiment(
     assert failure["exit_status"] == 1 and failure["signal_name"] is None
     assert "Traceback" in failure["traceback"] and failure["duration_seconds"] > 0
     assert labeling_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 0}]
+
+
+def test_a_refused_option_leaves_a_failure_row_for_its_experiment(labeling_db, run_cli, entry):
+    result, output = segment(run_cli, entry, "--threshold_scaling", -1)
+
+    assert result.returncode == 1 and output is None
+    message = "invalid input: threshold_scaling: Must be greater than 0."
+    assert result.stderr.strip() == f"segment: error: {message}"
+    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
+    assert (failure["ophys_experiment_id"], failure["failure_class"], failure["message"],
+            failure["parameters_digest"], failure["manifest_index"]) == (
+        EXPERIMENT_ID, "bad_input", message, None, 0)
