@@ -60,6 +60,9 @@ STAGES = ("read_and_bin", "detection", "extraction", "classification")
 # (frames to exclude; a z-stack to align to): the binary path honours them as
 # plain run_s2p does.
 SUITE2P_SIDE_FILES = ("bad_frames.npy", "zstack.npy")
+# Read the next block of frames while Suite2P computes on this one; the benchmark
+# turns it off to measure what it buys.
+READ_AHEAD = True
 # Bound on ROIs per pixel for the scratch estimate: one ROI per 100 pixels is
 # denser than any cortical field (a 12-pixel soma covers ~110 pixels).
 ROIS_PER_PIXEL = 0.01
@@ -485,11 +488,12 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
 
     settings = {**default_settings(), **copy.deepcopy(settings)}
     db = {**default_db(), **copy.deepcopy(db)}
-    db["file_list"], db["first_files"] = io.get_file_list(db)
+    # what io.get_file_list makes of our one-file list (it would also log "converting to binary")
+    db["file_list"], db["first_files"] = [str(movie_path)], np.array([True])
     plane = io.init_dbs(db)[0]
     plane.pop("reg_file")
     settings["date_proc"] = datetime.now().astimezone()
-    with H5Frames(movie_path, batch_frames=db["batch_size"]) as frames:
+    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=READ_AHEAD) as frames:
         nframes, height, width = frames.shape
         if nframes < 10:  # run_plane's own check and message
             raise ValueError("number of frames should be at least 50")
