@@ -515,7 +515,7 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
                       "meanImg": frames.mean_image()})
         np.save(plane["db_path"], plane)
         np.save(plane["settings_path"], settings)
-        logger.info("read %d blocks in %.1f s, of which Suite2P waited %.1f s",
+        logger.info("read %d blocks in %.1f s; Suite2P waited %.1f s for them",
                     frames.blocks_read, frames.read_seconds, frames.wait_seconds)
     if no_rois is not None:
         raise no_rois

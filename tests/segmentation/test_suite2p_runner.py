@@ -5,7 +5,6 @@ Each slow test segments a real synthetic movie with :func:`suite2p_outputs`
 ``suite2p.run_s2p`` call given the ``db`` and ``settings`` the run recorded, and
 compares ROIs (pixels and weights), traces, classes and mean images.
 """
-import shutil
 import threading
 import time
 
@@ -171,4 +170,3 @@ def test_work_dir_removed_after_failure(tmp_path):
         with suite2p_outputs(path, 1, OPTIONS, scratch):
             pass
     assert list(scratch.iterdir()) == []
-    shutil.rmtree(scratch)
