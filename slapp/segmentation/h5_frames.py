@@ -202,6 +202,9 @@ class H5Frames:
         Read the next block in a background thread while the caller computes.
     """
 
+    dtype = np.dtype(np.int16)
+    ndim = 3
+
     def __init__(self, path: Path, batch_frames: int = 500, read_ahead: bool = True):
         self.path = Path(path)
         with h5py.File(self.path, "r") as movie:
@@ -226,9 +229,6 @@ class H5Frames:
         self.read_seconds = 0.0
         self.wait_seconds = 0.0
         self.blocks_read = 0
-
-    dtype = np.dtype(np.int16)
-    ndim = 3
 
     def __len__(self) -> int:
         return self.shape[0]

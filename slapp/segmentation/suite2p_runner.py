@@ -27,7 +27,6 @@ import copy
 import importlib
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
