@@ -280,6 +280,8 @@ class H5Frames:
                 low, high = max(start, block_start), min(stop, block_stop)
                 out[low - start:high - start] = self._block(index)[low - block_start:
                                                                     high - block_start]
+                if index < last:  # only the last block may serve the next request
+                    del self._blocks[index]
         if stop < self.shape[0]:
             self._read_ahead(stop // self.block_frames)
         return out

@@ -113,6 +113,8 @@ def test_no_read_holds_the_whole_movie(tmp_path):
             resident = sum(block.nbytes for block in source._blocks.values())
             assert resident <= 2 * 100 * HEIGHT * WIDTH * 2
         assert source.blocks_read == -(-NFRAMES // 100)  # each block read once
+        np.testing.assert_array_equal(source[:], frames >> 1)  # the caller asked for it all
+        assert len(source._blocks) == 1  # but only the last block stays
 
 
 def test_blocks_follow_chunks_and_cache_holds_one_read(tmp_path):
