@@ -14,9 +14,9 @@ import pytest
 
 from slapp.demo.synthetic_movie import MovieSpec, generate_movie
 from slapp.segmentation.suite2p_runner import (BINARY, HDF5_STREAM, STAGES, Suite2pOptions,
-                                               binary_path_reason, build_suite2p_inputs,
-                                               directory_bytes, estimated_scratch_bytes,
-                                               suite2p_outputs)
+                                               Suite2pRunException, binary_path_reason,
+                                               build_suite2p_inputs, directory_bytes,
+                                               estimated_scratch_bytes, suite2p_outputs)
 
 SPEC = MovieSpec(nframes=1200, height=96, width=96, ncells=20, seed=3)
 NBINNED = SPEC.nframes // 115
@@ -162,11 +162,11 @@ def test_no_roi_is_a_result_on_the_stream(tmp_path):
         assert output.stage_seconds["extraction"] == 0
 
 
-def test_work_dir_removed_after_failure(tmp_path):
+def test_a_failure_on_the_stream_is_suite2ps_message_and_leaves_no_work_dir(tmp_path):
     path = write(tmp_path / "movie.h5", np.zeros((5, 8, 8), np.uint16))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    with pytest.raises(Exception, match="at least 50"):
+    with pytest.raises(Suite2pRunException, match="number of frames should be at least 50"):
         with suite2p_outputs(path, 1, OPTIONS, scratch):
             pass
     assert list(scratch.iterdir()) == []
