@@ -1,24 +1,31 @@
-"""Benchmark: the segment step against plain Suite2P, and its ROI write against raw COPY.
+"""Benchmark: streamed Suite2P against plain ``run_s2p``, and the ROI write against raw COPY.
 
 ::
 
-    python bench/bench_segment.py [--height 256] [--width 256] [--nframes 2000]
-                                  [--rois 500] [--trace_frames 20000] [--repeats 3]
+    python bench/bench_segment.py [--height 512] [--width 512] [--nframes 8000]
+                                  [--cells 600] [--repeats 3] [--latency_ms 2]
+                                  [--rois 500] [--trace_frames 20000]
+                                  [--skip_suite2p] [--skip_roi_write]
 
-Everything runs against an embedded PostgreSQL server of its own, in a
-temporary directory.
+1. Streaming. One synthetic movie (:func:`write_bench_movie`: 512x512 uint16,
+   one HDF5 chunk per frame, Gaussian somata with calcium transients over a
+   fluctuating neuropil and shot noise) is segmented, each time in a fresh
+   subprocess, by slapp's runner (``suite2p_outputs``: frames streamed from the
+   HDF5 file) and by one plain ``suite2p.run_s2p`` call given exactly the ``db``
+   and ``settings`` the runner recorded (paths pointed at a fresh directory).
+   For each: wall time, CPU time and peak resident memory (``ru_maxrss`` from
+   ``os.wait4``), and the bytes written under the working directory (walked
+   before it is deleted); best of ``--repeats`` alternating runs, with ratios
+   streamed / plain. The ROIs (pixels and weights) and traces of the last run of
+   each are compared.
 
-1. Suite2P overhead. One synthetic movie (``slapp.demo.synthetic_movie``) is
-   segmented by ``python -m slapp.segmentation.segment`` in a subprocess, and
-   by a subprocess that makes one plain ``suite2p.run_s2p`` call with exactly
-   the ``db`` and ``settings`` the segment run recorded in its
-   ``segmentation_runs.suite2p_settings`` (paths pointed at a fresh directory).
-   Wall time, CPU time and peak resident memory (``ru_maxrss`` from
-   ``os.wait4``) of each process are printed with the ratio segment / plain;
-   CPU time is the steadier figure on a machine shared with other work. The movie is read once
-   beforehand so both start from a warm page cache; the two are run
-   ``--repeats`` times, alternating, and the best of each is compared.
-   Goals: time <= 1.10x, memory <= 1.15x.
+   Then again behind a slow-storage stand-in: in both subprocesses ``h5py.File``
+   opens the movie through a Python file object that sleeps ``--latency_ms``
+   before every read HDF5 makes of it (one per chunk, plus a few of metadata),
+   the way each request to a network file system waits for a round trip. A run
+   of the stream without read-ahead shows what the read-ahead thread buys.
+   Goals: same ROIs and traces; peak RSS <= 0.5x plain; scratch <= 1 % of the
+   movie; wall time <= 1.0x plain on the local disk, <= 0.9x behind the stand-in.
 
 2. ROI write. ``--rois`` ROIs with ``--trace_frames``-frame traces and
    neuropil traces and 100-200-pixel masks, shaped as Suite2P leaves them
@@ -27,11 +34,14 @@ temporary directory.
    (``rois_from_suite2p`` + ``store.write_run``: run row + binary COPY of the
    ROIs), by a raw binary COPY of the same arrays already converted
    (``DbConnection.copy_rows``), and by one ``INSERT`` per ROI with the
-   arrays sent as text array literals. Goal: store path <= 1.5x raw COPY.
+   arrays sent as text array literals, against an embedded PostgreSQL server.
+   Goal: store path <= 1.5x raw COPY.
 """
 import argparse
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,32 +49,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import h5py
 import numpy as np
-
-from slapp import embedded
-from slapp.db.init import create_tables
-from slapp.demo.synthetic_movie import MovieSpec, write_movie
-from slapp.segmentation import store
-from slapp.segmentation.rois import ROI_COLUMNS, rois_from_suite2p
-from slapp.utils.query_utils import DbConnection
+from scipy import sparse
+from scipy.ndimage import zoom
+from scipy.signal import lfilter
 
 EXPERIMENT_ID = 990_000_001
-
-# The plain Suite2P baseline: the recorded db and settings, pointed at a new directory.
-PLAIN_SUITE2P = """
-import json, sys, time
-from suite2p import run_s2p
-recorded = json.load(open(sys.argv[1]))
-db, settings = recorded["db"], recorded["settings"]
-db.update({"save_path0": sys.argv[2], "fast_disk": sys.argv[2]})
-started = time.perf_counter()
-try:
-    run_s2p(db=db, settings=settings)
-except ValueError as error:  # no ROI found: a result, as in the segment step
-    if not str(error).startswith("no ROIs were found"):
-        raise
-print(f"run_s2p seconds: {time.perf_counter() - started:.3f}")
-"""
+BIN_SIZE = 115  # the manifest's default: nbinned = nframes // 115
+FS, TAU = 31.0, 0.7
 
 INSERT_ROI = """
 INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, coo_col, coo_data, trace,
@@ -75,8 +68,287 @@ VALUES (%s, %s, %s::int[], %s::int[], %s::real[], %s::real[], %s::real[], %s, %s
 """
 
 
+# ---------------------------------------------------------------- the movie
+
+def _cell_centres(rng, ncells, height, width, min_distance):
+    centres = np.empty((0, 2))
+    while len(centres) < ncells:
+        candidates = rng.uniform([8, 8], [height - 8, width - 8], (4 * ncells, 2))
+        for candidate in candidates:
+            if len(centres) == ncells:
+                break
+            if not len(centres) or np.min(np.hypot(*(centres - candidate).T)) >= min_distance:
+                centres = np.vstack([centres, candidate])
+    return centres
+
+
+def _footprints(rng, centres, height, width):
+    """Sparse (pixels x cells) Gaussian-ish somata, sigma 2.5-3.5 px, cut at 2.2 sigma."""
+    rows, cols, weights = [], [], []
+    for cell, (cy, cx) in enumerate(centres):
+        sigma_y, sigma_x = rng.uniform(2.5, 3.5, 2)
+        yy, xx = np.mgrid[int(cy) - 8:int(cy) + 9, int(cx) - 8:int(cx) + 9]
+        distance = ((yy - cy) / sigma_y) ** 2 + ((xx - cx) / sigma_x) ** 2
+        inside = (distance < 2.2 ** 2) & (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
+        rows.append(yy[inside] * width + xx[inside])
+        cols.append(np.full(inside.sum(), cell))
+        weights.append(np.exp(-distance[inside] / 2))
+    return sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows),
+                                                          np.concatenate(cols))),
+                             shape=(height * width, len(centres)), dtype=np.float32)
+
+
+def _calcium(rng, ncells, nframes):
+    """dF/F: Poisson events at 0.1-0.5 Hz, exponential amplitudes, 0.7 s decay."""
+    rates = np.exp(rng.uniform(np.log(0.1), np.log(0.5), (ncells, 1)))
+    events = (rng.random((ncells, nframes)) < rates / FS) * rng.exponential(1.5, (ncells,
+                                                                                nframes))
+    return lfilter([1.0], [1.0, -np.exp(-1 / (TAU * FS))], events, axis=1).astype(np.float32)
+
+
+def write_bench_movie(path, nframes, height, width, ncells, seed=0, batch=64):
+    """Write a synthetic uint16 movie (dataset ``data``, one chunk per frame) quickly.
+
+    Detector values are 100 + 20 x photons, with photons from Gaussian somata
+    (2-4 photons at rest, times 1 + dF/F), a neuropil of ~3 photons fluctuating
+    in four smooth spatial patterns, and shot noise taken from one bank of normal
+    numbers at a random offset per batch (so no frame's noise is drawn anew).
+    """
+    rng = np.random.default_rng(seed)
+    pixels = height * width
+    centres = _cell_centres(rng, ncells, height, width, min_distance=11)
+    footprints = _footprints(rng, centres, height, width)
+    covered = np.unique(footprints.nonzero()[0])
+    footprints = footprints[covered]  # only the pixels some cell covers
+    baseline = rng.uniform(2, 4, ncells).astype(np.float32)
+    dff = _calcium(rng, ncells, nframes)
+    maps = np.stack([zoom(rng.normal(0, 0.3, (8, 8)), (height / 8, width / 8), order=3)
+                     for _ in range(4)]).reshape(4, pixels).astype(np.float32)
+    slow = lfilter([1.0], [1.0, -np.exp(-1 / (2 * FS))], rng.normal(0, 0.1, (4, nframes)),
+                   axis=1).astype(np.float32)
+    bank = rng.standard_normal((2 * batch + 1) * pixels, dtype=np.float32)
+    spread = np.empty((batch, pixels), np.float32)
+    with h5py.File(path, "w") as movie:
+        data = movie.create_dataset("data", (nframes, height, width), np.uint16,
+                                    chunks=(1, height, width))
+        for start in range(0, nframes, batch):
+            stop = min(start + batch, nframes)
+            count = stop - start
+            photons = slow[:, start:stop].T @ maps
+            photons += 1
+            photons *= 3
+            photons[:, covered] += (footprints @ (baseline[:, None]
+                                                  * (1 + dff[:, start:stop]))).T
+            offset = rng.integers(0, len(bank) - batch * pixels)
+            noise = bank[offset:offset + count * pixels].reshape(count, pixels)
+            np.maximum(photons, 0, out=photons)
+            shot = np.sqrt(photons, out=spread[:count])
+            shot *= noise
+            photons += shot
+            photons *= 20
+            photons += 100
+            np.clip(photons, 0, 65535, out=photons)
+            data[start:stop] = photons.astype(np.uint16).reshape(count, height, width)
+
+
+# ---------------------------------------------------------------- child processes
+
+class LatencyFile(io.FileIO):
+    """A file whose every read first waits a fixed latency: the slow-storage stand-in."""
+
+    latency = 0.0
+    reads = 0
+
+    def readinto(self, buffer):
+        time.sleep(self.latency)
+        LatencyFile.reads += 1
+        return super().readinto(buffer)
+
+
+def install_slow_storage(movie: str, latency_ms: float) -> None:
+    """Make every ``h5py.File(movie)`` of this process read through :class:`LatencyFile`."""
+    LatencyFile.latency = latency_ms / 1000
+
+    class SlowFile(h5py.File):
+        def __init__(self, name, mode="r", *args, **kwargs):
+            if isinstance(name, (str, os.PathLike)) and os.path.abspath(name) == movie:
+                name = LatencyFile(movie, "r")
+            super().__init__(name, mode, *args, **kwargs)
+
+    h5py.File = SlowFile
+
+
+def _dump_outputs(path, stat, traces, neuropil, iscell, extra):
+    lengths = [len(roi["ypix"]) for roi in stat]
+    np.savez(path, ypix=np.concatenate([roi["ypix"] for roi in stat]),
+             xpix=np.concatenate([roi["xpix"] for roi in stat]),
+             lam=np.concatenate([roi["lam"] for roi in stat]), lengths=lengths,
+             F=np.asarray(traces), Fneu=np.asarray(neuropil), iscell=np.asarray(iscell))
+    print("RESULT " + json.dumps(extra))
+
+
+def child_stream(args) -> None:
+    """Segment with slapp's runner; dump its outputs, figures and recorded settings."""
+    from slapp.segmentation import suite2p_runner
+    from slapp.segmentation.suite2p_runner import Suite2pOptions, suite2p_outputs
+
+    suite2p_runner.READ_AHEAD = not args.no_read_ahead
+    options = Suite2pOptions(fs=FS, tau=TAU, diameter=14.0, threshold_scaling=0.75,
+                             spatial_scale=2, highpass_neuropil=25, max_overlap=0.75,
+                             neuropil_coefficient=0.7, do_registration=False,
+                             torch_device="cpu")
+    with suite2p_outputs(Path(args.movie), args.nbinned, options, Path(args.scratch)) as out:
+        Path(args.settings).write_text(json.dumps(out.settings))
+        _dump_outputs(args.dump, out.stat, out.traces, out.neuropil_traces, out.iscell,
+                      {"seconds": out.seconds, "frame_source": out.frame_source,
+                       "stage_seconds": out.stage_seconds, "scratch_bytes": out.scratch_bytes,
+                       "latency_reads": LatencyFile.reads})
+
+
+def child_plain(args) -> None:
+    """One plain ``run_s2p`` call with the recorded settings; dump its outputs and figures."""
+    from suite2p import run_s2p
+
+    recorded = json.loads(Path(args.settings).read_text())
+    db, settings = recorded["db"], recorded["settings"]
+    work = Path(tempfile.mkdtemp(dir=args.scratch))
+    db.update({"save_path0": str(work), "fast_disk": str(work)})
+    started = time.perf_counter()
+    run_s2p(db=db, settings=settings)
+    seconds = time.perf_counter() - started
+    scratch = sum(entry.stat().st_size for entry in work.rglob("*") if entry.is_file())
+    plane = work / "suite2p" / "plane0"
+    _dump_outputs(args.dump, np.load(plane / "stat.npy", allow_pickle=True),
+                  np.load(plane / "F.npy"), np.load(plane / "Fneu.npy"),
+                  np.load(plane / "iscell.npy"),
+                  {"seconds": seconds, "frame_source": "binary (plain run_s2p)",
+                   "scratch_bytes": scratch, "latency_reads": LatencyFile.reads})
+    shutil.rmtree(work)
+
+
+def run_child() -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("--child", "--movie", "--scratch", "--settings", "--dump"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--nbinned", type=int, required=True)
+    parser.add_argument("--latency_ms", type=float, default=0)
+    parser.add_argument("--no_read_ahead", action="store_true")
+    args = parser.parse_args()
+    if args.latency_ms:
+        install_slow_storage(os.path.abspath(args.movie), args.latency_ms)
+    {"stream": child_stream, "plain": child_plain}[args.child](args)
+
+
+# ---------------------------------------------------------------- measuring
+
+def measured_process(command: list[str]) -> dict:
+    """Run a command; return its wall and CPU seconds, peak RSS in MiB and RESULT line."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command[2:4]} failed:\n{output[-3000:]}")
+    result = json.loads(next(line for line in output.splitlines()
+                             if line.startswith("RESULT "))[len("RESULT "):])
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+            "rss": usage.ru_maxrss / 1024, **result}
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb") as movie:
+        while movie.read(1 << 24):
+            pass
+
+
+def compare_outputs(stream_dump: Path, plain_dump: Path) -> str:
+    ours, theirs = np.load(stream_dump), np.load(plain_dump)
+    same_masks = all(np.array_equal(ours[key], theirs[key])
+                     for key in ("lengths", "ypix", "xpix", "lam"))
+    identical = all(np.array_equal(ours[key], theirs[key]) for key in ("F", "Fneu", "iscell"))
+    close = all(np.allclose(ours[key], theirs[key], rtol=1e-6, atol=0)
+                for key in ("F", "Fneu", "iscell"))
+    return (f"{len(ours['lengths'])} vs {len(theirs['lengths'])} ROIs, masks "
+            f"{'identical' if same_masks else 'DIFFERENT'}, traces "
+            f"{'bit-identical' if identical else 'within 1e-6' if close else 'DIFFERENT'}")
+
+
+def bench_streaming(work: Path, args) -> None:
+    movie = work / "movie.h5"
+    started = time.perf_counter()
+    write_bench_movie(movie, args.nframes, args.height, args.width, args.cells)
+    size = movie.stat().st_size
+    print(f"movie: {args.nframes} frames of {args.height}x{args.width} uint16 "
+          f"({size / 2 ** 30:.2f} GiB, one chunk per frame), {args.cells} cells, written in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    nbinned = args.nframes // BIN_SIZE
+    scratch = work / "scratch"
+    scratch.mkdir()
+    common = [sys.executable, __file__, "--movie", str(movie), "--scratch", str(scratch),
+              "--settings", str(work / "settings.json"), "--nbinned", str(nbinned)]
+
+    def run(child, latency_ms=0.0, read_ahead=True):
+        command = common + ["--child", child, "--dump", str(work / f"{child}.npz"),
+                            "--latency_ms", str(latency_ms)]
+        result = measured_process(command + ([] if read_ahead else ["--no_read_ahead"]))
+        print(f"  {child:6} wall {result['wall']:6.1f} s  CPU {result['cpu']:6.1f} s  "
+              f"peak {result['rss']:6.0f} MiB  scratch {result['scratch_bytes'] / 2**20:7.1f}"
+              f" MiB  {result.get('stage_seconds', '')}", flush=True)
+        return result
+
+    warm_page_cache(movie)
+    for label, latency in (("local disk", 0.0), (f"slow storage, {args.latency_ms:g} ms per "
+                                                 "read", args.latency_ms)):
+        if label != "local disk" and not args.latency_ms:
+            continue
+        print(f"\n{label}: best of {args.repeats}, alternating", flush=True)
+        results = {"stream": [], "plain": []}
+        for _ in range(args.repeats):
+            results["stream"].append(run("stream", latency))
+            results["plain"].append(run("plain", latency))
+        extra = {}
+        if latency:
+            extra["stream, no read-ahead"] = [run("stream", latency, read_ahead=False)]
+        report(label, results, extra, size, compare_outputs(work / "stream.npz",
+                                                            work / "plain.npz"))
+
+
+def report(label, results, extra, movie_bytes, equality) -> None:
+    def best(runs, key):
+        return min(run[key] for run in runs)
+
+    rows = {"streamed (slapp)": results["stream"], "plain run_s2p": results["plain"], **extra}
+    print(f"\n{label}{'':4}{'wall s':>8}{'CPU s':>8}{'peak MiB':>10}{'scratch MiB':>13}"
+          f"{'% of movie':>12}   reads")
+    for name, runs in rows.items():
+        print(f"{name:24}{best(runs, 'wall'):8.1f}{best(runs, 'cpu'):8.1f}"
+              f"{best(runs, 'rss'):10.0f}{best(runs, 'scratch_bytes') / 2 ** 20:13.1f}"
+              f"{100 * best(runs, 'scratch_bytes') / movie_bytes:12.2f}   "
+              f"{runs[0]['latency_reads']}")
+    stream, plain = results["stream"], results["plain"]
+    print(f"streamed / plain: wall {best(stream, 'wall') / best(plain, 'wall'):.2f}x, "
+          f"CPU {best(stream, 'cpu') / best(plain, 'cpu'):.2f}x, peak RSS "
+          f"{best(stream, 'rss') / best(plain, 'rss'):.2f}x, scratch "
+          f"{best(stream, 'scratch_bytes') / best(plain, 'scratch_bytes'):.4f}x")
+    if extra:
+        no_ahead = extra["stream, no read-ahead"]
+        print(f"read-ahead: wall {best(stream, 'wall'):.1f} s with, "
+              f"{best(no_ahead, 'wall'):.1f} s without")
+    print(f"outputs: {equality}; stages of the best streamed run: "
+          f"{min(stream, key=lambda run: run['wall'])['stage_seconds']}")
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+
+
+# ---------------------------------------------------------------- ROI write
+
 @contextmanager
 def embedded_server(home: Path):
+    from slapp import embedded
+    from slapp.db.init import create_tables
+    from slapp.utils.query_utils import DbConnection
+
     server = embedded.EmbeddedServer(home / "db", port=None)
     server.start()
     try:
@@ -86,89 +358,6 @@ def embedded_server(home: Path):
         yield server
     finally:
         server.stop()
-
-
-def measured_process(command: list[str], env: dict) -> tuple[float, float, float, str]:
-    """Run a command; return its wall seconds, CPU seconds, peak RSS in MiB and output."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[:3]} failed ({process.returncode}):\n{output[-3000:]}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
-
-
-def warm_page_cache(path: Path) -> None:
-    with open(path, "rb") as movie:
-        while movie.read(1 << 24):
-            pass
-
-
-def bench_suite2p(work: Path, server: embedded.EmbeddedServer, args) -> None:
-    movie_path = work / "movie.h5"
-    spec = MovieSpec(nframes=args.nframes, height=args.height, width=args.width,
-                     ncells=max(1, int(30 * args.height * args.width / 128 ** 2)), seed=7)
-    started = time.perf_counter()
-    write_movie(movie_path, spec)
-    print(f"movie: {args.nframes} frames of {args.height}x{args.width}, {spec.ncells} cells "
-          f"(written in {time.perf_counter() - started:.0f} s)")
-    nbinned = max(1, args.nframes // 115)
-    manifest = work / "manifest.json"
-    manifest.write_text(json.dumps({"manifest": [
-        {"experiment_id": EXPERIMENT_ID, "nbinned": nbinned, "input_video": str(movie_path),
-         "log_level": "ERROR"}]}))
-    scratch = work / "scratch"
-    scratch.mkdir()
-    env = {**os.environ, **server.environment(), "TRANSFORM_HASH": "bench-segment"}
-    segment = [sys.executable, "-m", "slapp.segmentation.segment", "--manifest_json",
-               str(manifest), "--manifest_index", "0", "--tmp_dir", str(scratch),
-               "--overwrite", "True"]
-    settings_path = work / "recorded_settings.json"
-    warm_page_cache(movie_path)
-
-    def run_segment():
-        seconds, cpu, peak, output = measured_process(segment, env)
-        with DbConnection(**server.credentials(embedded.LABELING_ROLE,
-                                               embedded.LABELING_DATABASE)) as dbconn:
-            row = dbconn.query("SELECT suite2p_settings, suite2p_seconds FROM "
-                               "segmentation_runs WHERE ophys_experiment_id = %s",
-                               (EXPERIMENT_ID,))[0]
-        if not settings_path.exists():
-            print("segment:", output.strip().splitlines()[-1])
-            settings_path.write_text(json.dumps(row["suite2p_settings"]))
-        return seconds, cpu, peak, row["suite2p_seconds"]
-
-    def run_plain():
-        plain_dir = Path(tempfile.mkdtemp(dir=scratch))
-        seconds, cpu, peak, output = measured_process(
-            [sys.executable, "-c", PLAIN_SUITE2P, str(settings_path), str(plain_dir)], env)
-        subprocess.run(["rm", "-rf", str(plain_dir)], check=True)
-        return seconds, cpu, peak, float(output.strip().splitlines()[-1].split(": ")[1])
-
-    results = {"segment": [], "plain run_s2p": []}
-    results["segment"].append(run_segment())  # first: records the settings to replay
-    for repeat in range(args.repeats):
-        results["plain run_s2p"].append(run_plain())
-        if repeat + 1 < args.repeats:
-            results["segment"].append(run_segment())
-
-    def best(name, field):
-        return min(run[field] for run in results[name])
-
-    print(f"\n{'(best of ' + str(args.repeats) + ')':16}{'wall s':>8}{'CPU s':>8}"
-          f"{'peak MiB':>10}{'in run_s2p s':>14}   wall s of each run")
-    for name, runs in results.items():
-        each = ", ".join(f"{run[0]:.1f}" for run in runs)
-        print(f"{name:16}{best(name, 0):8.1f}{best(name, 1):8.1f}{best(name, 2):10.0f}"
-              f"{best(name, 3):14.1f}   {each}")
-    print(f"segment / plain: wall time {best('segment', 0) / best('plain run_s2p', 0):.2f}x "
-          f"(goal <= 1.10x), CPU time {best('segment', 1) / best('plain run_s2p', 1):.2f}x, "
-          f"peak memory {best('segment', 2) / best('plain run_s2p', 2):.2f}x (goal <= 1.15x)")
-    print(f"load average during the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def synthetic_suite2p_outputs(count: int, frames: int, rng: np.random.Generator) -> dict:
@@ -186,7 +375,12 @@ def synthetic_suite2p_outputs(count: int, frames: int, rng: np.random.Generator)
             "iscell": np.column_stack([rng.random(count) > 0.3, rng.random(count)])}
 
 
-def bench_roi_write(server: embedded.EmbeddedServer, args) -> None:
+def bench_roi_write(server, args) -> None:
+    from slapp import embedded
+    from slapp.segmentation import store
+    from slapp.segmentation.rois import ROI_COLUMNS, rois_from_suite2p
+    from slapp.utils.query_utils import DbConnection
+
     outputs = synthetic_suite2p_outputs(args.rois, args.trace_frames, np.random.default_rng(0))
     # The raw COPY baseline sends the very same arrays, already in their final types.
     prepared = [roi.copy_row(0)[1:] for roi in rois_from_suite2p(video_shape=(512, 512),
@@ -254,21 +448,31 @@ def bench_roi_write(server: embedded.EmbeddedServer, args) -> None:
 
 
 def main() -> None:
+    if "--child" in sys.argv:
+        run_child()
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--nframes", type=int, default=2000)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--nframes", type=int, default=8000)
+    parser.add_argument("--cells", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency_ms", type=float, default=2.0,
+                        help="slow-storage stand-in: wait per read; 0 skips that part")
     parser.add_argument("--rois", type=int, default=500)
     parser.add_argument("--trace_frames", type=int, default=20000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tmp_dir", default=None, help="where the movie and scratch go")
     parser.add_argument("--skip_suite2p", action="store_true",
                         help="only benchmark the ROI write")
+    parser.add_argument("--skip_roi_write", action="store_true",
+                        help="only benchmark streaming")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench_segment_") as directory, \
-            embedded_server(Path(directory)) as server:
+    with tempfile.TemporaryDirectory(prefix="bench_segment_", dir=args.tmp_dir) as directory:
         if not args.skip_suite2p:
-            bench_suite2p(Path(directory), server, args)
-        bench_roi_write(server, args)
+            bench_streaming(Path(directory), args)
+        if not args.skip_roi_write:
+            with embedded_server(Path(directory)) as server:
+                bench_roi_write(server, args)
 
 
 if __name__ == "__main__":

@@ -82,10 +82,11 @@ class RunLocalSchema(argschema.ArgSchema, Suite2pSettingsSchema):
                                  "machine. The cores are shared out between the workers"})
     tmp_dir = mm.fields.Str(
         allow_none=True, dump_default=None,
-        metadata={"description": "directory for Suite2P's binary copy of each movie "
-                                 "(frames x height x width x 2 bytes, one per worker); "
-                                 "the system temporary directory when not given. Use a "
-                                 "fast local disk with room for all workers"})
+        metadata={"description": "directory for each task's Suite2P working files (see "
+                                 "segment's tmp_dir: small when frames are streamed, a "
+                                 "2-byte-per-pixel-per-frame copy of the movie per worker "
+                                 "with --do_registration); the system temporary directory "
+                                 "when not given. Use a fast local disk"})
     overwrite = mm.fields.Bool(
         dump_default=False,
         metadata={"description": "replace runs this code version already made instead of "

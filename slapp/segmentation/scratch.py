@@ -30,8 +30,6 @@ LOCAL_JOB = "local"
 _NAME = re.compile(r"^slapp_(?P<job>.+)_(?P<task>[^_]*)_(?P<host>[^_]+)_(?P<pid>\d+)$")
 # Suite2P's files besides the binary movie (ops, stat, traces of a few thousand ROIs):
 # a margin on top of the binary copy.
-_MARGIN = 0.05
-_MARGIN_BYTES = 64 * 2**20
 
 
 class ScratchException(SlappError):
@@ -67,24 +65,6 @@ def prepared_tmp_dir(tmp_dir: str | Path | None) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ScratchException(f"tmp_dir {path} is not writable")
     return path
-
-
-def estimated_scratch_bytes(movie_shape: tuple[int, int, int]) -> int:
-    """Bytes Suite2P writes on the binary path: the int16 copy of the movie plus a margin.
-
-    Parameters
-    ----------
-    movie_shape : tuple of int
-        ``(nframes, height, width)``.
-
-    Returns
-    -------
-    int
-        ``2 * frames * height * width`` plus 5 % and 64 MiB for Suite2P's other files.
-    """
-    nframes, height, width = movie_shape
-    binary = 2 * nframes * height * width
-    return int(binary * (1 + _MARGIN)) + _MARGIN_BYTES
 
 
 def check_free_space(tmp_dir: Path, needed_bytes: int) -> int:

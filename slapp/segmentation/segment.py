@@ -63,7 +63,8 @@ from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
                                          parameters_digest)
-from slapp.segmentation.suite2p_runner import Suite2pOutput, suite2p_outputs, suite2p_version
+from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
+                                               suite2p_outputs, suite2p_version)
 from slapp.utils.cli import expand_bare_flags, one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
@@ -98,10 +99,13 @@ class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
                                  "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
     tmp_dir = mm.fields.Str(
         dump_default=None, allow_none=True,
-        metadata={"description": "directory for Suite2P's binary copy of the movie and "
-                                 "its other intermediate files (about 2 bytes per pixel "
-                                 "per frame: 26 GB for a 512x512 movie of 50,000 frames), "
-                                 "created when missing; the task works in a subdirectory "
+        metadata={"description": "directory for Suite2P's working files: its traces "
+                                 "(12 bytes per ROI per frame, ~1.4% of a 512x512 movie "
+                                 "with 500 ROIs) when the frames are streamed from the "
+                                 "HDF5 file (the default), plus its int16 copy of the "
+                                 "movie (2 bytes per pixel per frame: 52 GB for 100,000 "
+                                 "frames of 512x512) with --do_registration; created "
+                                 "when missing; the task works in a subdirectory "
                                  "slapp_<job>_<task>_<host>_<pid> and removes those of "
                                  "its user's tasks that no longer run. Default: the "
                                  "system's temporary directory ($TMPDIR), which batch "
@@ -315,7 +319,7 @@ class Segment(argschema.ArgSchemaParser):
         experiment_id, movie_path = run["ophys_experiment_id"], Path(run["source_video_path"])
         task = current_task()
         keep = self.args["keep_suite2p_results"]
-        needed = scratch.estimated_scratch_bytes(shape)
+        needed = estimated_scratch_bytes(shape, options.do_registration)
         free = scratch.check_free_space(tmp_dir, needed)
         logger.info("scratch %s: the run needs about %d bytes, %d free", tmp_dir, needed, free)
         # Kept files stay where a user looks for them (directly on tmp_dir), out of
@@ -330,12 +334,11 @@ class Segment(argschema.ArgSchemaParser):
                 "nframes": output.nframes,
                 "suite2p_version": output.suite2p_version,
                 "suite2p_settings": output.settings,
-                "frame_source": getattr(output, "frame_source", "binary"),
+                "frame_source": output.frame_source,
                 "suite2p_seconds": output.seconds,
-                "stage_seconds": dict(getattr(output, "stage_seconds", None) or {}),
+                "stage_seconds": dict(output.stage_seconds),
                 "peak_rss_bytes": peak_rss_bytes(),
-                "scratch_bytes": getattr(output, "scratch_bytes", None)
-                or scratch.directory_bytes(output.kept_directory or work_dir),
+                "scratch_bytes": output.scratch_bytes,
                 "hostname": socket.gethostname(),
                 "scheduler_job_id": task.job_id,
                 "scheduler_task_id": task.task_id,

@@ -1,8 +1,21 @@
 """Run Suite2P on one HDF5 movie in a private working directory, and always clean up.
 
-Suite2P 1.x converts the movie to a binary file, detects ROIs on a binned copy,
-extracts traces and classifies the ROIs, leaving everything in a ``suite2p``
-folder. :func:`suite2p_outputs` gives that folder a fresh temporary directory of
+Suite2P 1.x detects ROIs on a binned copy of the movie, extracts traces and
+classifies the ROIs, leaving everything in a ``suite2p`` folder. Its
+``run_s2p`` first copies the whole movie into an int16 binary file (2 bytes per
+pixel per frame of scratch). slapp feeds Suite2P one of two ways, and says which
+in the log and in :attr:`Suite2pOutput.frame_source`:
+
+``hdf5_stream`` (registration off, the default)
+    Suite2P's ``pipeline()`` reads the frames straight from the HDF5 movie
+    through :class:`slapp.segmentation.h5_frames.H5Frames`, converted exactly as
+    Suite2P's converter converts them: the same ROIs and traces as ``run_s2p``
+    with the same settings, without the binary copy.
+``binary``
+    Plain ``run_s2p``: with registration (which rewrites the frames), or for a
+    movie the stream cannot serve (see :func:`binary_path_reason`).
+
+:func:`suite2p_outputs` gives the ``suite2p`` folder a fresh temporary directory of
 its own (on ``tmp_dir``, e.g. a node's fast scratch), hands the outputs to the
 caller while they are needed, and deletes the directory afterwards, also when
 Suite2P or the caller fails, unless the caller asks to keep it.
@@ -11,6 +24,7 @@ Suite2P is imported only here and only when it runs: importing it loads PyTorch,
 which a task that finds its entry already segmented should not pay for.
 """
 import copy
+import importlib
 import logging
 import math
 import shutil
@@ -19,6 +33,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +41,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from slapp.errors import SlappError
+from slapp.segmentation.h5_frames import H5Frames, stream_problem
+from slapp.segmentation.scratch import directory_bytes
 from slapp.segmentation.settings import Suite2pOptions
 
 logger = logging.getLogger(__name__)
@@ -35,6 +52,24 @@ _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
 # all (suite2p/detection/detect.py). For us that is a valid result: a run
 # with zero ROIs.
 _NO_ROIS_FOUND = "no ROIs were found"
+
+HDF5_STREAM = "hdf5_stream"
+BINARY = "binary"
+# The stages timed in Suite2pOutput.stage_seconds, in the order they run.
+STAGES = ("read_and_bin", "detection", "extraction", "classification")
+# Files Suite2P's run_plane reads from the movie's folder when they exist
+# (frames to exclude; a z-stack to align to): the binary path honours them as
+# plain run_s2p does.
+SUITE2P_SIDE_FILES = ("bad_frames.npy", "zstack.npy")
+# Read the next block of frames while Suite2P computes on this one; the benchmark
+# turns it off to measure what it buys.
+READ_AHEAD = True
+# Bound on ROIs per pixel for the scratch estimate: one ROI per 100 pixels is
+# denser than any cortical field (a 12-pixel soma covers ~110 pixels).
+ROIS_PER_PIXEL = 0.01
+# Bound on Suite2P's other files (stat, detection images, settings, logs), in
+# float32 images of the field of view.
+OTHER_FILES_IMAGES = 32
 
 
 class Suite2pRunException(SlappError):
@@ -47,7 +82,9 @@ class Suite2pOutput:
 
     ``traces`` and ``neuropil_traces`` are memory-mapped ``(n_rois, nframes)``
     float32 arrays (``None`` when no ROI was found); they stay readable only
-    inside :func:`suite2p_outputs`.
+    inside :func:`suite2p_outputs`. ``frame_source`` is ``"hdf5_stream"`` or
+    ``"binary"``; ``stage_seconds`` has the keys of :data:`STAGES`;
+    ``scratch_bytes`` is what Suite2P wrote under the working directory.
     """
 
     stat: list[dict]
@@ -60,6 +97,9 @@ class Suite2pOutput:
     settings: dict
     suite2p_version: str
     seconds: float
+    frame_source: str
+    stage_seconds: dict
+    scratch_bytes: int
     kept_directory: Path | None = None
 
     @property
@@ -139,6 +179,60 @@ def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions
     return db, settings
 
 
+def estimated_scratch_bytes(movie_shape: tuple[int, int, int], do_registration: bool) -> int:
+    """Bound the bytes Suite2P will write under its working directory for one movie.
+
+    Without registration the frames are streamed from the HDF5 movie and Suite2P
+    writes only its outputs: the ROI traces (``F``, ``Fneu`` and ``spks``,
+    float32, one row per ROI, bounded by :data:`ROIS_PER_PIXEL`) and a few images.
+    With registration ``run_s2p`` also writes its int16 binary copy of the movie
+    (2 bytes per pixel per frame). A movie the stream cannot serve (see
+    :func:`binary_path_reason`) also takes the binary copy; such movies are rare
+    and the bound does not count it.
+
+    Parameters
+    ----------
+    movie_shape : tuple of int
+        ``(nframes, height, width)``.
+    do_registration : bool
+        Whether Suite2P registers the movie (and so runs on its binary copy).
+
+    Returns
+    -------
+    int
+        Bytes to have free on the working directory's file system.
+    """
+    nframes, height, width = (int(size) for size in movie_shape)
+    pixels = height * width
+    max_rois = math.ceil(pixels * ROIS_PER_PIXEL)
+    outputs = 3 * 4 * max_rois * nframes + OTHER_FILES_IMAGES * 4 * pixels
+    return outputs + (2 * nframes * pixels if do_registration else 0)
+
+
+def binary_path_reason(movie_path: Path, db: dict, settings: dict) -> str | None:
+    """Say why this run must use Suite2P's binary path, or None to stream the frames.
+
+    Parameters
+    ----------
+    movie_path : Path
+        The HDF5 movie.
+    db, settings : dict
+        Suite2P's inputs, as :func:`build_suite2p_inputs` makes them.
+
+    Returns
+    -------
+    str or None
+        The reason, for the log.
+    """
+    if settings["run"]["do_registration"]:
+        return "registration is on"
+    for name in SUITE2P_SIDE_FILES:
+        if (movie_path.parent / name).exists():
+            return f"{movie_path.parent / name} exists, which Suite2P reads"
+    problem = stream_problem(movie_path, db["batch_size"])
+    return f"the movie cannot be streamed: {problem}" if problem else None
+
+
 def jsonable(value: Any) -> Any:
     """Convert Suite2P settings into plain JSON that PostgreSQL ``jsonb`` accepts.
 
@@ -163,7 +257,7 @@ def _plane_folder(work_dir: Path) -> Path:
     return work_dir / "suite2p" / "plane0"
 
 
-def _read_outputs(plane: Path, settings: dict, seconds: float,
+def _read_outputs(plane: Path, settings: dict, run: dict,
                   kept_directory: Path | None) -> Suite2pOutput:
     """Read a finished plane folder: ROI stats, traces (memory-mapped), classes, mean image."""
     try:
@@ -188,8 +282,8 @@ def _read_outputs(plane: Path, settings: dict, seconds: float,
         stat=stat, traces=traces, neuropil_traces=neuropil_traces, iscell=iscell,
         mean_image=np.asarray(db["meanImg"], dtype=np.float32),
         nframes=int(db["nframes"]), video_shape=(int(db["Ly"]), int(db["Lx"])),
-        settings=settings, suite2p_version=suite2p_version(), seconds=seconds,
-        kept_directory=kept_directory)
+        settings=settings, suite2p_version=suite2p_version(), kept_directory=kept_directory,
+        **run)
 
 
 @contextmanager
@@ -207,17 +301,20 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
     options : Suite2pOptions
         The settings slapp exposes.
     tmp_dir : Path, optional
-        Where the working directory (binary file and save folder) is made; the
-        system's temporary directory (``$TMPDIR``) when None.
+        Where the working directory (Suite2P's save folder, and its binary file
+        on the binary path) is made; the system's temporary directory
+        (``$TMPDIR``) when None.
     keep_results : bool
         Keep the working directory and log where it is, instead of deleting it.
 
     Yields
     ------
     Suite2pOutput
-        The run's ROIs, traces, classes, mean image, settings and duration.
-        ``settings`` holds ``{"db": ..., "settings": ...}`` exactly as given to
-        Suite2P, as plain JSON; ``kept_directory`` is set with ``keep_results``.
+        The run's ROIs, traces, classes, mean image, settings, duration, frame
+        source, stage timings and scratch bytes. ``settings`` holds
+        ``{"db": ..., "settings": ...}`` exactly as plain ``run_s2p`` would be
+        given them (on both paths), as plain JSON; ``kept_directory`` is set with
+        ``keep_results``.
 
     Raises
     ------
@@ -229,19 +326,33 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
     try:
         db, settings = build_suite2p_inputs(movie_path, nbinned, options, work_dir)
         recorded = jsonable({"db": db, "settings": settings})
-        logger.info("running Suite2P %s on %s in %s", suite2p_version(), movie_path, work_dir)
+        reason = binary_path_reason(movie_path, db, settings)
+        frame_source = BINARY if reason else HDF5_STREAM
+        logger.info("running Suite2P %s on %s in %s; frame source %s (%s)", suite2p_version(),
+                    movie_path, work_dir, frame_source,
+                    reason or "frames read from the HDF5 movie, no binary copy")
         started = time.perf_counter()
         try:
-            _run_s2p(db, settings, movie_path)
-            output = _read_outputs(_plane_folder(work_dir), recorded,
-                                   time.perf_counter() - started,
+            with _StageClock() as clock:
+                if frame_source == HDF5_STREAM:
+                    _call_suite2p(_run_streaming, movie_path, db, settings)
+                else:
+                    _call_suite2p(_run_binary, movie_path, db, settings)
+            run = {"seconds": time.perf_counter() - started, "frame_source": frame_source,
+                   "stage_seconds": clock.stage_seconds(),
+                   "scratch_bytes": directory_bytes(work_dir)}
+            output = _read_outputs(_plane_folder(work_dir), recorded, run,
                                    work_dir if keep_results else None)
         except Suite2pRunException as error:
             if keep_results:
                 raise Suite2pRunException(f"{error} (Suite2P's files kept in {work_dir})"
                                           ) from error
             raise
-        logger.info("Suite2P found %d ROIs in %.1f s", output.n_rois, output.seconds)
+        logger.info("Suite2P found %d ROIs in %.1f s (%s); wrote %d bytes to scratch",
+                    output.n_rois, output.seconds,
+                    ", ".join(f"{stage} {seconds:.1f} s"
+                              for stage, seconds in output.stage_seconds.items()),
+                    output.scratch_bytes)
         yield output
     finally:
         if keep_results:
@@ -250,20 +361,77 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run_s2p(db: dict, settings: dict, movie_path: Path) -> None:
-    """Call ``suite2p.run_s2p``; no ROI at all is a result, any other failure is raised.
+class _StageClock:
+    """Time Suite2P's stages by wrapping the functions that run them, while active.
+
+    ``pipeline()`` calls ``detection.detection_wrapper`` (which bins the movie
+    with ``detect.bin_movie`` and then detects), ``extraction.extraction_wrapper``
+    and ``classification.classify`` through their modules, and ``run_s2p`` converts
+    an HDF5 movie with ``files_to_binary["h5"]``; each is wrapped so that its
+    seconds add up, and restored on leaving.
+    """
+
+    def __init__(self):
+        self.seconds = {"convert": 0.0, "bin": 0.0, "detect_and_bin": 0.0,
+                        "extraction": 0.0, "classification": 0.0}
+        self._restore = []
+
+    def __enter__(self) -> "_StageClock":
+        from suite2p import classification, detection, extraction
+        from suite2p.detection import detect
+        run_s2p = importlib.import_module("suite2p.run_s2p")  # the module, not the function
+
+        self._wrap(detect, "bin_movie", "bin")
+        self._wrap(detection, "detection_wrapper", "detect_and_bin")
+        self._wrap(extraction, "extraction_wrapper", "extraction")
+        self._wrap(classification, "classify", "classification")
+        self._wrap(run_s2p.files_to_binary, "h5", "convert")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for restore in reversed(self._restore):
+            restore()
+
+    def _wrap(self, owner, name: str, stage: str) -> None:
+        is_dict = isinstance(owner, dict)
+        original = owner[name] if is_dict else getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - started
+
+        if is_dict:
+            owner[name] = timed
+            self._restore.append(lambda: owner.__setitem__(name, original))
+        else:
+            setattr(owner, name, timed)
+            self._restore.append(lambda: setattr(owner, name, original))
+
+    def stage_seconds(self) -> dict:
+        """Seconds per stage of :data:`STAGES` (reading and binning includes the
+        binary copy on the binary path; on the stream it includes the reads)."""
+        seconds = self.seconds
+        return {"read_and_bin": seconds["convert"] + seconds["bin"],
+                "detection": max(0.0, seconds["detect_and_bin"] - seconds["bin"]),
+                "extraction": seconds["extraction"],
+                "classification": seconds["classification"]}
+
+
+def _call_suite2p(run, movie_path: Path, db: dict, settings: dict) -> None:
+    """Call one of the Suite2P runners; no ROI at all is a result, any other failure is raised.
 
     Python warnings raised inside Suite2P and PyTorch are logged through the
     ``suite2p`` logger, so that ``--log_level`` governs them like Suite2P's own
     messages and stderr keeps to errors.
     """
-    from suite2p import run_s2p
-
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
-                run_s2p(db=db, settings=settings)
+                run(movie_path, db, settings)
             finally:
                 for warning in caught:
                     _SUITE2P_WARNINGS.warning("%s: %s", warning.category.__name__,
@@ -276,3 +444,58 @@ def _run_s2p(db: dict, settings: dict, movie_path: Path) -> None:
     except Exception as error:
         raise Suite2pRunException(
             f"Suite2P failed on {movie_path}: {type(error).__name__}: {error}") from error
+
+
+def _run_binary(movie_path: Path, db: dict, settings: dict) -> None:
+    """Plain ``suite2p.run_s2p``: binary copy of the movie, then the pipeline on it."""
+    from suite2p import run_s2p
+
+    run_s2p(db=db, settings=settings)
+
+
+def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
+    """Suite2P's pipeline on frames read from the HDF5 movie, as ``run_s2p`` would run it.
+
+    Does what ``run_s2p`` and its ``run_plane`` do for one plane of one HDF5 file
+    without registration (merge the defaults, make the plane folder, pick the
+    device, check the frame count), except the binary copy: ``pipeline()`` gets
+    an :class:`H5Frames` instead of Suite2P's ``BinaryFile``. The plane's
+    ``db.npy`` gets what Suite2P's converter would have put there (frame count,
+    size, mean image), with no ``reg_file`` since there is none.
+    """
+    from suite2p import default_db, default_settings, io, pipeline
+    from suite2p.run_s2p import _assign_torch_device
+
+    settings = {**default_settings(), **copy.deepcopy(settings)}
+    db = {**default_db(), **copy.deepcopy(db)}
+    # what io.get_file_list makes of our one-file list (it would also log "converting to binary")
+    db["file_list"], db["first_files"] = [str(movie_path)], np.array([True])
+    plane = io.init_dbs(db)[0]
+    plane.pop("reg_file")
+    settings["date_proc"] = datetime.now().astimezone()
+    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=READ_AHEAD) as frames:
+        nframes, height, width = frames.shape
+        if nframes < 10:  # run_plane's own check and message
+            raise ValueError("number of frames should be at least 50")
+        logger.info("streaming %d frames of %dx%d from %s in blocks of %d frames "
+                    "(h5py chunk cache %d bytes)", nframes, height, width, movie_path,
+                    frames.block_frames, frames.cache_settings["rdcc_nbytes"])
+        no_rois = None
+        try:
+            pipeline(plane["save_path"], frames, run_registration=False, settings=settings,
+                     badframes=np.zeros(nframes, bool),
+                     device=_assign_torch_device(settings["torch_device"]))
+        except ValueError as error:  # a valid result, told as run_s2p tells it, below
+            if not str(error).startswith(_NO_ROIS_FOUND):
+                raise
+            no_rois = error
+        plane.update({"Ly": height, "Lx": width, "nframes": nframes,
+                      "nframes_per_folder": np.array([nframes], np.int32),
+                      "yrange": np.array([0, height]), "xrange": np.array([0, width]),
+                      "meanImg": frames.mean_image()})
+        np.save(plane["db_path"], plane)
+        np.save(plane["settings_path"], settings)
+        logger.info("read %d blocks in %.1f s; Suite2P waited %.1f s for them",
+                    frames.blocks_read, frames.read_seconds, frames.wait_seconds)
+    if no_rois is not None:
+        raise no_rois

@@ -47,12 +47,6 @@ def test_too_little_room_names_needed_and_free_bytes(tmp_path):
     assert scratch.check_free_space(tmp_path, 1) > 0
 
 
-def test_binary_path_needs_two_bytes_per_pixel_per_frame_and_a_margin():
-    binary = 2 * 100_000 * 512 * 512
-
-    assert binary < scratch.estimated_scratch_bytes((100_000, 512, 512)) < 1.1 * binary
-
-
 @pytest.mark.parametrize("environ, expected", [
     ({}, SchedulerTask(None, None, None)),
     ({"SLURM_JOB_ID": "812", "SLURM_ARRAY_JOB_ID": "800", "SLURM_ARRAY_TASK_ID": "12"},
