@@ -100,7 +100,7 @@ class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
     tmp_dir = mm.fields.Str(
         dump_default=None, allow_none=True,
         metadata={"description": "directory for Suite2P's working files: its traces "
-                                 "(12 bytes per ROI per frame, ~1.4% of a 512x512 movie "
+                                 "(12 bytes per ROI per frame, 1.4 percent of a 512x512 movie "
                                  "with 500 ROIs) when the frames are streamed from the "
                                  "HDF5 file (the default), plus its int16 copy of the "
                                  "movie (2 bytes per pixel per frame: 52 GB for 100,000 "

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from slapp.segmentation.segment import Segment, SegmentationException
-from slapp.segmentation.suite2p_runner import Suite2pOutput
+from slapp.segmentation.suite2p_runner import Suite2pOutput, estimated_scratch_bytes
 
 SEGMENT = "slapp.segmentation.segment"
 
@@ -170,8 +170,9 @@ def test_a_tmp_dir_that_cannot_be_created(labeling_db, run_cli, workspace):
     assert_nothing_written(labeling_db, directory, scratch)
 
 
+@pytest.mark.parametrize("extra", [(), ("--do_registration", "True")])
 def test_a_movie_too_large_for_the_scratch_space_names_needed_and_free_bytes(
-        labeling_db, run_cli, workspace):
+        labeling_db, run_cli, workspace, extra):
     directory, scratch, _ = workspace
     huge = directory / "huge.h5"  # 10 million 512x512 frames declared, none stored
     with h5py.File(huge, "w") as h5:
@@ -179,13 +180,16 @@ def test_a_movie_too_large_for_the_scratch_space_names_needed_and_free_bytes(
                           chunks=(1, 512, 512))
     manifest = write_manifest(directory, [{"input_video": str(huge)}])
 
-    result = run_segment(run_cli, manifest, 0, directory, scratch)
+    result = run_segment(run_cli, manifest, 0, directory, scratch, *extra)
 
     message = one_error_line(result)
     assert message.startswith(f"tmp_dir {scratch} is too small: the run needs ")
     needed, free = (int(part.split()[0]) for part in
                     message.split("the run needs ")[1].split(", "))
-    assert needed > 2 * 10_000_000 * 512 * 512 > free
+    registration = bool(extra)
+    assert needed == estimated_scratch_bytes((10_000_000, 512, 512), registration) > free
+    # the binary copy (2 bytes per pixel per frame) is needed only to register
+    assert (needed > 2 * 10_000_000 * 512 * 512) == registration
     assert_nothing_written(labeling_db, directory, scratch)
 
 
@@ -227,7 +231,8 @@ def test_a_plot_that_cannot_be_rendered_is_logged_and_does_not_stop_the_run(capl
         stat=[{"ypix": np.array([1, 2]), "xpix": np.array([1, 2])}], traces=None,
         neuropil_traces=None, iscell=np.array([[1.0, 0.9]]),
         mean_image=np.zeros(0, np.float32),  # no image to draw on
-        nframes=100, video_shape=(8, 8), settings={}, suite2p_version="1.1.0", seconds=1.0)
+        nframes=100, video_shape=(8, 8), settings={}, suite2p_version="1.1.0", seconds=1.0,
+        frame_source="hdf5_stream", stage_seconds={}, scratch_bytes=0)
 
     with caplog.at_level(logging.ERROR, logger="slapp.segmentation.segment"):
         png = Segment._render_plot(1001, output)
