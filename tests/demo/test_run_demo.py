@@ -54,6 +54,7 @@ def _labeling_db(home: Path) -> DbConnection:
     return DbConnection(**EmbeddedServer(home).credentials("labeling", "labeling"))
 
 
+@pytest.mark.slow
 def test_the_demo_segments_the_selected_movies_well(demo):
     home, first, _ = demo
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr
@@ -130,6 +131,7 @@ def test_a_second_run_reuses_the_selection_the_movies_and_the_runs(demo):
     assert counts == {"selections": 1, "runs": 4}
 
 
+@pytest.mark.slow
 def test_a_failing_step_stops_the_demo_with_one_line_and_writes_nothing(demo, tmp_path):
     home, first, _ = demo
     assert first.returncode == 0, first.stderr

@@ -59,6 +59,7 @@ def deep_merged(base: dict, overrides: dict) -> dict:
     return merged
 
 
+@pytest.mark.slow
 def test_suite2p_finds_the_synthetic_cells(tmp_path):
     import suite2p  # here, not at module level: importing torch and cellpose takes seconds
     movie_path = tmp_path / "input" / "movie.h5"

@@ -58,6 +58,7 @@ def finish(process, timeout: float = 240):
     return process.returncode, stdout, stderr
 
 
+@pytest.mark.slow
 def test_32_concurrent_writes_with_too_few_connection_slots(small_server, small_db):
     # hold four of the five slots, so the 32 tasks queue for the last one
     holders = [DbConnection(**small_server.credentials("labeling", "labeling"))

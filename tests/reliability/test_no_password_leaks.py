@@ -55,6 +55,7 @@ def everything_stored(server) -> str:
     return "\n".join(dumps)
 
 
+@pytest.mark.slow
 def test_no_password_anywhere(secret_server, tmp_path):
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("LIMS_", "LABELING_"))}

@@ -82,6 +82,7 @@ def sbatch_array(env, local_slurm, log_dir, spec):
         timeout=900)
 
 
+@pytest.mark.slow
 def test_slurm_array_segments_each_entry_and_a_resubmission_skips(
         labeling_db, local_slurm, job_env, tmp_path):
     # left by a task of a job that no longer runs (killed before it could clean up)
@@ -120,6 +121,7 @@ def test_slurm_script_outside_an_array_says_so(job_env):
         "each array task segments one manifest entry"]
 
 
+@pytest.mark.slow
 def test_pbs_script_submitted_with_qsub_segments_its_entry(
         labeling_db, local_slurm, job_env, tmp_path):
     """Through slurm-wlm-torque's qsub, which sets SLURM_ARRAY_TASK_ID, not PBS_ARRAYID."""
@@ -146,6 +148,7 @@ def run_pbs_task(env, index):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
         labeling_db, job_env, tmp_path):
     credentials = tmp_path / "slapp_credentials"
@@ -195,6 +198,7 @@ def children(pid):
         return [int(child) for child in found.read().split()]
 
 
+@pytest.mark.slow
 def test_a_task_killed_by_a_signal_is_recorded_by_the_script_and_its_scratch_cleared_next(
         labeling_db, job_env, tmp_path):
     """SIGKILL to the task alone, as the kernel's OOM killer sends it; the script survives."""

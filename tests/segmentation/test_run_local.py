@@ -41,6 +41,7 @@ def runs(labeling_db):
         "WHERE ophys_segmentation_commit_hash = %s", (VERSION,))}
 
 
+@pytest.mark.slow
 def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_replaces(
         labeling_db, run_cli, movies, tmp_path):
     missing_movie = tmp_path / "lost" / "movie.h5"
@@ -181,6 +182,7 @@ def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
     assert tasks[1].process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_a_task_killed_by_a_signal_is_recorded_and_the_next_task_clears_its_scratch(
         labeling_db, cli_env, movies, tmp_path):
     manifest = write_manifest(tmp_path, movies)

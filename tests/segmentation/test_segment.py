@@ -89,6 +89,7 @@ def stored_masks(rois, video_shape):
                                     shape=tuple(video_shape)) for roi in rois]
 
 
+@pytest.mark.slow
 def test_stored_rois_match_the_known_cells(segmented, movie):
     rois, shape = segmented["rois"], segmented["run"]["video_shape"]
     every_roi = match_rois(stored_masks(rois, shape), movie["truth"])
@@ -187,6 +188,7 @@ def test_rerun_is_skipped_and_writes_nothing(segmented, movie, dbconn, env, tmp_
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_run_atomically(segmented, movie, dbconn, env, tmp_path):
     old_run_id = segmented["run"]["id"]
 

@@ -131,6 +131,7 @@ def test_kill_during_the_database_write_leaves_no_run_and_no_roi(
     assert not (movies.parent / "segmentation_plots" / "701.png").exists()
 
 
+@pytest.mark.slow
 def test_identical_tasks_at_once_store_one_run_and_the_other_reports_skipped(
         labeling_db, embedded_server, cli_env, movies, tmp_path, rois_lock):
     outputs = [tmp_path / "first.json", tmp_path / "second.json"]
@@ -170,6 +171,7 @@ def test_sigterm_while_suite2p_runs_removes_its_files_and_writes_nothing(
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
 
 
+@pytest.mark.slow
 def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing(
         labeling_db, run_cli, movies, tmp_path):
     result = run_cli(SEGMENT, "--manifest_json", movies, "--manifest_index", 2,
@@ -192,6 +194,7 @@ def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing
     assert not (movies.parent / "segmentation_plots" / "703.png").exists()
 
 
+@pytest.mark.slow
 def test_movie_without_cells_is_a_run_with_zero_rois(labeling_db, run_cli, movies, tmp_path):
     output = tmp_path / "out.json"
 
@@ -212,6 +215,7 @@ def test_movie_without_cells_is_a_run_with_zero_rois(labeling_db, run_cli, movie
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]
 
 
+@pytest.mark.slow
 def test_kept_suite2p_files_are_named_in_the_error(labeling_db, run_cli, movies, tmp_path):
     result = run_cli(SEGMENT, "--manifest_json", movies, "--manifest_index", 2,
                      "--tmp_dir", tmp_path, "--keep_suite2p_results", env=PINNED)
