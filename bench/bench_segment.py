@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from slapp import embedded
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
 from slapp.db.init import create_tables
 from slapp.demo.synthetic_movie import MovieSpec, write_movie
 from slapp.segmentation import store
@@ -116,7 +117,7 @@ def bench_suite2p(work: Path, server: embedded.EmbeddedServer, args) -> None:
     write_movie(movie_path, spec)
     print(f"movie: {args.nframes} frames of {args.height}x{args.width}, {spec.ncells} cells "
           f"(written in {time.perf_counter() - started:.0f} s)")
-    nbinned = max(1, args.nframes // 115)
+    nbinned = max(1, args.nframes // DEFAULT_BIN_SIZE)
     manifest = work / "manifest.json"
     manifest.write_text(json.dumps({"manifest": [
         {"experiment_id": EXPERIMENT_ID, "nbinned": nbinned, "input_video": str(movie_path),
