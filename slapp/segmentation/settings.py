@@ -59,8 +59,9 @@ class Suite2pSettingsSchema(argschema.schemas.DefaultSchema):
             "multiplies Suite2P's detection threshold; 0.75, the original jobs' value, finds "
             "more, dimmer ROIs than Suite2P's 1.0, and the labelers reject the extra ROIs "
             "that are not cells. On the realistic synthetic preset with 22-frame bins it "
-            "raised recall over all ROIs from 0.78 to 0.87 (512x512 x 5,000 frames, seed 0; "
-            "F1 0.69 vs 0.71) and from 0.77 to 0.86 (256x256, 3 seeds; F1 0.68 vs 0.72)")})
+            "raised recall over all ROIs from 0.78 to 0.89 (512x512 x 5,000 frames, seeds "
+            "0-1, bench/bench_quality.py; F1 0.68 vs 0.72, over classified cells 0.79 vs "
+            "0.78) and from 0.77 to 0.86 (256x256, 3 seeds; F1 0.68 vs 0.72)")})
     spatial_scale = mm.fields.Int(
         dump_default=2, validate=mm.validate.Range(min=0, max=4),
         metadata={"description": (
