@@ -2,27 +2,26 @@
 
 ::
 
-    python bench/bench_quality.py [--size 256] [--nframes 3000] [--seeds 0 1 2]
-                                  [--presets realistic easy] [--log bench-quality.log]
+    python bench/bench_quality.py [--size 512] [--nframes 5000] [--seeds 0 1]
+                                  [--presets realistic] [--log bench-quality.log]
+
+The defaults (realistic preset, 512x512 x 5,000 frames, 2 seeds) take about
+15-20 minutes on 2 busy cores; ``--presets easy`` shows every configuration
+finding nearly every cell of the easy movies.
 
 For every preset and seed, one synthetic movie (``slapp.demo.synthetic_movie``)
 is written with its ground truth and segmented by:
 
 ``segment``
     Suite2P exactly as the segment step runs it
-    (``slapp.segmentation.suite2p_runner``), with the segment CLI's defaults
-    and ``nbinned = nframes // 115`` as the manifest gives it; no database.
-``segment, spatial_scale 0`` / ``segment, diameter 12``
-    The same with one of segment's defaults put back to the original jobs'
-    value (Suite2P's own default), to see what each choice is worth. (``tau``
-    needs no row: with ``nbins = nframes // 115`` Suite2P bins
-    ``max(nframes // nbins, round(tau * fs)) = 115`` frames whatever tau is,
-    and deconvolution, the other use of tau, is off.)
-``segment, bins of tau*fs`` (and with ``ss 0``: spatial_scale 0, ``thr 1.0``:
-threshold_scaling 1.0, or both)
-    segment's settings with Suite2P's own smallest bins, ``round(tau * fs)``
-    frames, instead of the manifest's 115: separates the effect of the bins
-    from that of the settings (run them with ``--configurations``).
+    (``slapp.segmentation.suite2p_runner``), with segment's default options
+    (``slapp.segmentation.settings``) and the manifest's default bins,
+    ``nbinned = nframes // DEFAULT_BIN_SIZE``; no database.
+``segment, spatial_scale 0`` / ``segment, threshold 1.0``
+    The same with one default put back to Suite2P's own value (spatial_scale 0
+    is also the original jobs'), to see what each choice is worth.
+``segment, 115-frame bins`` (not run unless named in ``--configurations``)
+    segment's defaults on the original jobs' bins, what ``--bin_size 115`` gives.
 ``plain run_s2p, original jobs``
     Suite2P's defaults, threshold_scaling 0.75, nbins ``nframes // 115``.
 ``plain run_s2p, Suite2P defaults``
@@ -47,50 +46,34 @@ from pathlib import Path
 
 import numpy as np
 
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
 from slapp.demo.synthetic_movie import PRESETS, preset_spec, read_ground_truth, write_movie
 from slapp.evaluation.plain_suite2p import (ORIGINAL_BIN_SIZE, run_baseline,
                                             run_segment_settings, score)
-from slapp.segmentation.segment import SegmentSchema
-from slapp.segmentation.suite2p_runner import Suite2pOptions
+from slapp.segmentation.settings import Suite2pOptions
 
-# segment's runs: (changes to segment's default options, frames per detection bin or
-# None for the manifest's nframes // 115).
+# segment's runs: (changes to segment's default options, frames per detection bin).
 SEGMENT_VARIANTS = {
-    "segment": ({}, None),
-    "segment, spatial_scale 0": ({"spatial_scale": 0}, None),
-    "segment, diameter 12": ({"diameter": 12.0}, None),
-    "segment, bins of tau*fs": ({}, "tau*fs"),
-    "segment, bins of tau*fs, ss 0": ({"spatial_scale": 0}, "tau*fs"),
-    "segment, bins of tau*fs, thr 1.0": ({"threshold_scaling": 1.0}, "tau*fs"),
-    "segment, bins of tau*fs, ss 0, thr 1.0": ({"spatial_scale": 0, "threshold_scaling": 1.0},
-                                                "tau*fs"),
+    "segment": ({}, DEFAULT_BIN_SIZE),
+    "segment, spatial_scale 0": ({"spatial_scale": 0}, DEFAULT_BIN_SIZE),
+    "segment, threshold 1.0": ({"threshold_scaling": 1.0}, DEFAULT_BIN_SIZE),
+    "segment, 115-frame bins": ({}, ORIGINAL_BIN_SIZE),
 }
 BASELINE_CONFIGURATIONS = {"plain run_s2p, original jobs": "original_jobs",
                            "plain run_s2p, Suite2P defaults": "suite2p_defaults"}
 CONFIGURATIONS = (*SEGMENT_VARIANTS, *BASELINE_CONFIGURATIONS)
-DEFAULT_CONFIGURATIONS = ("segment", "segment, spatial_scale 0", "segment, diameter 12",
+DEFAULT_CONFIGURATIONS = ("segment", "segment, spatial_scale 0", "segment, threshold 1.0",
                           *BASELINE_CONFIGURATIONS)
-
-
-def segment_default_options() -> Suite2pOptions:
-    """Return the Suite2P options the segment CLI uses when none is given."""
-    fields = SegmentSchema().fields
-    return Suite2pOptions(**{name: fields[name].dump_default
-                             for name in Suite2pOptions.__dataclass_fields__})
 
 
 def segment_movie(configuration: str, movie_path: Path, nframes: int, scratch: Path):
     """Run one configuration on one movie; return its Segmentation."""
-    manifest_nbinned = max(1, nframes // ORIGINAL_BIN_SIZE)
     if configuration in BASELINE_CONFIGURATIONS:
         return run_baseline(BASELINE_CONFIGURATIONS[configuration], movie_path,
-                            manifest_nbinned, scratch)
-    changes, bins = SEGMENT_VARIANTS[configuration]
-    options = replace(segment_default_options(), **changes)
-    # Suite2P's own smallest bin: round(tau * fs) frames
-    nbinned = (manifest_nbinned if bins is None
-               else max(1, nframes // max(1, round(options.tau * options.fs))))
-    return run_segment_settings(options, movie_path, nbinned, scratch)
+                            max(1, nframes // ORIGINAL_BIN_SIZE), scratch)
+    changes, bin_size = SEGMENT_VARIANTS[configuration]
+    options = replace(Suite2pOptions.defaults(), **changes)
+    return run_segment_settings(options, movie_path, max(1, nframes // bin_size), scratch)
 
 
 class Report:
@@ -108,7 +91,7 @@ class Report:
 
 def summary_table(results: dict, report: Report) -> None:
     """Print mean [min-max] over seeds of each preset and configuration."""
-    report(f"\n{'preset':10} {'configuration':38} {'ROIs':>5} {'cells':>5} "
+    report(f"\n{'preset':10} {'configuration':32} {'ROIs':>5} {'cells':>5} "
            f"{'P all':>6} {'R all':>6} {'F1 all':>16}   {'P cell':>6} {'R cell':>6} "
            f"{'F1 cells':>16} {'s':>5}")
     for (preset, configuration), rows in results.items():
@@ -120,7 +103,7 @@ def summary_table(results: dict, report: Report) -> None:
             mean, low, high = column(name)
             return f"{mean:.2f} [{low:.2f}-{high:.2f}]"
 
-        report(f"{preset:10} {configuration:38} {column('n_rois')[0]:5.0f} "
+        report(f"{preset:10} {configuration:32} {column('n_rois')[0]:5.0f} "
                f"{column('n_cells')[0]:5.0f} {column('precision_all')[0]:6.2f} "
                f"{column('recall_all')[0]:6.2f} {spread('f1_all'):>16}   "
                f"{column('precision_cells')[0]:6.2f} {column('recall_cells')[0]:6.2f} "
@@ -129,10 +112,10 @@ def summary_table(results: dict, report: Report) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=256, help="frame height and width")
-    parser.add_argument("--nframes", type=int, default=3000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--presets", nargs="+", default=["realistic", "easy"],
+    parser.add_argument("--size", type=int, default=512, help="frame height and width")
+    parser.add_argument("--nframes", type=int, default=5000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--presets", nargs="+", default=["realistic"],
                         choices=PRESETS)
     parser.add_argument("--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS),
                         choices=CONFIGURATIONS)
@@ -171,7 +154,7 @@ def main() -> None:
                            "recall_cells": scores.cells.recall,
                            "f1_cells": scores.cells.f1, "seconds": segmentation.seconds}
                     results.setdefault((preset, configuration), []).append(row)
-                    report(f"  {configuration:38} {row['n_rois']:4d} ROIs "
+                    report(f"  {configuration:32} {row['n_rois']:4d} ROIs "
                            f"{row['n_cells']:4d} cells | all: P {row['precision_all']:.2f} "
                            f"R {row['recall_all']:.2f} F1 {row['f1_all']:.2f} | cells: "
                            f"P {row['precision_cells']:.2f} R {row['recall_cells']:.2f} "

@@ -3,13 +3,12 @@
 ::
 
     python bench/bench_segment.py [--height 512] [--width 512] [--nframes 8000]
-                                  [--cells 600] [--repeats 3] [--latency_ms 2]
+                                  [--bin_size 22] [--repeats 3] [--latency_ms 2]
                                   [--rois 500] [--trace_frames 20000]
                                   [--skip_suite2p] [--skip_roi_write]
 
-1. Streaming. One synthetic movie (:func:`write_bench_movie`: 512x512 uint16,
-   one HDF5 chunk per frame, Gaussian somata with calcium transients over a
-   fluctuating neuropil and shot noise) is segmented, each time in a fresh
+1. Streaming. One synthetic movie (the realistic preset of
+   :mod:`slapp.demo.synthetic_movie`, 512x512 uint16) is segmented, each time in a fresh
    subprocess, by slapp's runner (``suite2p_outputs``: frames streamed from the
    HDF5 file) and by one plain ``suite2p.run_s2p`` call given exactly the ``db``
    and ``settings`` the runner recorded (paths pointed at a fresh directory).
@@ -51,12 +50,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy import sparse
-from scipy.ndimage import zoom
-from scipy.signal import lfilter
+
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
+from slapp.data_selection.utils import MOVIE_DATASET
+from slapp.demo.synthetic_movie import preset_spec, write_movie
 
 EXPERIMENT_ID = 990_000_001
-BIN_SIZE = 115  # the manifest's default: nbinned = nframes // 115
 FS, TAU = 31.0, 0.7
 
 INSERT_ROI = """
@@ -66,89 +65,6 @@ INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, coo_col, coo_
 VALUES (%s, %s, %s::int[], %s::int[], %s::real[], %s::real[], %s::real[], %s, %s, %s, %s, %s,
         %s, %s, %s, %s)
 """
-
-
-# ---------------------------------------------------------------- the movie
-
-def _cell_centres(rng, ncells, height, width, min_distance):
-    centres = np.empty((0, 2))
-    while len(centres) < ncells:
-        candidates = rng.uniform([8, 8], [height - 8, width - 8], (4 * ncells, 2))
-        for candidate in candidates:
-            if len(centres) == ncells:
-                break
-            if not len(centres) or np.min(np.hypot(*(centres - candidate).T)) >= min_distance:
-                centres = np.vstack([centres, candidate])
-    return centres
-
-
-def _footprints(rng, centres, height, width):
-    """Sparse (pixels x cells) Gaussian-ish somata, sigma 2.5-3.5 px, cut at 2.2 sigma."""
-    rows, cols, weights = [], [], []
-    for cell, (cy, cx) in enumerate(centres):
-        sigma_y, sigma_x = rng.uniform(2.5, 3.5, 2)
-        yy, xx = np.mgrid[int(cy) - 8:int(cy) + 9, int(cx) - 8:int(cx) + 9]
-        distance = ((yy - cy) / sigma_y) ** 2 + ((xx - cx) / sigma_x) ** 2
-        inside = (distance < 2.2 ** 2) & (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
-        rows.append(yy[inside] * width + xx[inside])
-        cols.append(np.full(inside.sum(), cell))
-        weights.append(np.exp(-distance[inside] / 2))
-    return sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows),
-                                                          np.concatenate(cols))),
-                             shape=(height * width, len(centres)), dtype=np.float32)
-
-
-def _calcium(rng, ncells, nframes):
-    """dF/F: Poisson events at 0.1-0.5 Hz, exponential amplitudes, 0.7 s decay."""
-    rates = np.exp(rng.uniform(np.log(0.1), np.log(0.5), (ncells, 1)))
-    events = (rng.random((ncells, nframes)) < rates / FS) * rng.exponential(1.5, (ncells,
-                                                                                nframes))
-    return lfilter([1.0], [1.0, -np.exp(-1 / (TAU * FS))], events, axis=1).astype(np.float32)
-
-
-def write_bench_movie(path, nframes, height, width, ncells, seed=0, batch=64):
-    """Write a synthetic uint16 movie (dataset ``data``, one chunk per frame) quickly.
-
-    Detector values are 100 + 20 x photons, with photons from Gaussian somata
-    (2-4 photons at rest, times 1 + dF/F), a neuropil of ~3 photons fluctuating
-    in four smooth spatial patterns, and shot noise taken from one bank of normal
-    numbers at a random offset per batch (so no frame's noise is drawn anew).
-    """
-    rng = np.random.default_rng(seed)
-    pixels = height * width
-    centres = _cell_centres(rng, ncells, height, width, min_distance=11)
-    footprints = _footprints(rng, centres, height, width)
-    covered = np.unique(footprints.nonzero()[0])
-    footprints = footprints[covered]  # only the pixels some cell covers
-    baseline = rng.uniform(2, 4, ncells).astype(np.float32)
-    dff = _calcium(rng, ncells, nframes)
-    maps = np.stack([zoom(rng.normal(0, 0.3, (8, 8)), (height / 8, width / 8), order=3)
-                     for _ in range(4)]).reshape(4, pixels).astype(np.float32)
-    slow = lfilter([1.0], [1.0, -np.exp(-1 / (2 * FS))], rng.normal(0, 0.1, (4, nframes)),
-                   axis=1).astype(np.float32)
-    bank = rng.standard_normal((2 * batch + 1) * pixels, dtype=np.float32)
-    spread = np.empty((batch, pixels), np.float32)
-    with h5py.File(path, "w") as movie:
-        data = movie.create_dataset("data", (nframes, height, width), np.uint16,
-                                    chunks=(1, height, width))
-        for start in range(0, nframes, batch):
-            stop = min(start + batch, nframes)
-            count = stop - start
-            photons = slow[:, start:stop].T @ maps
-            photons += 1
-            photons *= 3
-            photons[:, covered] += (footprints @ (baseline[:, None]
-                                                  * (1 + dff[:, start:stop]))).T
-            offset = rng.integers(0, len(bank) - batch * pixels)
-            noise = bank[offset:offset + count * pixels].reshape(count, pixels)
-            np.maximum(photons, 0, out=photons)
-            shot = np.sqrt(photons, out=spread[:count])
-            shot *= noise
-            photons += shot
-            photons *= 20
-            photons += 100
-            np.clip(photons, 0, 65535, out=photons)
-            data[start:stop] = photons.astype(np.uint16).reshape(count, height, width)
 
 
 # ---------------------------------------------------------------- child processes
@@ -278,12 +194,15 @@ def compare_outputs(stream_dump: Path, plain_dump: Path) -> str:
 def bench_streaming(work: Path, args) -> None:
     movie = work / "movie.h5"
     started = time.perf_counter()
-    write_bench_movie(movie, args.nframes, args.height, args.width, args.cells)
+    spec = preset_spec("realistic", args.nframes, args.height, args.width, seed=0)
+    write_movie(movie, spec)
     size = movie.stat().st_size
-    print(f"movie: {args.nframes} frames of {args.height}x{args.width} uint16 "
-          f"({size / 2 ** 30:.2f} GiB, one chunk per frame), {args.cells} cells, written in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
-    nbinned = args.nframes // BIN_SIZE
+    with h5py.File(movie, "r") as h5:
+        chunks = h5[MOVIE_DATASET].chunks
+    print(f"movie: realistic preset, {args.nframes} frames of {args.height}x{args.width} "
+          f"uint16 ({size / 2 ** 30:.2f} GiB, chunks {chunks}), {spec.ncells} somata, "
+          f"written in {time.perf_counter() - started:.0f} s", flush=True)
+    nbinned = args.nframes // args.bin_size
     scratch = work / "scratch"
     scratch.mkdir()
     common = [sys.executable, __file__, "--movie", str(movie), "--scratch", str(scratch),
@@ -388,23 +307,26 @@ def bench_roi_write(server, args) -> None:
     megabytes = (outputs["traces"].nbytes * 2 + sum(
         len(item["ypix"]) * 12 for item in outputs["stat"])) / 2 ** 20
     run = {"ophys_experiment_id": EXPERIMENT_ID + 1,
-           "ophys_segmentation_commit_hash": "bench-write", "source_video_path": "/bench.h5",
+           "ophys_segmentation_commit_hash": "bench-write", "parameters_digest": "bench",
+           "source_video_path": "/bench.h5", "movie_fingerprint": {},
            "video_shape": [512, 512], "nframes": args.trace_frames, "nbinned": 10,
            "suite2p_version": "bench", "suite2p_settings": {"bench": True},
            "suite2p_seconds": 0.0, "total_seconds": 0.0, "hostname": "bench"}
     credentials = server.credentials(embedded.LABELING_ROLE, embedded.LABELING_DATABASE)
 
     def store_path(dbconn):
-        rois = rois_from_suite2p(video_shape=(512, 512), **outputs)
-        store.write_run(dbconn, run, rois)
+        store.write_run(dbconn, run,
+                        lambda: rois_from_suite2p(video_shape=(512, 512), **outputs))
 
     def raw_copy(dbconn):
         with dbconn.transaction() as cursor:
             cursor.execute("INSERT INTO segmentation_runs (ophys_experiment_id, "
-                           "ophys_segmentation_commit_hash, source_video_path, video_shape, "
-                           "nframes, nbinned, suite2p_version, suite2p_settings, "
-                           "suite2p_seconds, total_seconds, hostname) VALUES "
-                           "(1, 'raw', '/b.h5', '{512,512}', 1, 1, 'b', '{}', 0, 0, 'b') "
+                           "ophys_segmentation_commit_hash, parameters_digest, "
+                           "source_video_path, movie_fingerprint, video_shape, nframes, "
+                           "nbinned, suite2p_version, suite2p_settings, suite2p_seconds, "
+                           "total_seconds, hostname) VALUES "
+                           "(1, 'raw', 'b', '/b.h5', '{}', '{512,512}', 1, 1, 'b', '{}', 0, "
+                           "0, 'b') "
                            "RETURNING id")
             run_id = cursor.fetchone()["id"]
             dbconn.copy_rows("rois", ROI_COLUMNS, ((run_id, *row) for row in prepared),
@@ -413,10 +335,12 @@ def bench_roi_write(server, args) -> None:
     def insert_per_roi(dbconn):
         with dbconn.transaction() as cursor:
             cursor.execute("INSERT INTO segmentation_runs (ophys_experiment_id, "
-                           "ophys_segmentation_commit_hash, source_video_path, video_shape, "
-                           "nframes, nbinned, suite2p_version, suite2p_settings, "
-                           "suite2p_seconds, total_seconds, hostname) VALUES "
-                           "(2, 'insert', '/b.h5', '{512,512}', 1, 1, 'b', '{}', 0, 0, 'b') "
+                           "ophys_segmentation_commit_hash, parameters_digest, "
+                           "source_video_path, movie_fingerprint, video_shape, nframes, "
+                           "nbinned, suite2p_version, suite2p_settings, suite2p_seconds, "
+                           "total_seconds, hostname) VALUES "
+                           "(2, 'insert', 'b', '/b.h5', '{}', '{512,512}', 1, 1, 'b', '{}', 0, "
+                           "0, 'b') "
                            "RETURNING id")
             run_id = cursor.fetchone()["id"]
             for row in prepared:
@@ -455,7 +379,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--nframes", type=int, default=8000)
-    parser.add_argument("--cells", type=int, default=600)
+    parser.add_argument("--bin_size", type=int, default=DEFAULT_BIN_SIZE,
+                        help="frames per binned frame: nbinned = nframes // bin_size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency_ms", type=float, default=2.0,
                         help="slow-storage stand-in: wait per read; 0 skips that part")

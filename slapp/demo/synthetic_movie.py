@@ -84,7 +84,7 @@ class MovieSpec:
     (log-uniformly for event rates) from them.
     """
 
-    # 4500 frames (145 s at 31 Hz) give 39 detection bins under the pipeline's
+    # 4500 frames (145 s at 31 Hz) give 39 detection bins under the original jobs'
     # nframes // 115 rule; over 20 seeds Suite2P then finds 87-100 % of the cells.
     # 3500 frames still find >= 80 %, 3000 frames (26 bins) as few as 70 %.
     nframes: int = 4500

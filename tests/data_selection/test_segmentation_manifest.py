@@ -10,8 +10,8 @@ import h5py
 import pytest
 
 from slapp.data_selection.segmentation_manifest import (
-    SegmentationManifest, SegmentationManifestException, SegmentationManifestOutputSchema,
-    build_entries, load_manifest)
+    DEFAULT_BIN_SIZE, SegmentationManifest, SegmentationManifestException,
+    SegmentationManifestOutputSchema, SegmentationManifestSchema, build_entries, load_manifest)
 from slapp.demo.lims import add_experiment
 
 
@@ -119,13 +119,18 @@ def storage(tmp_path):
     return root
 
 
+def test_default_bin_size_is_one_gcamp6f_decay_at_31_hz():
+    assert DEFAULT_BIN_SIZE == 22 == round(0.7 * 31)
+    assert SegmentationManifestSchema().fields["bin_size"].dump_default == DEFAULT_BIN_SIZE
+
+
 def test_manifest_of_20_experiments_in_selection_order(
         run_cli, labeling_db, lims_admin, storage, tmp_path):
     experiment_ids = [850517344 + 8 * k for k in range(20)]
     selected = experiment_ids[::-1][:10] + experiment_ids[:10]  # not sorted
     expected = {}
     for k, experiment_id in enumerate(experiment_ids):
-        nframes = 115 * (k + 1) + k  # nbinned = k + 1
+        nframes = DEFAULT_BIN_SIZE * (k + 1) + k  # nbinned = k + 1 (k < DEFAULT_BIN_SIZE)
         movie = ("processed/motion_corrected_video.h5" if k % 3 else
                  "processed/concat/concat_31Hz_0.h5")
         directory = _add_experiment(lims_admin, storage, experiment_id, nframes, movie=movie)
@@ -188,7 +193,7 @@ def test_sequential_and_concurrent_discovery_give_the_same_manifest(
     assert manifests[0] == manifests[1]
     assert [entry["experiment_id"] for entry in manifests[0]] == experiment_ids[::-1]
     assert [entry["nbinned"] for entry in manifests[0]] == [
-        int(2 * experiment_id / 115) for experiment_id in experiment_ids[::-1]]
+        int(2 * experiment_id / DEFAULT_BIN_SIZE) for experiment_id in experiment_ids[::-1]]
 
 
 # --- every bad input: non-zero exit, a message naming the experiment, no file -----
@@ -222,9 +227,10 @@ def _bad_experiment(kind, lims_admin, storage, experiment_id):
                              dataset="frames")
         return f"movie {movie} has no 'data' dataset"
     if kind == "shorter than a bin":
-        directory = _add_experiment(lims_admin, storage, experiment_id, 114)
-        return (f"movie {directory / 'processed' / 'motion_corrected_video.h5'} has 114 "
-                f"frames, fewer than one bin of 115 (nbinned would be 0)")
+        short = DEFAULT_BIN_SIZE - 1
+        directory = _add_experiment(lims_admin, storage, experiment_id, short)
+        return (f"movie {directory / 'processed' / 'motion_corrected_video.h5'} has {short} "
+                f"frames, fewer than one bin of {DEFAULT_BIN_SIZE} (nbinned would be 0)")
     if kind == "no storage directory":
         with lims_admin.cursor() as cursor:
             add_experiment(cursor, experiment_id, project="p", genotype="g", depth=1,

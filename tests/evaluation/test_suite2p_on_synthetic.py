@@ -2,7 +2,9 @@
 
 This pins down the recipe the demo and the pipeline rely on: one HDF5 movie
 (dataset ``data``), registration off, ``threshold_scaling`` 0.75,
-``nbins = nframes // 115``, sparsery forced to its 12 px spatial scale, and
+``nbins = nframes // 115`` (the original jobs' bins, ``ORIGINAL_BIN_SIZE``, with
+which the floors below were measured; the manifest now defaults to finer
+bins, ``DEFAULT_BIN_SIZE``), sparsery forced to its 12 px spatial scale, and
 every ROI in ``stat.npy`` counted as a prediction.
 """
 import copy
@@ -11,8 +13,10 @@ import time
 import numpy as np
 import pytest
 
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
 from slapp.demo.synthetic_movie import MovieSpec, preset_spec, read_ground_truth, write_movie
 from slapp.evaluation.matching import match_rois
+from slapp.evaluation.plain_suite2p import ORIGINAL_BIN_SIZE
 
 # The default demo movie: 4500 frames, 30 cells of 10-15 px in 128 x 128 px.
 SPEC = MovieSpec(seed=0)
@@ -36,7 +40,7 @@ def suite2p_settings(nframes: int) -> dict:
                "delete_bin": True,        # data.bin is a full int16 copy of the movie
                "move_bin": False},
         "detection": {"algorithm": "sparsery", "threshold_scaling": 0.75,
-                      "nbins": nframes // 115,
+                      "nbins": nframes // ORIGINAL_BIN_SIZE,
                       # 2 = 12 px; auto-estimation sometimes picks 6 px, halving the
                       # threshold and adding ~15 neuropil ROIs
                       "sparsery_settings": {"spatial_scale": 2}},
@@ -127,9 +131,9 @@ def test_plain_suite2p_scores_of_a_demo_movie_are_computed_once(tmp_path, capsys
     truth_path = write_movie(movie_path, spec)
     movie = DemoMovie(4, movie_path, truth_path, generated=True)
 
-    first = plain_suite2p_scores(movie, nbinned=1500 // 22)
+    first = plain_suite2p_scores(movie, nbinned=1500 // DEFAULT_BIN_SIZE)
     assert "scored" in capsys.readouterr().out
     assert 0 <= first["plain_f1"] <= 1 and 0 <= first["plain_f1_all_rois"] <= 1
-    assert plain_suite2p_scores(movie, nbinned=1500 // 22) == first
+    assert plain_suite2p_scores(movie, nbinned=1500 // DEFAULT_BIN_SIZE) == first
     assert "kept" in capsys.readouterr().out
     assert (tmp_path / "motion_corrected_video_plain_suite2p.json").is_file()

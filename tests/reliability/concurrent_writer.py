@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
 from slapp.segmentation.rois import Roi
 from slapp.segmentation.store import write_run
 from slapp.utils.cli import run_main
@@ -35,7 +36,7 @@ def main() -> None:
            "code_label": "reliability", "parameters_digest": "reliability-parameters",
            "movie_fingerprint": {"size_bytes": 1}, "frame_source": "binary",
            "source_video_path": f"/movies/{experiment_id}.h5", "video_shape": [512, 512],
-           "nframes": nframes, "nbinned": max(1, nframes // 115), "suite2p_version": "1.1.0",
+           "nframes": nframes, "nbinned": max(1, nframes // DEFAULT_BIN_SIZE), "suite2p_version": "1.1.0",
            "suite2p_settings": {"detection": {"threshold_scaling": 0.75}},
            "suite2p_seconds": 1.0, "total_seconds": 1.0, "stage_seconds": {},
            "peak_rss_bytes": None, "scratch_bytes": None, "hostname": "task",

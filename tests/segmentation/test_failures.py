@@ -111,7 +111,7 @@ def test_the_recording_cli_stores_a_signal_death_with_the_task_identity(
 
     result = run_cli(RECORD, "--manifest_json", manifest, "--manifest_index", 0,
                      "--exit_status", 143, "--duration_seconds", 812, "--",
-                     "--diameter", 12, "--tmp_dir", tmp_path,
+                     "--diameter", 14, "--tmp_dir", tmp_path,
                      env={"TRANSFORM_HASH": "record-test", "SLURM_JOB_ID": "77",
                           "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "0"})
 
@@ -120,7 +120,7 @@ def test_the_recording_cli_stores_a_signal_death_with_the_task_identity(
     assert result.stderr.strip().splitlines() == [
         f"ERROR:slapp.segmentation.failures:experiment 880001 (manifest index 0): {message}"]
     [row] = labeling_db.query("SELECT * FROM segmentation_failures")
-    options = dataclasses.replace(Suite2pOptions.defaults(), diameter=12.0)
+    options = dataclasses.replace(Suite2pOptions.defaults(), diameter=14.0)
     assert {key: row[key] for key in (
         "ophys_experiment_id", "ophys_segmentation_commit_hash", "parameters_digest",
         "manifest_path", "manifest_index", "scheduler_job_id", "scheduler_task_id",

@@ -77,7 +77,7 @@ def stored_runs(labeling_db):
 def sbatch_array(env, local_slurm, log_dir, spec):
     return subprocess.run(
         ["sbatch", "--wait", f"--array={spec}", "--cpus-per-task=1", "--mem=3G", "--tmp=0",
-         f"--output={log_dir}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "12"],
+         f"--output={log_dir}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "14"],
         env={**env, **local_slurm.environment}, cwd=log_dir, capture_output=True, text=True,
         timeout=900)
 
@@ -142,7 +142,7 @@ def test_pbs_script_submitted_with_qsub_segments_its_entry(
 
 def run_pbs_task(env, index):
     """Run the PBS script as a PBS array task runs it."""
-    return subprocess.run(["bash", str(PBS_SCRIPT), "--diameter", "12"],
+    return subprocess.run(["bash", str(PBS_SCRIPT), "--diameter", "14"],
                           env={**env, "PBS_ARRAYID": str(index),
                                "PBS_O_WORKDIR": env["SLAPP_TMP_DIR"]},
                           capture_output=True, text=True, timeout=600)
@@ -203,7 +203,7 @@ def test_a_task_killed_by_a_signal_is_recorded_by_the_script_and_its_scratch_cle
         labeling_db, job_env, tmp_path):
     """SIGKILL to the task alone, as the kernel's OOM killer sends it; the script survives."""
     scratch = Path(job_env["SLAPP_TMP_DIR"])
-    script = subprocess.Popen(["bash", str(PBS_SCRIPT), "--diameter", "12"],
+    script = subprocess.Popen(["bash", str(PBS_SCRIPT), "--diameter", "14"],
                               env={**job_env, "PBS_ARRAYID": "0",
                                    "PBS_O_WORKDIR": str(tmp_path)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -225,7 +225,7 @@ def test_a_task_killed_by_a_signal_is_recorded_by_the_script_and_its_scratch_cle
     assert failure["signal_name"] == "SIGKILL" and failure["exit_status"] == 137
     assert failure["message"].startswith("killed by SIGKILL")
     assert failure["message"] in stderr
-    assert failure["parameters_digest"] == entry_digest(diameter=12.0)
+    assert failure["parameters_digest"] == entry_digest(diameter=14.0)
     assert failure["manifest_path"] == job_env["MANIFEST"] and failure["manifest_index"] == 0
     assert failure["duration_seconds"] >= 0
     assert stored_runs(labeling_db) == {}
@@ -252,7 +252,7 @@ def test_scancel_while_suite2p_runs_is_recorded_as_killed_and_leaves_nothing(
     env = {**job_env, **local_slurm.environment}
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--array=1", "--cpus-per-task=1", "--mem=3G", "--tmp=0",
-         f"--output={tmp_path}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "12"],
+         f"--output={tmp_path}/slurm_%A_%a.log", str(SLURM_SCRIPT), "--diameter", "14"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
     job_id = submitted.stdout.strip().split(";")[0]
     deadline = time.monotonic() + 300

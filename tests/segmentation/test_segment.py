@@ -7,7 +7,7 @@ order and share that run, so none of them uses the ``labeling_db`` fixture
 (which empties the tables).
 
 The movie is the demo's (145 s at 31 Hz), its ``nbinned`` follows the
-manifest step's rule (nframes // 115) and every Suite2P setting is the
+manifest step's default bins (nframes // DEFAULT_BIN_SIZE) and every Suite2P setting is the
 command's default, threshold_scaling 0.75 included: what a user gets.
 """
 import json
@@ -21,6 +21,7 @@ import pytest
 import scipy.sparse
 
 from slapp import embedded
+from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE
 from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
 from slapp.evaluation.matching import match_rois
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
@@ -29,7 +30,7 @@ from slapp.utils.query_utils import DbConnection
 VERSION = "segment-test-version"
 EXPERIMENT_ID = 850517344
 NFRAMES, HEIGHT, WIDTH = 4500, 128, 128
-NBINNED = NFRAMES // 115
+NBINNED = NFRAMES // DEFAULT_BIN_SIZE
 
 
 def segment(env, manifest, *args):

@@ -34,7 +34,7 @@ def segment(run_cli, entry, *args):
     output = entry["manifest"].parent / "out.json"
     output.unlink(missing_ok=True)
     result = run_cli(SEGMENT, "--manifest_json", entry["manifest"], "--manifest_index", 0,
-                     "--tmp_dir", entry["scratch"], "--diameter", 12, "--output_json", output,
+                     "--tmp_dir", entry["scratch"], "--diameter", 14, "--output_json", output,
                      *args, env={"TRANSFORM_HASH": VERSION})
     return result, (json.loads(output.read_text()) if output.exists() else None)
 
@@ -46,7 +46,7 @@ def stored_runs(dbconn):
 
 
 def digest(**changes):
-    options = Suite2pOptions.from_args({**Suite2pOptions.defaults().__dict__, "diameter": 12,
+    options = Suite2pOptions.from_args({**Suite2pOptions.defaults().__dict__, "diameter": 14,
                                         **changes})
     return parameters_digest(options, NBINNED, suite2p_version())
 

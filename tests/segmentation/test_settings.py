@@ -13,11 +13,11 @@ from slapp.segmentation.settings import (SettingsException, Suite2pOptions,
                                          Suite2pSettingsSchema, options_from_recorded_settings,
                                          parameters_digest)
 
-DEFAULTS = {"fs": 31.0, "tau": 0.7, "diameter": 14.0, "threshold_scaling": 0.75,
+DEFAULTS = {"fs": 31.0, "tau": 0.7, "diameter": 12.0, "threshold_scaling": 0.75,
             "spatial_scale": 2, "highpass_neuropil": 25, "max_overlap": 0.75,
             "neuropil_coefficient": 0.7, "do_registration": False, "torch_device": "cpu"}
 # Another value for each option, all valid.
-CHANGED = {"fs": 30.0, "tau": 1.0, "diameter": 12.0, "threshold_scaling": 0.9,
+CHANGED = {"fs": 30.0, "tau": 1.0, "diameter": 14.0, "threshold_scaling": 0.9,
            "spatial_scale": 3, "highpass_neuropil": 30, "max_overlap": 0.5,
            "neuropil_coefficient": 0.8, "do_registration": True, "torch_device": "cuda"}
 
@@ -58,7 +58,7 @@ def test_a_nested_schema_fills_its_defaults():
 
 
 def test_from_args_converts_types_and_ignores_other_arguments():
-    options = Suite2pOptions.from_args({**DEFAULTS, "fs": 31, "diameter": 14,
+    options = Suite2pOptions.from_args({**DEFAULTS, "fs": 31, "diameter": 12,
                                         "manifest_index": 7, "overwrite": True})
 
     assert options == Suite2pOptions.defaults()
