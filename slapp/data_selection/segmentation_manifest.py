@@ -51,6 +51,8 @@ LIMS_QUERY = pgsql.SQL("SELECT id, movie_number_of_frames AS nframes, storage_di
 # Frames per detection bin when --bin_size is not given: round(tau * fs) for
 # GCaMP6f at 31 Hz (see the bin_size field for the figures behind it).
 DEFAULT_BIN_SIZE = 22
+# segment writes its ROI-outline PNGs here, beside the manifest; the report reads them
+PLOT_DIRECTORY_NAME = "segmentation_plots"
 
 # Messages of this many bad experiments go into the final error line; every
 # one of them is also logged on its own line before it.

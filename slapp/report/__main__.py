@@ -18,12 +18,11 @@ from pathlib import Path
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
 from slapp.errors import SlappError
 from slapp.report.entries import DONE, FAILED, MISSING, fetch_entries
 from slapp.report.page import render_page
 from slapp.report.statistics import add_derived_figures, flag_outliers
-from slapp.segmentation.segment import PLOT_DIRECTORY_NAME
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults

@@ -52,7 +52,7 @@ from typing import Sequence
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
 from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
 from slapp.data_selection.utils import movie_shape as read_movie_shape
 from slapp.errors import SlappError
@@ -72,7 +72,6 @@ from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defa
 
 logger = logging.getLogger("slapp.segmentation.segment")
 
-PLOT_DIRECTORY_NAME = "segmentation_plots"
 # Boolean options that may be given as bare flags (``--overwrite``) as well as
 # argschema's ``--overwrite True``.
 BARE_FLAGS = ("--overwrite", "--keep_suite2p_results")

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -85,6 +86,10 @@ def _summary(main: Callable) -> str:
     return lines[0] if lines else ""
 
 
+# A percent sign that is not argparse's own "%(default)s" or an escaped "%%".
+_LONE_PERCENT = re.compile(r"(?<!%)%(?![(%])")
+
+
 @contextmanager
 def _argparse_reports_one_line(prog: str, summary: str) -> Iterator[None]:
     """Make every argparse parser built meanwhile (argschema's too) behave as slapp's.
@@ -101,6 +106,10 @@ def _argparse_reports_one_line(prog: str, summary: str) -> Iterator[None]:
         raise UsageError(f"{message} (--help lists the options)")
 
     def format_help(parser):
+        # argparse %-formats every help text; a description may say "89 %"
+        for action in parser._actions:
+            if action.help:
+                action.help = _LONE_PERCENT.sub("%%", action.help)
         text = original_format_help(parser)
         return f"{prog}: {summary}\n\n{text}" if summary else text
 

@@ -122,7 +122,8 @@ def test_manifest_queries_each_connection_once_and_uses_module_level_names(
     assert sorted(opened) == [(Path(f"/lims/{i}/motion_corrected_video.h5"), "r")
                               for i in (11, 12, 13)]
     assert written == [{"manifest": [
-        {"experiment_id": i, "nbinned": 2, "input_video": f"/lims/{i}/motion_corrected_video.h5"}
+        {"experiment_id": i, "nbinned": 230 // segmentation_manifest.DEFAULT_BIN_SIZE,
+         "input_video": f"/lims/{i}/motion_corrected_video.h5"}
         for i in (11, 12, 13)]}]
 
 

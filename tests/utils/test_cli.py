@@ -129,3 +129,17 @@ def test_every_commands_help_starts_with_a_summary_line(prog, run_cli, tmp_path)
     module_summary = importlib.import_module(COMMANDS[prog]).__doc__.strip().splitlines()[0]
     assert (first, blank) == (f"{prog}: {module_summary}", "")
     assert usage.startswith("usage: ")
+
+
+def test_a_percent_sign_in_a_help_text_is_printed_as_written(capsys):
+    def main():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--bins", default=22,
+                            help="recall 0.89 (89 %%) vs 1.4%% scratch; default %(default)s")
+        parser.add_argument("--rate", help="recall 89 % of the cells, 1.4% of the movie")
+        parser.parse_args(["--help"])
+
+    assert run_main(main, "demo", summary="a command") == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "recall 0.89 (89 %) vs 1.4% scratch; default 22" in help_text
+    assert "recall 89 % of the cells, 1.4% of the movie" in help_text
