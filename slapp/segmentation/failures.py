@@ -51,7 +51,8 @@ from slapp.segmentation.store import DatabaseUnreachable, record_failure
 from slapp.segmentation.suite2p_runner import Suite2pRunException, suite2p_version
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_version
-from slapp.utils.query_utils import _is_permanent, get_db_credentials, label_defaults
+from slapp.utils.query_utils import (get_db_credentials, is_permanent_connect_error,
+                                     label_defaults)
 
 logger = logging.getLogger("slapp.segmentation.failures")
 
@@ -101,7 +102,7 @@ def classify_exception(error: BaseException) -> str:
         if isinstance(link, DatabaseUnreachable):
             return DATABASE_UNREACHABLE
         if isinstance(link, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-            return BAD_INPUT if _is_permanent(link) else DATABASE_UNREACHABLE
+            return BAD_INPUT if is_permanent_connect_error(link) else DATABASE_UNREACHABLE
     if isinstance(error, Suite2pRunException):
         return SUITE2P_ERROR
     if isinstance(error, (SlappError, mm.ValidationError, json.JSONDecodeError)):

@@ -26,7 +26,7 @@ from psycopg2 import sql as pgsql
 from slapp.errors import SlappError
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
 from slapp.utils.cli import one_line
-from slapp.utils.query_utils import DbConnection, _is_permanent
+from slapp.utils.query_utils import DbConnection, is_permanent_connect_error
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _is_connection_trouble(error: Exception) -> bool:
     was restarting or full. A wrong password or database name is not."""
     if isinstance(error, psycopg2.InterfaceError):
         return True
-    if not isinstance(error, psycopg2.OperationalError) or _is_permanent(error):
+    if not isinstance(error, psycopg2.OperationalError) or is_permanent_connect_error(error):
         return False
     return error.pgcode is None or error.pgcode in _TRANSIENT_CODES \
         or error.pgcode.startswith("08")

@@ -140,7 +140,19 @@ def _final_text(cursor, query, params) -> str:
     return query
 
 
-def _is_permanent(error: psycopg2.OperationalError) -> bool:
+def is_permanent_connect_error(error: psycopg2.OperationalError) -> bool:
+    """Whether waiting cannot fix this connection failure (a wrong password, no database).
+
+    Parameters
+    ----------
+    error : psycopg2.OperationalError
+        Raised while connecting.
+
+    Returns
+    -------
+    bool
+        True for a failure that a retry would only repeat.
+    """
     message = str(error).lower()
     return any(marker in message for marker in _PERMANENT_CONNECT_ERRORS)
 
@@ -203,7 +215,7 @@ class DbConnection:
                 connection.autocommit = False
                 return connection
             except psycopg2.OperationalError as error:
-                if _is_permanent(error) or attempt == self._connect_attempts:
+                if is_permanent_connect_error(error) or attempt == self._connect_attempts:
                     raise
                 delay = min(15.0, self._backoff_seconds * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.5)
