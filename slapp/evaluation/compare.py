@@ -41,7 +41,7 @@ import scipy.sparse
 from slapp.demo.synthetic_movie import read_ground_truth
 from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
-from slapp.utils.cli import run_main
+from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
@@ -401,8 +401,7 @@ class CompareSchema(argschema.ArgSchema):
 
     @mm.validates_schema
     def one_reference(self, data, **kwargs):
-        if ("ground_truth" in data) == ("reference_run_id" in data):
-            raise mm.ValidationError("give --ground_truth or --reference_run_id")
+        require_one_of(data, "ground_truth", "reference_run_id")
 
 
 class CompareOutputSchema(mm.Schema):

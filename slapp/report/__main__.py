@@ -23,7 +23,7 @@ from slapp.errors import SlappError
 from slapp.report.entries import DONE, FAILED, MISSING, fetch_entries
 from slapp.report.page import render_page
 from slapp.report.statistics import add_derived_figures, flag_outliers
-from slapp.utils.cli import run_main
+from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
@@ -52,8 +52,7 @@ class ReportSchema(argschema.ArgSchema):
 
     @mm.validates_schema
     def one_source(self, data, **kwargs):
-        if ("manifest_json" in data) == ("experiment_selection_id" in data):
-            raise mm.ValidationError("give --manifest_json or --experiment_selection_id")
+        require_one_of(data, "manifest_json", "experiment_selection_id")
 
 
 class ReportOutputSchema(mm.Schema):

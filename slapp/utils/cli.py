@@ -180,6 +180,25 @@ def run_main(main: Callable[[], None], prog: str, summary: str | None = None) ->
     return 0
 
 
+def require_one_of(data: dict, first: str, second: str) -> None:
+    """Check that a command got exactly one of two options that each name its input.
+
+    Parameters
+    ----------
+    data : dict
+        The arguments, as a marshmallow schema validator receives them.
+    first, second : str
+        The two option names, without dashes.
+
+    Raises
+    ------
+    marshmallow.ValidationError
+        ``give --first or --second`` when both or neither were given.
+    """
+    if (first in data) == (second in data):
+        raise marshmallow.ValidationError(f"give --{first} or --{second}")
+
+
 def expand_bare_flags(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
     """Let boolean options be given as bare flags: ``--overwrite`` means ``--overwrite True``.
 
