@@ -94,23 +94,30 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     assert all(replaced[experiment] != stored[experiment] for experiment in stored)
 
 
-def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
-        labeling_db, cli_env, movies, tmp_path):
-    manifest = write_manifest(tmp_path, movies)
-    scratch = tmp_path / "scratch"
+def start_runner_until(cli_env, manifest, scratch, ready, seconds):
+    """Start run_local (one worker) and wait until ``ready()``; return it and its tasks' pids."""
     scratch.mkdir()
     runner = subprocess.Popen(
         [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
          "--tmp_dir", str(scratch), *SYNTHETIC_CELLS],
         env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not any(scratch.iterdir()):  # the first task is inside Suite2P
+    deadline = time.monotonic() + seconds
+    while not ready():
         assert runner.poll() is None, runner.communicate()
         assert time.monotonic() < deadline, "Suite2P never started"
         time.sleep(0.05)
     with open(f"/proc/{runner.pid}/task/{runner.pid}/children") as children:
-        task_pids = [int(pid) for pid in children.read().split()]
+        return runner, [int(pid) for pid in children.read().split()]
+
+
+def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
+        labeling_db, cli_env, movies, tmp_path):
+    scratch = tmp_path / "scratch"
+    # the first task is inside Suite2P once anything is in the scratch directory
+    runner, task_pids = start_runner_until(
+        cli_env, write_manifest(tmp_path, movies), scratch,
+        lambda: any(scratch.iterdir()), seconds=120)
 
     runner.send_signal(signal.SIGINT)
     stdout, stderr = runner.communicate(timeout=120)
@@ -185,21 +192,11 @@ def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
 @pytest.mark.slow
 def test_a_task_killed_by_a_signal_is_recorded_and_the_next_task_clears_its_scratch(
         labeling_db, cli_env, movies, tmp_path):
-    manifest = write_manifest(tmp_path, movies)
     scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    runner = subprocess.Popen(
-        [sys.executable, "-m", RUN_LOCAL, "--manifest_json", str(manifest), "--workers", "1",
-         "--tmp_dir", str(scratch), *SYNTHETIC_CELLS],
-        env={**cli_env, "TRANSFORM_HASH": VERSION}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list(scratch.glob("slapp_local_0_*/slapp_suite2p_*")):
-        assert runner.poll() is None, runner.communicate()
-        assert time.monotonic() < deadline, "Suite2P never started"
-        time.sleep(0.05)
-    with open(f"/proc/{runner.pid}/task/{runner.pid}/children") as children:
-        [task] = [int(pid) for pid in children.read().split()]
+    manifest = write_manifest(tmp_path, movies)
+    runner, [task] = start_runner_until(
+        cli_env, manifest, scratch,
+        lambda: list(scratch.glob("slapp_local_0_*/slapp_suite2p_*")), seconds=300)
 
     os.kill(task, signal.SIGKILL)  # as the kernel's OOM killer would
     stdout, stderr = runner.communicate(timeout=300)
