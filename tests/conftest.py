@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from slapp import embedded
-from slapp.db.init import create_tables
+from slapp.db.init import TABLES, create_tables
 from slapp.demo.lims import create_lims_tables
 from slapp.utils.query_utils import DbConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LABELING_TABLES = "experiment_selection, segmentation_runs, rois, segmentation_failures"
+LABELING_TABLES = ", ".join(table for table in TABLES if table != "slapp_schema_version")
 LIMS_TABLES = ("ophys_experiments, ophys_sessions, imaging_depths, donors_genotypes, "
                "genotypes, genotype_types, specimens, donors, projects")
 

@@ -10,7 +10,12 @@ transaction:
   Suite2P settings it recorded, its nbinned and its Suite2P version, so that
   a task with the same parameters still finds it done; its movie fingerprint
   is ``{}`` (unknown) and its code label ``''``;
-* a database at version 2 gets any missing table and is otherwise left alone.
+* version 2 -> 3 (``upgrade_2_to_3.sql``): a run records the selection and manifest
+  it came from (NULL, shown as unknown, for runs stored before) and the run that
+  superseded it; one *current* run per identity replaces one run per identity;
+* version 3 -> 4 (``upgrade_3_to_4.sql``): the ROIs' Suite2P features for labeling
+  and classifiers (NULL for ROIs stored before); the labeling tables are new;
+* a database at the current version gets any missing table and is otherwise left alone.
 
 The version is recorded in ``slapp_schema_version``. A second run changes
 nothing; a database newer than this slapp is refused.
@@ -30,9 +35,15 @@ from slapp.utils import query_utils
 from slapp.utils.cli import run_main
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 TABLES = ("slapp_schema_version", "experiment_selection", "segmentation_runs", "rois",
-          "segmentation_failures")
+          "segmentation_failures", "segmentation_images", "labeling_jobs", "labeling_tasks",
+          "roi_manifests", "labelers", "labeler_sessions", "roi_labels", "label_consensus",
+          "classifier_models", "roi_predictions")
+# The SQL that takes a database from the version before to each version; version 2 is
+# reached from 1 in Python (:func:`_upgrade_1_to_2`), since it computes digests.
+UPGRADE_SCRIPTS = {version: Path(__file__).with_name(f"upgrade_{version - 1}_to_{version}.sql")
+                   for version in (3, 4)}
 # The parameters digest of a version 1 run whose recorded settings cannot be
 # read: it never equals a real digest, so no task takes that run for its own.
 UNKNOWN_PARAMETERS = "unknown"
@@ -94,7 +105,7 @@ def _found_version(cursor, tables: set[str]) -> int | None:
     cursor.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = "
                    "current_schema() AND table_name = 'segmentation_runs' "
                    "AND column_name = 'parameters_digest'")
-    return SCHEMA_VERSION if cursor.fetchone() else 1
+    return 2 if cursor.fetchone() else 1
 
 
 def _upgrade_1_to_2(cursor, changes: SchemaChanges) -> None:
@@ -149,6 +160,10 @@ def init_schema(dbconn: query_utils.DbConnection) -> SchemaChanges:
                 f"(version {SCHEMA_VERSION}): install a newer slapp")
         if version == 1:
             _upgrade_1_to_2(cursor, changes)
+        for target, script in UPGRADE_SCRIPTS.items():
+            if version is not None and version < target:
+                cursor.execute(script.read_text())
+                changes.upgraded_from = version
         cursor.execute(SCHEMA_PATH.read_text())
         how = "created" if version is None else f"upgraded from {version}"
         cursor.execute("INSERT INTO slapp_schema_version (version, how) VALUES (%s, %s) "
@@ -178,11 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     with query_utils.DbConnection(
             **query_utils.get_db_credentials(**query_utils.label_defaults)) as dbconn:
         changes = init_schema(dbconn)
-    if changes.upgraded_from is not None:
+    if changes.upgraded_from == 1:
         logger.info("upgraded from schema version %d to %d: %d segmentation runs kept, each "
                     "with its parameters digest (%d with unreadable settings: '%s')",
                     changes.upgraded_from, SCHEMA_VERSION, changes.runs_upgraded,
                     changes.runs_with_unknown_parameters, UNKNOWN_PARAMETERS)
+    elif changes.upgraded_from is not None:
+        logger.info("upgraded from schema version %d to %d: every row kept",
+                    changes.upgraded_from, SCHEMA_VERSION)
     if changes.created:
         logger.info("created tables: %s", ", ".join(changes.created))
     if changes.nothing:

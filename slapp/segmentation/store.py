@@ -143,14 +143,20 @@ class _CountedRows:
             yield row
 
 
-def _insert_statement(columns: list[str], table: str, conflict: str | None) -> pgsql.Composed:
+def _insert_statement(columns: list[str], table: str,
+                      conflict: pgsql.Composable | None) -> pgsql.Composed:
     statement = pgsql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
         pgsql.SQL(", ").join(map(pgsql.Placeholder, columns)))
     if conflict is not None:
-        statement += pgsql.SQL(" ON CONFLICT ON CONSTRAINT {} DO NOTHING").format(
-            pgsql.Identifier(conflict))
+        statement += pgsql.SQL(" ON CONFLICT {} DO NOTHING").format(conflict)
     return statement + pgsql.SQL(" RETURNING id")
+
+
+# The arbiter of one_current_run_per_identity: a second current run of an identity
+# is not inserted.
+_CURRENT_IDENTITY = pgsql.SQL("({}) WHERE superseded_by IS NULL").format(
+    pgsql.SQL(", ").join(map(pgsql.Identifier, IDENTITY_COLUMNS)))
 
 
 def _run_parameters(run: dict) -> dict:
@@ -174,7 +180,7 @@ def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
             for row in cursor.fetchall():
                 logger.info("replacing segmentation run %d", row["id"])
         cursor.execute(_insert_statement(list(params), "segmentation_runs",
-                                         "one_run_per_identity"), params)
+                                         _CURRENT_IDENTITY), params)
         inserted = cursor.fetchone()
         if inserted is None:
             return None

@@ -7,6 +7,7 @@ import psycopg2.extras
 import pytest
 
 from slapp import embedded
+from slapp.db.init import SCHEMA_VERSION, TABLES
 from slapp.segmentation import store
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.utils.query_utils import DbConnection
@@ -33,10 +34,11 @@ def schema_snapshot(dbconn):
 
 
 def test_init_twice_changes_nothing(labeling_db, run_cli):
-    labeling_db.execute("DROP TABLE IF EXISTS rois, segmentation_runs, experiment_selection")
+    dropped = [table for table in TABLES if table != "slapp_schema_version"]
+    labeling_db.execute(f"DROP TABLE IF EXISTS {', '.join(dropped)}")
     first = run_cli("slapp.db.init")
     assert first.returncode == 0, first.stderr
-    assert "created tables: experiment_selection, segmentation_runs, rois" in first.stderr
+    assert f"created tables: {', '.join(dropped)}" in first.stderr
     snapshot = schema_snapshot(labeling_db)
     labeling_db.execute("INSERT INTO experiment_selection (base64_query_strings, "
                         "slapp_commit_hash, ophys_experiment_ids, sub_selection_counts, "
@@ -47,7 +49,8 @@ def test_init_twice_changes_nothing(labeling_db, run_cli):
     assert "nothing to do" in second.stderr
     assert schema_snapshot(labeling_db) == snapshot
     assert labeling_db.query("SELECT count(*) AS n FROM experiment_selection") == [{"n": 1}]
-    assert labeling_db.query("SELECT version FROM slapp_schema_version") == [{"version": 2}]
+    assert {row["version"] for row in labeling_db.query(
+        "SELECT version FROM slapp_schema_version")} == {SCHEMA_VERSION}
 
 
 def test_tables_carry_the_contract_columns(labeling_db):
@@ -68,8 +71,15 @@ def test_one_run_per_identity(labeling_db):
     labeling_db.execute(insert, (1, "abc", "p1"))
     labeling_db.execute(insert, (1, "def", "p1"))
     labeling_db.execute(insert, (1, "abc", "p2"))  # a parameter sweep: a run beside the first
-    with pytest.raises(Exception, match="one_run_per_identity"):
+    with pytest.raises(Exception, match="one_current_run_per_identity"):
         labeling_db.execute(insert, (1, "abc", "p1"))
+    # a superseded run steps aside: the identity may have a current run again
+    labeling_db.execute("UPDATE segmentation_runs SET superseded_by = 2, superseded_at = now() "
+                        "WHERE id = 1")
+    labeling_db.execute(insert, (1, "abc", "p1"))
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_runs "
+                             "WHERE parameters_digest = 'p1' AND "
+                             "ophys_segmentation_commit_hash = 'abc'") == [{"n": 2}]
 
 
 def test_rois_need_a_run(labeling_db):
@@ -173,9 +183,12 @@ def test_a_version_1_database_is_upgraded_keeping_every_row(v1_database, labelin
     assert result.stderr.splitlines() == [
         "WARNING:slapp.db.init:segmentation run 3: the recorded Suite2P settings have no fs; "
         "its parameters digest is 'unknown'",
-        "INFO:slapp.db.init:upgraded from schema version 1 to 2: 3 segmentation runs kept, "
-        "each with its parameters digest (1 with unreadable settings: 'unknown')",
-        "INFO:slapp.db.init:created tables: slapp_schema_version, segmentation_failures"]
+        f"INFO:slapp.db.init:upgraded from schema version 1 to {SCHEMA_VERSION}: 3 "
+        "segmentation runs kept, each with its parameters digest (1 with unreadable "
+        "settings: 'unknown')",
+        "INFO:slapp.db.init:created tables: " + ", ".join(
+            table for table in TABLES
+            if table not in ("experiment_selection", "segmentation_runs", "rois"))]
     with DbConnection(**v1_database["credentials"]) as dbconn:
         # the same tables, columns, constraints and indexes as a new database
         assert full_schema(dbconn) == full_schema(labeling_db)
@@ -190,7 +203,7 @@ def test_a_version_1_database_is_upgraded_keeping_every_row(v1_database, labelin
                    and run["stage_seconds"] == {} and run["frame_source"] == "binary"
                    for run in runs)
         assert dbconn.query("SELECT version, how FROM slapp_schema_version") == [
-            {"version": 2, "how": "upgraded from 1"}]
+            {"version": SCHEMA_VERSION, "how": "upgraded from 1"}]
 
         # the upgraded runs are found by their identity; other parameters are a new run
         found = store.find_run(dbconn, 850517344, V1_COMMIT, runs[0]["parameters_digest"])
@@ -218,7 +231,8 @@ def test_a_second_init_after_the_upgrade_changes_nothing(v1_database, run_cli):
 
         assert second.returncode == 0, second.stderr
         assert second.stderr.splitlines() == [
-            "INFO:slapp.db.init:all tables exist at schema version 2: nothing to do"]
+            f"INFO:slapp.db.init:all tables exist at schema version {SCHEMA_VERSION}: "
+            "nothing to do"]
         assert full_schema(dbconn) == schema
         assert {table: dump(dbconn, table) for table in rows} == rows
 
@@ -226,15 +240,17 @@ def test_a_second_init_after_the_upgrade_changes_nothing(v1_database, run_cli):
 def test_a_database_newer_than_this_slapp_is_refused(v1_database, run_cli):
     assert run_cli("slapp.db.init", env=v1_database["env"]).returncode == 0
     with DbConnection(**v1_database["credentials"]) as dbconn:
-        dbconn.execute("INSERT INTO slapp_schema_version (version, how) VALUES (3, 'future')")
+        dbconn.execute("INSERT INTO slapp_schema_version (version, how) VALUES (%s, 'future')",
+                       (SCHEMA_VERSION + 1,))
         schema = full_schema(dbconn)
 
         result = run_cli("slapp.db.init", env=v1_database["env"])
 
         assert result.returncode == 1
         assert result.stderr.strip() == (
-            "slapp.db.init: error: the labeling database has schema version 3, newer than "
-            "this slapp (version 2): install a newer slapp")
+            f"slapp.db.init: error: the labeling database has schema version "
+            f"{SCHEMA_VERSION + 1}, newer than this slapp (version {SCHEMA_VERSION}): "
+            "install a newer slapp")
         assert full_schema(dbconn) == schema
 
 
@@ -243,3 +259,86 @@ def test_schema_v1_fixture_is_the_first_release():
     text = SCHEMA_V1.read_text()
     assert "CONSTRAINT one_run_per_experiment_and_code_version" in text
     assert "parameters_digest" not in text and "slapp_schema_version" not in text
+
+
+# --- upgrading databases made by schema versions 2 and 3 ---------------------------------
+
+FIXTURES = {2: Path(__file__).with_name("schema_v2.sql"),  # slapp/db/schema.sql at fd499e3
+            3: Path(__file__).with_name("schema_v3.sql")}  # before the labeling tables
+
+
+@pytest.fixture(params=sorted(FIXTURES))
+def old_database(request, embedded_server):
+    """A labeling database made by an earlier schema, with a selection, runs, ROIs, failures."""
+    version, name = request.param, f"labeling_v{request.param}"
+    with closing(embedded_server.admin_connection()) as admin, admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {name} OWNER {embedded.LABELING_ROLE}")
+    credentials = {**embedded_server.credentials(embedded.LABELING_ROLE,
+                                                 embedded.LABELING_DATABASE), "database": name}
+    with DbConnection(**credentials) as dbconn:
+        dbconn.execute(FIXTURES[version].read_text())
+        dbconn.execute("INSERT INTO slapp_schema_version (version, how) VALUES (%s, 'created')",
+                       (version,))
+        dbconn.execute(
+            "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
+            "ophys_experiment_ids, sub_selection_counts, sub_selected_ids, random_seed) "
+            "VALUES ('{c2VsZWN0}', 'abc', '{{7,8}}', '{2}', '{7,8}', 42)")
+        for experiment_id, digest in ((7, "p1"), (7, "p2"), (8, "p1")):
+            [run] = dbconn.insert(
+                "INSERT INTO segmentation_runs (ophys_experiment_id, "
+                "ophys_segmentation_commit_hash, parameters_digest, source_video_path, "
+                "movie_fingerprint, video_shape, nframes, nbinned, suite2p_version, "
+                "suite2p_settings, suite2p_seconds, total_seconds, hostname) VALUES "
+                "(%s, 'abc', %s, '/movies/m.h5', '{\"size\": 1}', '{32,40}', 3000, 26, "
+                "'1.1.0', '{}', 61.5, 70.25, 'node7') RETURNING id", (experiment_id, digest))
+            for index in range(3):
+                dbconn.execute(
+                    "INSERT INTO rois (segmentation_run_id, suite2p_roi_index, coo_row, "
+                    "coo_col, coo_data, trace, neuropil_trace, is_cell, cell_probability, npix,"
+                    " centroid_row, centroid_col, radius, aspect_ratio, compactness, skew) "
+                    "VALUES (%s, %s, '{1,1,2}', '{3,4,3}', '{0.5,1,0.25}', '{400.5,401,399}', "
+                    "'{200,201,199.5}', true, 0.875, 3, 1.25, 3.5, 1.5, 1.1, 1.02, 0.8)",
+                    (run["id"], index))
+        dbconn.execute(
+            "INSERT INTO segmentation_failures (ophys_experiment_id, "
+            "ophys_segmentation_commit_hash, manifest_path, manifest_index, hostname, "
+            "failure_class, message) VALUES (9, 'abc', '/m.json', 2, 'node7', 'bad_input', "
+            "'no movie')")
+        before = {table: dump(dbconn, table) for table in
+                  ("experiment_selection", "segmentation_runs", "rois", "segmentation_failures")}
+    yield {"version": version, "credentials": credentials, "before": before,
+           "env": {"LABELING_DATABASE": name}}
+    with closing(embedded_server.admin_connection()) as admin, admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_an_earlier_database_is_upgraded_in_place_keeping_every_row(old_database, labeling_db,
+                                                                     run_cli):
+    result = run_cli("slapp.db.init", env=old_database["env"])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"INFO:slapp.db.init:upgraded from schema version {old_database['version']} to "
+        f"{SCHEMA_VERSION}: every row kept")
+    with DbConnection(**old_database["credentials"]) as dbconn:
+        assert full_schema(dbconn) == full_schema(labeling_db)
+        for table, rows in old_database["before"].items():
+            after = dump(dbconn, table)
+            assert [{key: row[key] for key in rows[0]} for row in after] == rows, table
+        runs = dump(dbconn, "segmentation_runs")
+        # provenance unknown, every run current
+        assert {(run["experiment_selection_id"], run["manifest_path"], run["superseded_by"])
+                for run in runs} == {(None, None, None)}
+        rois = dump(dbconn, "rois")
+        assert {(roi["npix_norm"], roi["std"], roi["footprint"]) for roi in rois} == {
+            (None, None, None)}
+        assert [roi["compact"] for roi in rois] == [pytest.approx(1.02)] * len(rois)
+        assert [row["version"] for row in dbconn.query(
+            "SELECT version FROM slapp_schema_version ORDER BY version")] == [
+            old_database["version"], SCHEMA_VERSION]
+
+        second = run_cli("slapp.db.init", env=old_database["env"])
+        assert second.stderr.splitlines() == [
+            f"INFO:slapp.db.init:all tables exist at schema version {SCHEMA_VERSION}: "
+            "nothing to do"]
