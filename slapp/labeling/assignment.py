@@ -1,0 +1,293 @@
+"""Which ROI a labeler sees next, and storing their label: the rules kept by the database.
+
+Every function takes a cursor of an open transaction (a
+:meth:`slapp.utils.query_utils.DbConnection.transaction` or a pooled
+connection's), so a caller decides what commits together.
+
+The rules:
+
+* a task's *quota* is its job's ``labels_per_roi`` plus the task's
+  ``extra_labels``; its *count* is the number of current labels (not
+  superseded, not a timed-out Ground Truth worker's NULL);
+* :func:`next_task` offers a labeler a task of the given jobs that they never
+  labelled and whose count (plus the labels other labelers are expected to give
+  now, the ``pending`` leases the caller keeps) is below its quota, those closest
+  to their quota first, then the lowest task id;
+* :func:`submit_label` locks the task's row (``SELECT ... FOR UPDATE``), so two
+  submissions for one task run one after the other: the second sees the first's
+  label, and a task never gets more labels than its quota. The partial unique
+  index ``one_current_label_per_task_and_labeler`` keeps one current label per
+  labeler and task; a labeler who labels a task again changes their own label
+  (the earlier row stays, its ``superseded_by`` set to the new row). A
+  ``request_id`` seen before returns the stored row instead of writing again,
+  so a retried request is stored once.
+"""
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from psycopg2.extras import Json
+
+from slapp.errors import SlappError
+
+LABELS = ("cell", "not cell")
+SOURCES = ("page", "ground_truth", "simulated")
+
+# A current label counts towards the quota; superseded rows are history and a NULL
+# label is a Ground Truth worker who timed out.
+_CURRENT = "superseded_by IS NULL AND label IS NOT NULL"
+
+NEXT_TASK_QUERY = f"""
+SELECT tasks.id AS labeling_task_id, tasks.roi_id, tasks.labeling_job_id,
+       jobs.name AS labeling_job, jobs.labels_per_roi + tasks.extra_labels AS quota,
+       count(labels.id) AS n_labels
+FROM labeling_tasks AS tasks
+JOIN labeling_jobs AS jobs ON jobs.id = tasks.labeling_job_id
+LEFT JOIN roi_labels AS labels ON labels.labeling_task_id = tasks.id AND labels.{_CURRENT}
+LEFT JOIN unnest(%(pending_tasks)s::int[], %(pending_counts)s::int[])
+          AS pending (labeling_task_id, n) ON pending.labeling_task_id = tasks.id
+WHERE tasks.labeling_job_id = ANY(%(job_ids)s::int[])
+  AND NOT EXISTS (SELECT 1 FROM roi_labels AS mine
+                  WHERE mine.labeling_task_id = tasks.id
+                    AND mine.labeler_id = %(labeler_id)s)
+GROUP BY tasks.id, jobs.id, pending.n
+HAVING count(labels.id) + coalesce(pending.n, 0) < jobs.labels_per_roi + tasks.extra_labels
+ORDER BY jobs.labels_per_roi + tasks.extra_labels - count(labels.id) - coalesce(pending.n, 0),
+         tasks.id
+LIMIT 1
+"""
+
+PROGRESS_QUERY = f"""
+SELECT count(DISTINCT mine.labeling_task_id) AS n_labelled_by_me,
+       (SELECT count(*) FROM labeling_tasks AS tasks
+        JOIN labeling_jobs AS jobs ON jobs.id = tasks.labeling_job_id
+        WHERE tasks.labeling_job_id = ANY(%(job_ids)s::int[])
+          AND (SELECT count(*) FROM roi_labels AS labels
+               WHERE labels.labeling_task_id = tasks.id AND labels.{_CURRENT})
+              < jobs.labels_per_roi + tasks.extra_labels
+          AND NOT EXISTS (SELECT 1 FROM roi_labels AS own
+                          WHERE own.labeling_task_id = tasks.id
+                            AND own.labeler_id = %(labeler_id)s)) AS n_open_for_me,
+       (SELECT count(*) FROM labeling_tasks
+        WHERE labeling_job_id = ANY(%(job_ids)s::int[])) AS n_tasks
+FROM roi_labels AS mine
+JOIN labeling_tasks AS tasks ON tasks.id = mine.labeling_task_id
+WHERE mine.labeler_id = %(labeler_id)s AND mine.superseded_by IS NULL
+  AND tasks.labeling_job_id = ANY(%(job_ids)s::int[])
+"""
+
+
+class LabelException(SlappError):
+    """A label that cannot be stored; ``reason`` says why, for an API's status code."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+QUOTA_REACHED, UNKNOWN_TASK, INVALID, NOT_YOURS = (
+    "quota_reached", "unknown_task", "invalid", "not_yours")
+
+
+@dataclass(frozen=True)
+class StoredLabel:
+    """The outcome of :func:`submit_label`.
+
+    Attributes
+    ----------
+    id : int
+        The ``roi_labels`` row holding the label.
+    labeling_task_id : int
+        Its task.
+    label : str
+        ``'cell'`` or ``'not cell'``.
+    replayed : bool
+        True when the ``request_id`` had been stored before: nothing was written.
+    superseded_id : int or None
+        The labeler's earlier label of the task that this one replaced.
+    """
+
+    id: int
+    labeling_task_id: int
+    label: str
+    replayed: bool
+    superseded_id: int | None
+
+
+def job_ids_by_name(cursor, names: Sequence[str]) -> dict[str, int]:
+    """The ids of the labeling jobs named.
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        A dict-row cursor (``RealDictCursor``) of an open transaction.
+    names : sequence of str
+        Job names.
+
+    Returns
+    -------
+    dict
+        Name -> id of the jobs that exist (a missing name is absent).
+    """
+    cursor.execute("SELECT name, id FROM labeling_jobs WHERE name = ANY(%s)", (list(names),))
+    return {row["name"]: row["id"] for row in cursor.fetchall()}
+
+
+def next_task(cursor, labeler_id: int, job_ids: Sequence[int],
+              pending: Mapping[int, int] | None = None) -> dict | None:
+    """The task a labeler should label next, or None when none is left for them.
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        A dict-row cursor of an open transaction.
+    labeler_id : int
+        The ``labelers`` row.
+    job_ids : sequence of int
+        The labeling jobs served.
+    pending : mapping, optional
+        Task id -> labels expected soon from *other* labelers (tasks offered to
+        them and not yet answered). They count towards the quota here only, so
+        labelers working at once are spread over tasks; :func:`submit_label`
+        does not read them.
+
+    Returns
+    -------
+    dict or None
+        ``labeling_task_id``, ``roi_id``, ``labeling_job_id``,
+        ``labeling_job``, ``quota`` and ``n_labels`` (current labels).
+    """
+    pending = dict(pending or {})
+    cursor.execute(NEXT_TASK_QUERY, {
+        "labeler_id": labeler_id, "job_ids": list(job_ids),
+        "pending_tasks": list(pending), "pending_counts": list(pending.values())})
+    row = cursor.fetchone()
+    return dict(row) if row else None
+
+
+def progress(cursor, labeler_id: int, job_ids: Sequence[int]) -> dict:
+    """How far a labeler is with the given jobs.
+
+    Returns
+    -------
+    dict
+        ``n_labelled_by_me`` (tasks with their current label),
+        ``n_open_for_me`` (tasks below quota they have not labelled) and
+        ``n_tasks`` (all tasks of the jobs).
+    """
+    cursor.execute(PROGRESS_QUERY, {"labeler_id": labeler_id, "job_ids": list(job_ids)})
+    return dict(cursor.fetchone())
+
+
+def _validate(label: str, source: str, seconds_shown: float | None) -> None:
+    if label not in LABELS:
+        raise LabelException(f"label must be 'cell' or 'not cell', not {label!r}", INVALID)
+    if source not in SOURCES:
+        raise LabelException(f"source must be one of {', '.join(SOURCES)}, not {source!r}",
+                             INVALID)
+    if seconds_shown is not None and not seconds_shown >= 0:
+        raise LabelException("seconds_shown must be a number >= 0", INVALID)
+
+
+def _replayed(cursor, request_id: str | None, labeler_id: int) -> StoredLabel | None:
+    if request_id is None:
+        return None
+    cursor.execute("SELECT id, labeling_task_id, labeler_id, label FROM roi_labels "
+                   "WHERE request_id = %s", (request_id,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    if row["labeler_id"] != labeler_id:
+        raise LabelException("this request id belongs to another labeler's label", NOT_YOURS)
+    return StoredLabel(row["id"], row["labeling_task_id"], row["label"], True, None)
+
+
+def submit_label(cursor, labeler_id: int, labeling_task_id: int, label: str, *,
+                 note: str | None = None, seconds_shown: float | None = None,
+                 view_settings: dict | None = None, source: str = "page",
+                 request_id: str | None = None,
+                 job_ids: Sequence[int] | None = None) -> StoredLabel:
+    """Store a labeler's label of one task, within the quota, once per request.
+
+    The task's row is locked for the rest of the transaction; commit soon.
+
+    Parameters
+    ----------
+    cursor : psycopg2 cursor
+        A dict-row cursor of an open transaction; the caller commits.
+    labeler_id : int
+        Who labels.
+    labeling_task_id : int
+        What they label.
+    label : str
+        ``'cell'`` or ``'not cell'``.
+    note : str, optional
+        The labeler's free text, stored as given.
+    seconds_shown : float, optional
+        How long the ROI was on screen.
+    view_settings : dict, optional
+        How it was shown (brightness, contrast, views), stored as JSON.
+    source : str
+        ``'page'``, ``'ground_truth'`` or ``'simulated'``.
+    request_id : str, optional
+        The client's id of this submission; a second submission with the same
+        id stores nothing and returns the first one's row.
+    job_ids : sequence of int, optional
+        When given, the task must belong to one of these jobs.
+
+    Returns
+    -------
+    StoredLabel
+        The stored (or earlier stored) label.
+
+    Raises
+    ------
+    LabelException
+        ``reason`` ``invalid`` (bad label, source or seconds), ``unknown_task``
+        (no such task in these jobs), ``quota_reached`` (the task has all the
+        labels it wants from others; the labeler has none on it) or
+        ``not_yours`` (the request id is another labeler's).
+    """
+    _validate(label, source, seconds_shown)
+    cursor.execute(
+        "SELECT tasks.id, jobs.labels_per_roi + tasks.extra_labels AS quota "
+        "FROM labeling_tasks AS tasks JOIN labeling_jobs AS jobs "
+        "ON jobs.id = tasks.labeling_job_id WHERE tasks.id = %(task)s "
+        "AND (%(jobs)s::int[] IS NULL OR tasks.labeling_job_id = ANY(%(jobs)s::int[])) "
+        "FOR UPDATE OF tasks",
+        {"task": labeling_task_id, "jobs": None if job_ids is None else list(job_ids)})
+    task = cursor.fetchone()
+    if task is None:
+        raise LabelException(f"there is no labeling task {labeling_task_id} here",
+                             UNKNOWN_TASK)
+    # after the lock: a retry racing its first attempt waits for it and finds its row
+    replayed = _replayed(cursor, request_id, labeler_id)
+    if replayed is not None:
+        return replayed
+    cursor.execute(
+        "SELECT id FROM roi_labels WHERE labeling_task_id = %s AND labeler_id = %s "
+        "AND superseded_by IS NULL", (labeling_task_id, labeler_id))
+    own = cursor.fetchone()
+    if own is None:
+        cursor.execute(f"SELECT count(*) AS n FROM roi_labels "
+                       f"WHERE labeling_task_id = %s AND {_CURRENT}", (labeling_task_id,))
+        if cursor.fetchone()["n"] >= task["quota"]:
+            raise LabelException(f"task {labeling_task_id} has all the labels it wants",
+                                 QUOTA_REACHED)
+    cursor.execute("SELECT nextval(pg_get_serial_sequence('roi_labels', 'id')) AS id")
+    new_id = cursor.fetchone()["id"]
+    values = {"id": new_id, "task": labeling_task_id, "labeler": labeler_id, "label": label,
+              "note": note, "seconds": seconds_shown,
+              "view": Json(view_settings or {}), "source": source,
+              "request_id": request_id, "own": own["id"] if own else None}
+    # The earlier label leaves the partial unique index before the new one enters it (the
+    # CTE runs first because the insert reads it); the foreign key from superseded_by to
+    # the new row is checked at the end of the statement, when the row exists.
+    cursor.execute(
+        "WITH superseded AS (UPDATE roi_labels SET superseded_by = %(id)s "
+        "                    WHERE id = %(own)s RETURNING id) "
+        "INSERT INTO roi_labels (id, labeling_task_id, labeler_id, label, note, "
+        "seconds_shown, view_settings, source, request_id) "
+        "SELECT %(id)s, %(task)s, %(labeler)s, %(label)s, %(note)s, %(seconds)s, %(view)s, "
+        "%(source)s, %(request_id)s FROM (SELECT count(*) FROM superseded) AS first",
+        values)
+    return StoredLabel(new_id, labeling_task_id, label, False, values["own"])
