@@ -17,6 +17,7 @@ acknowledged to a page is committed already.
 """
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import argschema
@@ -39,8 +40,7 @@ class ServeException(SlappError):
 class ServeSchema(argschema.ArgSchema):
     labeling_job = argschema.fields.List(
         argschema.fields.Str(), required=True, validate=mm.validate.Length(min=1),
-        metadata={"cli_as_single_argument": True,
-                  "description": "names of the labeling jobs to serve (created by "
+        metadata={"description": "names of the labeling jobs to serve (created by "
                                  "slapp.labeling.create_job); a labeler gets their ROIs "
                                  "in one queue"})
     port = mm.fields.Int(
@@ -141,6 +141,9 @@ class Serve(argschema.ArgSchemaParser):
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
     """Serve against the labeling database from the environment."""
     arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
+    # space-separated job names are what the command promises; argschema warns about them
+    warnings.filterwarnings("ignore", message=".*old-style command-line syntax",
+                            category=FutureWarning)
     parser = Serve(args=arguments, logger_name="Serve")
     credentials = get_db_credentials(**label_defaults)
     with DbConnection(**credentials) as dbconn:
