@@ -18,7 +18,11 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
-    "test": ["pytest>=8,<10"],
+    # the labeling server (slapp.labeling.serve) and its page's correlation crops
+    "labeling": ["starlette>=0.40,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.9",
+                 "pillow>=10,<14"],
+    # the labeling page's browser tests and the server's benchmark client
+    "test": ["pytest>=8,<10", "playwright>=1.40,<2", "httpx>=0.27,<1", "av>=12,<19"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -30,7 +34,7 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     packages=find_packages(include=["slapp", "slapp.*"]),
-    package_data={"slapp": ["db/*.sql", "demo/*.sql"]},
+    package_data={"slapp": ["db/*.sql", "demo/*.sql", "labeling/static/*"]},
     python_requires=">=3.10",
     install_requires=BASE,
     extras_require=EXTRAS,
