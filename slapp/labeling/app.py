@@ -102,13 +102,17 @@ class ServerConfig:
 
 
 class Database:
-    """A thread-safe pool of connections; :meth:`transaction` yields a dict-row cursor."""
+    """A thread-safe pool of connections; :meth:`transaction` yields a dict-row cursor.
+
+    A thread waits for a free connection (psycopg2's pool would raise instead).
+    """
 
     def __init__(self, credentials: dict, size: int):
         self._credentials = dict(credentials)
         self._pool = None
         self._size = size
         self._lock = threading.Lock()
+        self._free = threading.BoundedSemaphore(size)
 
     def _get_pool(self):
         with self._lock:
@@ -122,20 +126,22 @@ class Database:
     def transaction(self):
         """A cursor whose statements commit together; a broken connection is dropped."""
         pool = self._get_pool()
-        connection = pool.getconn()
-        broken = False
-        try:
-            with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
-                yield cursor
-            connection.commit()
-        except BaseException as error:
-            broken = connection.closed != 0 or isinstance(
-                error, (psycopg2.OperationalError, psycopg2.InterfaceError))
-            if not connection.closed:
-                connection.rollback()
-            raise
-        finally:
-            pool.putconn(connection, close=broken)
+        with self._free:
+            connection = pool.getconn()
+            broken = False
+            try:
+                with connection.cursor(
+                        cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                    yield cursor
+                connection.commit()
+            except BaseException as error:
+                broken = connection.closed != 0 or isinstance(
+                    error, (psycopg2.OperationalError, psycopg2.InterfaceError))
+                if not connection.closed:
+                    connection.rollback()
+                raise
+            finally:
+                pool.putconn(connection, close=broken)
 
     def run(self, work, *args):
         """Run ``work(cursor, *args)`` in one transaction and return its result."""
@@ -181,8 +187,10 @@ class Leases:
                 del self._by_labeler[labeler_id]
 
 
-class Unauthorized(Exception):
-    """No valid session."""
+# What an API route's work returns without a session, and its body when not JSON.
+NOT_SIGNED_IN, INVALID_BODY = object(), object()
+LABEL_ERROR_STATUS = {assignment.QUOTA_REACHED: 409, assignment.UNKNOWN_TASK: 404,
+                      assignment.NOT_YOURS: 409}
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -231,53 +239,75 @@ def create_app(config: ServerConfig) -> Starlette:
     roots = [str(Path(root)) for root in config.artifact_roots]
     resolved_roots = [Path(root).resolve() for root in roots]
 
-    def labeler_of(request: Request) -> dict:
+    def signed_in(cursor, request: Request) -> dict | None:
+        """The labeler of the request's session, or None (no, expired or revoked session)."""
         session = request.cookies.get(SESSION_COOKIE)
         if not session:
-            raise Unauthorized()
-        rows = db.run(lambda cursor: (cursor.execute(SESSION_QUERY, (hash_secret(session),)),
-                                      cursor.fetchall())[1])
-        if not rows:
-            raise Unauthorized()
-        return rows[0]
+            return None
+        cursor.execute(SESSION_QUERY, (hash_secret(session),))
+        return cursor.fetchone()
 
-    def api(handler):
-        """A JSON API route: 401 without a session; ``handler(request, labeler)`` in a thread."""
+    def api(work, reads_json: bool = False, after_commit=None):
+        """A JSON API route: 401 without a session, else ``work(cursor, labeler, request,
+        body)`` in a thread, in one transaction with the session check.
+
+        ``body`` is the request's JSON when ``reads_json`` (``INVALID_BODY`` when it is
+        not JSON). A :class:`~slapp.labeling.assignment.LabelException` rolls the
+        transaction back and answers with its reason. ``after_commit(labeler, body,
+        result)`` runs once the transaction is committed.
+        """
         async def endpoint(request: Request):
+            body = None
+            if reads_json:
+                try:
+                    body = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    body = INVALID_BODY
+
+            def run(cursor):
+                labeler = signed_in(cursor, request)
+                if labeler is None:
+                    return None, NOT_SIGNED_IN
+                return labeler, work(cursor, labeler, request, body)
             try:
-                labeler = await run_in_threadpool(labeler_of, request)
-            except Unauthorized:
+                labeler, result = await run_in_threadpool(db.run, run)
+            except assignment.LabelException as error:
+                return JSONResponse({"error": str(error), "reason": error.reason},
+                                    status_code=LABEL_ERROR_STATUS.get(error.reason, 400))
+            except psycopg2.errors.UniqueViolation:
+                # the same request id sent twice at the same moment: the other one stored it
+                return JSONResponse({"error": "submitted twice at once; stored once",
+                                     "reason": "conflict"}, status_code=409)
+            if result is NOT_SIGNED_IN:
                 return JSONResponse({"error": "not signed in"}, status_code=401)
-            return await handler(request, labeler)
+            if after_commit is not None:
+                after_commit(labeler, body, result)
+            return result if isinstance(result, Response) else JSONResponse(result)
         return endpoint
 
     async def index(request: Request):
-        try:
-            await run_in_threadpool(labeler_of, request)
-        except Unauthorized:
+        if await run_in_threadpool(db.run, signed_in, request) is None:
             return signin_page()
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
                             headers={"cache-control": "no-store"})
 
-    def _create_session(token: str):
-        def work(cursor):
-            cursor.execute("SELECT id, revoked_at FROM labelers WHERE token_hash = %s",
-                           (hash_secret(token),))
-            labeler = cursor.fetchone()
-            if labeler is None or labeler["revoked_at"] is not None:
-                return None
-            session = new_secret()
-            cursor.execute(
-                "INSERT INTO labeler_sessions (labeler_id, session_hash, expires_at) "
-                "VALUES (%s, %s, now() + make_interval(secs => %s))",
-                (labeler["id"], hash_secret(session), config.session_hours * 3600))
-            return session
-        return db.run(work)
+    def _create_session(cursor, token: str) -> str | None:
+        cursor.execute("SELECT id, revoked_at FROM labelers WHERE token_hash = %s",
+                       (hash_secret(token),))
+        labeler = cursor.fetchone()
+        if labeler is None or labeler["revoked_at"] is not None:
+            return None
+        session = new_secret()
+        cursor.execute(
+            "INSERT INTO labeler_sessions (labeler_id, session_hash, expires_at) "
+            "VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (labeler["id"], hash_secret(session), config.session_hours * 3600))
+        return session
 
     async def signin(request: Request):
         form = await request.form()
         token = str(form.get("token", "")).strip()
-        session = await run_in_threadpool(_create_session, token) if token else None
+        session = await run_in_threadpool(db.run, _create_session, token) if token else None
         if session is None:
             return signin_page("That token is not valid (or was revoked).", 401)
         response = RedirectResponse("/", status_code=303)
@@ -296,60 +326,49 @@ def create_app(config: ServerConfig) -> Starlette:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    def _next(labeler: dict) -> dict:
+    def next_task(cursor, labeler, request, body) -> dict:
+        """``{"labeler", "jobs", "task", "progress"}``; ``task`` null: nothing left."""
         with leases.lock:  # one offer at a time, so two labelers are not sent to one slot
-            pending = leases.pending_for(labeler["id"])
-
-            def work(cursor):
-                task = assignment.next_task(cursor, labeler["id"], job_ids, pending)
-                view = task and roi_views.task_view(cursor, task["labeling_task_id"],
-                                                     labeler["id"], job_ids, roots,
-                                                     config.artifact_override)
-                return view, assignment.progress(cursor, labeler["id"], job_ids)
-            view, progress = db.run(work)
-            leases.offer(labeler["id"], view and view["labeling_task_id"])
+            task, progress = assignment.next_task_and_progress(
+                cursor, labeler["id"], job_ids, leases.pending_for(labeler["id"]))
+            leases.offer(labeler["id"], task and task["labeling_task_id"])
+        view = task and roi_views.task_view(cursor, task["labeling_task_id"], labeler["id"],
+                                             job_ids, roots, config.artifact_override)
         return {"labeler": labeler["name"], "jobs": config.job_names, "task": view,
                 "progress": progress}
 
-    async def next_task(request: Request, labeler: dict):
-        """``{"labeler", "jobs", "task", "progress"}``; ``task`` null: nothing left."""
-        return JSONResponse(await run_in_threadpool(_next, labeler))
-
-    def _task_id(request: Request) -> int | None:
-        try:
-            return int(request.path_params["task_id"])
-        except ValueError:
-            return None
-
-    def task_route(reader, respond):
-        async def handler(request: Request, labeler: dict):
-            task_id = _task_id(request)
-            found = task_id is not None and await run_in_threadpool(
-                db.run, reader, task_id, labeler)
+    def task_route(reader, respond=JSONResponse):
+        def work(cursor, labeler, request, body):
+            try:
+                task_id = int(request.path_params["task_id"])
+            except ValueError:
+                task_id = None
+            found = task_id is not None and reader(cursor, task_id, labeler)
             if not found:
                 return _json_body_error("no such task in the jobs served", 404)
             return respond(found)
-        return api(handler)
+        return api(work)
 
-    task = task_route(
-        lambda cursor, task_id, labeler: roi_views.task_view(
-            cursor, task_id, labeler["id"], job_ids, roots, config.artifact_override),
-        JSONResponse)
-    trace = task_route(lambda cursor, task_id, _: roi_views.trace(cursor, task_id, job_ids),
-                       JSONResponse)
-    masks = task_route(lambda cursor, task_id, _: roi_views.masks(cursor, task_id, job_ids),
-                       JSONResponse)
+    task = task_route(lambda cursor, task_id, labeler: roi_views.task_view(
+        cursor, task_id, labeler["id"], job_ids, roots, config.artifact_override))
+    trace = task_route(lambda cursor, task_id, _: roi_views.trace(cursor, task_id, job_ids))
+    masks = task_route(lambda cursor, task_id, _: roi_views.masks(cursor, task_id, job_ids))
     correlation = task_route(
         lambda cursor, task_id, _: roi_views.correlation_png(cursor, task_id, job_ids),
         lambda content: Response(content, media_type="image/png",
                                  headers={"cache-control": "private, max-age=3600"}))
 
-    async def progress(request: Request, labeler: dict):
-        """The labeler's progress: see :func:`slapp.labeling.assignment.progress`."""
-        return JSONResponse(await run_in_threadpool(
-            db.run, assignment.progress, labeler["id"], job_ids))
+    def release_lease(labeler, body, response) -> None:
+        # after the commit: a labeler offered a task now counts the label just stored
+        if response.status_code in (200, 201):
+            leases.answered(labeler["id"], int(body["labeling_task_id"]))
 
-    def _mine(cursor, labeler_id: int) -> list[dict]:
+    def progress(cursor, labeler, request, body) -> dict:
+        """The labeler's progress: see :func:`slapp.labeling.assignment.progress`."""
+        return assignment.progress(cursor, labeler["id"], job_ids)
+
+    def my_labels(cursor, labeler, request, body) -> dict:
+        """The labeler's 50 latest current labels, newest first."""
         cursor.execute(
             "SELECT labels.labeling_task_id, labels.label, labels.note, labels.created_at, "
             "tasks.roi_id FROM roi_labels AS labels "
@@ -357,62 +376,45 @@ def create_app(config: ServerConfig) -> Starlette:
             "WHERE labels.labeler_id = %s AND labels.superseded_by IS NULL "
             "AND tasks.labeling_job_id = ANY(%s::int[]) "
             "ORDER BY labels.created_at DESC, labels.id DESC LIMIT 50",
-            (labeler_id, job_ids))
-        return [{**row, "created_at": row["created_at"].isoformat()}
-                for row in cursor.fetchall()]
+            (labeler["id"], job_ids))
+        return {"labels": [{**row, "created_at": row["created_at"].isoformat()}
+                           for row in cursor.fetchall()]}
 
-    async def my_labels(request: Request, labeler: dict):
-        """The labeler's 50 latest current labels, newest first."""
-        return JSONResponse({"labels": await run_in_threadpool(db.run, _mine, labeler["id"])})
-
-    async def submit(request: Request, labeler: dict):
+    def submit(cursor, labeler, request, body):
         """Store a label: ``{"labeling_task_id", "label", "note", "seconds_shown",
-        "view_settings", "request_id"}``.
+        "view_settings", "request_id", "source"}`` (source ``page``, the default, or
+        ``simulated`` for a benchmark's labelers).
 
         201 with the row's id; 200 when the ``request_id`` was stored before;
         409 when the task has all its labels; 400 for a malformed body.
         """
         try:
-            body = await request.json()
             task_id = int(body["labeling_task_id"])
             note = body.get("note") or None
             seconds = body.get("seconds_shown")
             view_settings = body.get("view_settings") or {}
             request_id = body.get("request_id")
-            if not isinstance(view_settings, dict) or (
+            source = body.get("source", "page")
+            if source not in ("page", "simulated") or not isinstance(view_settings, dict) or (
                     request_id is not None and not isinstance(request_id, str)) or (
                     note is not None and not isinstance(note, str)):
                 raise ValueError
             seconds = None if seconds is None else float(seconds)
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return _json_body_error("expected JSON with labeling_task_id and label")
         if note is not None and len(note) > MAX_NOTE_CHARS:
             return _json_body_error(f"a note holds at most {MAX_NOTE_CHARS} characters")
-        try:
-            stored = await run_in_threadpool(
-                db.run, lambda cursor: assignment.submit_label(
-                    cursor, labeler["id"], task_id, body.get("label"), note=note,
-                    seconds_shown=seconds, view_settings=view_settings,
-                    request_id=request_id, job_ids=job_ids))
-        except assignment.LabelException as error:
-            status = {assignment.QUOTA_REACHED: 409, assignment.UNKNOWN_TASK: 404,
-                      assignment.NOT_YOURS: 409}.get(error.reason, 400)
-            return JSONResponse({"error": str(error), "reason": error.reason},
-                                status_code=status)
-        except psycopg2.errors.UniqueViolation:
-            # the same request id sent twice at the same moment: the other one stored it
-            return JSONResponse({"error": "submitted twice at once; stored once",
-                                 "reason": "conflict"}, status_code=409)
-        leases.answered(labeler["id"], task_id)
+        stored = assignment.submit_label(
+            cursor, labeler["id"], task_id, body.get("label"), note=note,
+            seconds_shown=seconds, view_settings=view_settings, source=source,
+            request_id=request_id, job_ids=job_ids)
         return JSONResponse({"id": stored.id, "labeling_task_id": stored.labeling_task_id,
                              "label": stored.label, "replayed": stored.replayed,
                              "superseded_id": stored.superseded_id},
                             status_code=200 if stored.replayed else 201)
 
     async def artifact(request: Request):
-        try:
-            await run_in_threadpool(labeler_of, request)
-        except Unauthorized:
+        if await run_in_threadpool(db.run, signed_in, request) is None:
             return JSONResponse({"error": "not signed in"}, status_code=401)
         try:
             root = resolved_roots[int(request.path_params["index"])]
@@ -430,7 +432,7 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/api/next", api(next_task)),
         Route("/api/progress", api(progress)),
         Route("/api/labels/mine", api(my_labels)),
-        Route("/api/labels", api(submit), methods=["POST"]),
+        Route("/api/labels", api(submit, reads_json=True, after_commit=release_lease), methods=["POST"]),
         Route("/api/tasks/{task_id}", task),
         Route("/api/tasks/{task_id}/trace", trace),
         Route("/api/tasks/{task_id}/masks", masks),

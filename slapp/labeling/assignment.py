@@ -10,9 +10,11 @@ The rules:
   ``extra_labels``; its *count* is the number of current labels (not
   superseded, not a timed-out Ground Truth worker's NULL);
 * :func:`next_task` offers a labeler a task of the given jobs that they never
-  labelled and whose count (plus the labels other labelers are expected to give
-  now, the ``pending`` leases the caller keeps) is below its quota, those closest
-  to their quota first, then the lowest task id;
+  labelled and whose count is below its quota, those closest to their quota
+  first (counting the labels other labelers are expected to give now, the
+  ``pending`` offers the caller keeps, so labelers working at once are spread
+  over tasks; a task those would fill comes only when no other is open), then
+  the lowest task id;
 * :func:`submit_label` locks the task's row (``SELECT ... FOR UPDATE``), so two
   submissions for one task run one after the other: the second sees the first's
   label, and a task never gets more labels than its quota. The partial unique
@@ -36,44 +38,44 @@ SOURCES = ("page", "ground_truth", "simulated")
 # label is a Ground Truth worker who timed out.
 _CURRENT = "superseded_by IS NULL AND label IS NOT NULL"
 
-NEXT_TASK_QUERY = f"""
-SELECT tasks.id AS labeling_task_id, tasks.roi_id, tasks.labeling_job_id,
-       jobs.name AS labeling_job, jobs.labels_per_roi + tasks.extra_labels AS quota,
-       count(labels.id) AS n_labels
+# Current labels per task of the jobs, and whether the labeler has one (or had one).
+_TASK_COUNTS = f"""
+SELECT tasks.id, tasks.roi_id, tasks.labeling_job_id, jobs.name AS labeling_job,
+       jobs.labels_per_roi + tasks.extra_labels AS quota,
+       count(labels.id) FILTER (WHERE labels.{_CURRENT}) AS n_labels,
+       coalesce(bool_or(labels.labeler_id = %(labeler_id)s), false) AS seen_by_me,
+       coalesce(bool_or(labels.labeler_id = %(labeler_id)s
+                        AND labels.superseded_by IS NULL), false) AS labelled_by_me
 FROM labeling_tasks AS tasks
 JOIN labeling_jobs AS jobs ON jobs.id = tasks.labeling_job_id
-LEFT JOIN roi_labels AS labels ON labels.labeling_task_id = tasks.id AND labels.{_CURRENT}
-LEFT JOIN unnest(%(pending_tasks)s::int[], %(pending_counts)s::int[])
-          AS pending (labeling_task_id, n) ON pending.labeling_task_id = tasks.id
+LEFT JOIN roi_labels AS labels ON labels.labeling_task_id = tasks.id
 WHERE tasks.labeling_job_id = ANY(%(job_ids)s::int[])
-  AND NOT EXISTS (SELECT 1 FROM roi_labels AS mine
-                  WHERE mine.labeling_task_id = tasks.id
-                    AND mine.labeler_id = %(labeler_id)s)
-GROUP BY tasks.id, jobs.id, pending.n
-HAVING count(labels.id) + coalesce(pending.n, 0) < jobs.labels_per_roi + tasks.extra_labels
-ORDER BY jobs.labels_per_roi + tasks.extra_labels - count(labels.id) - coalesce(pending.n, 0),
-         tasks.id
-LIMIT 1
+GROUP BY tasks.id, jobs.id
 """
 
-PROGRESS_QUERY = f"""
-SELECT count(DISTINCT mine.labeling_task_id) AS n_labelled_by_me,
-       (SELECT count(*) FROM labeling_tasks AS tasks
-        JOIN labeling_jobs AS jobs ON jobs.id = tasks.labeling_job_id
-        WHERE tasks.labeling_job_id = ANY(%(job_ids)s::int[])
-          AND (SELECT count(*) FROM roi_labels AS labels
-               WHERE labels.labeling_task_id = tasks.id AND labels.{_CURRENT})
-              < jobs.labels_per_roi + tasks.extra_labels
-          AND NOT EXISTS (SELECT 1 FROM roi_labels AS own
-                          WHERE own.labeling_task_id = tasks.id
-                            AND own.labeler_id = %(labeler_id)s)) AS n_open_for_me,
-       (SELECT count(*) FROM labeling_tasks
-        WHERE labeling_job_id = ANY(%(job_ids)s::int[])) AS n_tasks
-FROM roi_labels AS mine
-JOIN labeling_tasks AS tasks ON tasks.id = mine.labeling_task_id
-WHERE mine.labeler_id = %(labeler_id)s AND mine.superseded_by IS NULL
-  AND tasks.labeling_job_id = ANY(%(job_ids)s::int[])
+# Open for the labeler: below quota and never labelled by them. The pending offers of
+# others count first; a task they fill is offered only when no other is open. The
+# labeler's progress comes from the same counts (one pass over the jobs' labels).
+NEXT_TASK_QUERY = f"""
+WITH counts AS ({_TASK_COUNTS}),
+progress AS (
+    SELECT count(*) FILTER (WHERE labelled_by_me) AS n_labelled_by_me,
+           count(*) FILTER (WHERE NOT seen_by_me AND n_labels < quota) AS n_open_for_me,
+           count(*) AS n_tasks
+    FROM counts),
+choice AS (
+    SELECT counts.id AS labeling_task_id, counts.roi_id, counts.labeling_job_id,
+           counts.labeling_job, counts.quota, counts.n_labels
+    FROM counts
+    LEFT JOIN unnest(%(pending_tasks)s::int[], %(pending_counts)s::int[])
+              AS pending (labeling_task_id, n) ON pending.labeling_task_id = counts.id
+    WHERE NOT counts.seen_by_me AND counts.n_labels < counts.quota
+    ORDER BY counts.quota - counts.n_labels - coalesce(pending.n, 0) <= 0,
+             counts.quota - counts.n_labels - coalesce(pending.n, 0), counts.id
+    LIMIT 1)
+SELECT progress.*, choice.* FROM progress LEFT JOIN choice ON true
 """
+_PROGRESS_KEYS = ("n_labelled_by_me", "n_open_for_me", "n_tasks")
 
 
 class LabelException(SlappError):
@@ -132,9 +134,9 @@ def job_ids_by_name(cursor, names: Sequence[str]) -> dict[str, int]:
     return {row["name"]: row["id"] for row in cursor.fetchall()}
 
 
-def next_task(cursor, labeler_id: int, job_ids: Sequence[int],
-              pending: Mapping[int, int] | None = None) -> dict | None:
-    """The task a labeler should label next, or None when none is left for them.
+def next_task_and_progress(cursor, labeler_id: int, job_ids: Sequence[int],
+                           pending: Mapping[int, int] | None = None) -> tuple:
+    """The task a labeler should label next (None when none is left), and their progress.
 
     Parameters
     ----------
@@ -146,36 +148,38 @@ def next_task(cursor, labeler_id: int, job_ids: Sequence[int],
         The labeling jobs served.
     pending : mapping, optional
         Task id -> labels expected soon from *other* labelers (tasks offered to
-        them and not yet answered). They count towards the quota here only, so
+        them and not yet answered). They order the tasks here only, so
         labelers working at once are spread over tasks; :func:`submit_label`
         does not read them.
 
     Returns
     -------
-    dict or None
+    task : dict or None
         ``labeling_task_id``, ``roi_id``, ``labeling_job_id``,
         ``labeling_job``, ``quota`` and ``n_labels`` (current labels).
+    progress : dict
+        ``n_labelled_by_me`` (tasks with their current label),
+        ``n_open_for_me`` (tasks below quota they have not labelled) and
+        ``n_tasks`` (all tasks of the jobs).
     """
     pending = dict(pending or {})
     cursor.execute(NEXT_TASK_QUERY, {
         "labeler_id": labeler_id, "job_ids": list(job_ids),
         "pending_tasks": list(pending), "pending_counts": list(pending.values())})
-    row = cursor.fetchone()
-    return dict(row) if row else None
+    row = dict(cursor.fetchone())
+    progress = {key: row.pop(key) for key in _PROGRESS_KEYS}
+    return (row if row["labeling_task_id"] is not None else None), progress
+
+
+def next_task(cursor, labeler_id: int, job_ids: Sequence[int],
+              pending: Mapping[int, int] | None = None) -> dict | None:
+    """The task a labeler should label next, or None: :func:`next_task_and_progress`'s task."""
+    return next_task_and_progress(cursor, labeler_id, job_ids, pending)[0]
 
 
 def progress(cursor, labeler_id: int, job_ids: Sequence[int]) -> dict:
-    """How far a labeler is with the given jobs.
-
-    Returns
-    -------
-    dict
-        ``n_labelled_by_me`` (tasks with their current label),
-        ``n_open_for_me`` (tasks below quota they have not labelled) and
-        ``n_tasks`` (all tasks of the jobs).
-    """
-    cursor.execute(PROGRESS_QUERY, {"labeler_id": labeler_id, "job_ids": list(job_ids)})
-    return dict(cursor.fetchone())
+    """How far a labeler is with the given jobs: :func:`next_task_and_progress`'s progress."""
+    return next_task_and_progress(cursor, labeler_id, job_ids)[1]
 
 
 def _validate(label: str, source: str, seconds_shown: float | None) -> None:

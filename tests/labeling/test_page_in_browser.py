@@ -169,5 +169,6 @@ def test_three_labelers_share_a_job_by_its_quota(browser, server, tokens, job, l
     assert sorted(per_task) == job["task_ids"]
     assert all(len(names) == 2 and len(set(names)) == 2 for names in per_task.values())
     for labeler in labelers:
-        assert labeler.problems == []
+        # a ROI another labeler filled meanwhile is answered 409, which Chromium logs
+        assert [problem for problem in labeler.problems if "(Conflict)" not in problem] == []
         labeler.close()
