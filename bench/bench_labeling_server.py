@@ -20,7 +20,10 @@ started again on the same port; labelers retry what failed (a submission with
 the same request id, as the page does). At the end every acknowledged label
 must be in ``roi_labels`` once, every ROI must have exactly its quota from
 distinct labelers. Prints p50/p95/max latency of "next ROI" and "submit label"
-(requests that failed while the server was down are counted, not timed).
+(requests that failed while the server was down are counted, not timed) and the
+server process's CPU time per request. ``--think_seconds`` makes each labeler
+look at a ROI for that long on average (uniform, half to one and a half times)
+before answering, a load nearer a real session's.
 """
 import argparse
 import asyncio
@@ -99,6 +102,12 @@ class Server:
 
     def __init__(self, env: dict, port: int):
         self.env, self.port, self.process = env, port, None
+        self.cpu_seconds = 0.0  # of the incarnations that ended
+
+    def process_cpu_seconds(self) -> float:
+        """User + system CPU time of the running server process so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def start(self) -> float:
         started = time.perf_counter()
@@ -111,11 +120,13 @@ class Server:
         return time.perf_counter() - started
 
     def kill(self) -> None:
+        self.cpu_seconds += self.process_cpu_seconds()
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.cpu_seconds += self.process_cpu_seconds()
             self.process.terminate()
             self.process.wait(timeout=30)
 
@@ -145,7 +156,8 @@ async def request(client: httpx.AsyncClient, tally: Tally, method: str, path: st
     raise RuntimeError(f"{method} {path}: no answer after 200 tries")
 
 
-async def labeler(name: str, token: str, url: str, tally: Tally, seed: int) -> None:
+async def labeler(name: str, token: str, url: str, tally: Tally, seed: int,
+                  think_seconds: float) -> None:
     rng = random.Random(f"{seed}-{name}")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         signed = await request(client, tally, "POST", "/signin", [], data={"token": token})
@@ -156,6 +168,8 @@ async def labeler(name: str, token: str, url: str, tally: Tally, seed: int) -> N
             task = answer.json()["task"]
             if task is None:
                 return
+            if think_seconds:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * think_seconds)
             request_id = str(uuid.uuid4())
             body = {"labeling_task_id": task["labeling_task_id"], "source": "simulated",
                     "label": rng.choice(["cell", "not cell"]), "request_id": request_id,
@@ -180,11 +194,11 @@ async def killer(server: Server, tally: Tally, kill_after: int, report: dict) ->
 
 
 async def run_labelers(tokens: dict, url: str, server: Server, kill_after: int,
-                       seed: int) -> tuple[Tally, dict, float]:
+                       seed: int, think_seconds: float) -> tuple[Tally, dict, float]:
     tally, report = Tally(), {}
     started = time.perf_counter()
     kill = asyncio.create_task(killer(server, tally, kill_after, report))
-    await asyncio.gather(*(labeler(name, token, url, tally, seed)
+    await asyncio.gather(*(labeler(name, token, url, tally, seed, think_seconds)
                            for name, token in tokens.items()))
     elapsed = time.perf_counter() - started
     if not kill.done():
@@ -229,6 +243,8 @@ def main() -> int:
     parser.add_argument("--kill_after", type=int, default=1500,
                         help="SIGKILL the server after this many acknowledged labels (0: never)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--think_seconds", type=float, default=0.0,
+                        help="mean time a labeler looks at a ROI before answering (0: none)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-labeling-") as home:
@@ -247,17 +263,24 @@ def main() -> int:
                 try:
                     tally, report, elapsed = asyncio.run(run_labelers(
                         tokens, url, server,
-                        args.kill_after or args.rois * args.labels_per_roi + 1, args.seed))
+                        args.kill_after or args.rois * args.labels_per_roi + 1, args.seed,
+                        args.think_seconds))
                 finally:
                     server.stop()
                 outcome = check(dbconn, tally, args.rois, args.labels_per_roi)
         finally:
             database.stop()
 
+    think = (f"{args.think_seconds:g} s mean think time" if args.think_seconds
+             else "no think time")
     print(f"labeling server: {args.labelers} labelers at once, {args.rois} ROIs x "
-          f"{args.labels_per_roi} labels, seed {args.seed}, no think time")
+          f"{args.labels_per_roi} labels, seed {args.seed}, {think}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end")
     print(f"server start {startup:.2f} s; labelling took {elapsed:.1f} s "
           f"({len(tally.acknowledged) / elapsed:.0f} labels/s)")
+    n_requests = len(tally.next_ms) + len(tally.submit_ms)
+    print(f"server CPU: {server.cpu_seconds:.1f} s for {n_requests} API requests "
+          f"({1000 * server.cpu_seconds / n_requests:.1f} ms each)")
     print(f"next ROI      {percentiles(tally.next_ms)}")
     print(f"submit label  {percentiles(tally.submit_ms)}")
     print(f"refused as full (409): {tally.refused}; replayed retries stored once: "

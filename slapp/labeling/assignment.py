@@ -192,19 +192,6 @@ def _validate(label: str, source: str, seconds_shown: float | None) -> None:
         raise LabelException("seconds_shown must be a number >= 0", INVALID)
 
 
-def _replayed(cursor, request_id: str | None, labeler_id: int) -> StoredLabel | None:
-    if request_id is None:
-        return None
-    cursor.execute("SELECT id, labeling_task_id, labeler_id, label FROM roi_labels "
-                   "WHERE request_id = %s", (request_id,))
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    if row["labeler_id"] != labeler_id:
-        raise LabelException("this request id belongs to another labeler's label", NOT_YOURS)
-    return StoredLabel(row["id"], row["labeling_task_id"], row["label"], True, None)
-
-
 def submit_label(cursor, labeler_id: int, labeling_task_id: int, label: str, *,
                  note: str | None = None, seconds_shown: float | None = None,
                  view_settings: dict | None = None, source: str = "page",
@@ -263,35 +250,42 @@ def submit_label(cursor, labeler_id: int, labeling_task_id: int, label: str, *,
     if task is None:
         raise LabelException(f"there is no labeling task {labeling_task_id} here",
                              UNKNOWN_TASK)
-    # after the lock: a retry racing its first attempt waits for it and finds its row
-    replayed = _replayed(cursor, request_id, labeler_id)
-    if replayed is not None:
-        return replayed
+    # A statement after the lock sees every label committed before it was granted: a
+    # retry racing its first attempt waits for it and finds its row.
     cursor.execute(
-        "SELECT id FROM roi_labels WHERE labeling_task_id = %s AND labeler_id = %s "
-        "AND superseded_by IS NULL", (labeling_task_id, labeler_id))
-    own = cursor.fetchone()
-    if own is None:
-        cursor.execute(f"SELECT count(*) AS n FROM roi_labels "
-                       f"WHERE labeling_task_id = %s AND {_CURRENT}", (labeling_task_id,))
-        if cursor.fetchone()["n"] >= task["quota"]:
-            raise LabelException(f"task {labeling_task_id} has all the labels it wants",
-                                 QUOTA_REACHED)
-    cursor.execute("SELECT nextval(pg_get_serial_sequence('roi_labels', 'id')) AS id")
-    new_id = cursor.fetchone()["id"]
-    values = {"id": new_id, "task": labeling_task_id, "labeler": labeler_id, "label": label,
+        "SELECT replay.id AS replay_id, replay.labeling_task_id AS replay_task, "
+        "       replay.labeler_id AS replay_labeler, replay.label AS replay_label, "
+        "       (SELECT id FROM roi_labels WHERE labeling_task_id = %(task)s "
+        "        AND labeler_id = %(labeler)s AND superseded_by IS NULL) AS own, "
+        f"      (SELECT count(*) FROM roi_labels WHERE labeling_task_id = %(task)s "
+        f"       AND {_CURRENT}) AS n_labels "
+        "FROM (SELECT 1) AS one "
+        "LEFT JOIN roi_labels AS replay ON replay.request_id = %(request_id)s",
+        {"request_id": request_id, "task": labeling_task_id, "labeler": labeler_id})
+    found = cursor.fetchone()
+    if found["replay_id"] is not None:
+        if found["replay_labeler"] != labeler_id:
+            raise LabelException("this request id belongs to another labeler's label",
+                                 NOT_YOURS)
+        return StoredLabel(found["replay_id"], found["replay_task"], found["replay_label"],
+                           True, None)
+    if found["own"] is None and found["n_labels"] >= task["quota"]:
+        raise LabelException(f"task {labeling_task_id} has all the labels it wants",
+                             QUOTA_REACHED)
+    values = {"task": labeling_task_id, "labeler": labeler_id, "label": label,
               "note": note, "seconds": seconds_shown,
               "view": Json(view_settings or {}), "source": source,
-              "request_id": request_id, "own": own["id"] if own else None}
+              "request_id": request_id, "own": found["own"]}
     # The earlier label leaves the partial unique index before the new one enters it (the
     # CTE runs first because the insert reads it); the foreign key from superseded_by to
     # the new row is checked at the end of the statement, when the row exists.
     cursor.execute(
-        "WITH superseded AS (UPDATE roi_labels SET superseded_by = %(id)s "
-        "                    WHERE id = %(own)s RETURNING id) "
+        "WITH new AS (SELECT nextval(pg_get_serial_sequence('roi_labels', 'id')) AS id), "
+        "superseded AS (UPDATE roi_labels SET superseded_by = (SELECT id FROM new) "
+        "               WHERE id = %(own)s RETURNING id) "
         "INSERT INTO roi_labels (id, labeling_task_id, labeler_id, label, note, "
         "seconds_shown, view_settings, source, request_id) "
-        "SELECT %(id)s, %(task)s, %(labeler)s, %(label)s, %(note)s, %(seconds)s, %(view)s, "
-        "%(source)s, %(request_id)s FROM (SELECT count(*) FROM superseded) AS first",
-        values)
-    return StoredLabel(new_id, labeling_task_id, label, False, values["own"])
+        "SELECT new.id, %(task)s, %(labeler)s, %(label)s, %(note)s, %(seconds)s, %(view)s, "
+        "%(source)s, %(request_id)s FROM new, (SELECT count(*) FROM superseded) AS first "
+        "RETURNING id", values)
+    return StoredLabel(cursor.fetchone()["id"], labeling_task_id, label, False, found["own"])
