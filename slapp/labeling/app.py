@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 import psycopg2.pool
 from starlette.applications import Starlette
@@ -298,6 +299,8 @@ def create_app(config: ServerConfig) -> Starlette:
         if labeler is None or labeler["revoked_at"] is not None:
             return None
         session = new_secret()
+        cursor.execute("DELETE FROM labeler_sessions WHERE labeler_id = %s "
+                       "AND expires_at < now()", (labeler["id"],))
         cursor.execute(
             "INSERT INTO labeler_sessions (labeler_id, session_hash, expires_at) "
             "VALUES (%s, %s, now() + make_interval(secs => %s))",
@@ -432,7 +435,8 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/api/next", api(next_task)),
         Route("/api/progress", api(progress)),
         Route("/api/labels/mine", api(my_labels)),
-        Route("/api/labels", api(submit, reads_json=True, after_commit=release_lease), methods=["POST"]),
+        Route("/api/labels", api(submit, reads_json=True, after_commit=release_lease),
+              methods=["POST"]),
         Route("/api/tasks/{task_id}", task),
         Route("/api/tasks/{task_id}/trace", trace),
         Route("/api/tasks/{task_id}/masks", masks),

@@ -8,7 +8,9 @@ so the page can draw them over the 128 x 128 crop the artifacts are cut to
 (centred on the ROI's centroid, as the artifacts step writes them).
 """
 import io
-from pathlib import PurePosixPath
+import posixpath
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import numpy as np
 
@@ -95,21 +97,30 @@ def artifact_url(path: str, artifact_dir: str, roots: list[str],
     path : str
         The manifest's absolute path (an ``s3://`` URI is not served).
     artifact_dir : str
-        The directory the manifest row says the files were written to.
+        The directory the manifest row says the files were written to (the
+        artifacts step writes one per run, inside its ``--output_dir``).
     roots : list of str
-        The directories served, ``/artifacts/<index>/...``.
+        The directories served (as ``str(Path(...))`` writes them),
+        ``/artifacts/<index>/...``.
     override : bool
         True when ``roots`` is the one directory given on the command line: the
-        file's place relative to ``artifact_dir`` is looked for there.
+        moved ``artifact_dir`` itself, or the moved directory holding it.
     """
     try:
-        relative = PurePosixPath(path).relative_to(artifact_dir)
+        relative = PurePosixPath(posixpath.normpath(path)).relative_to(
+            posixpath.normpath(artifact_dir))
     except ValueError:
         return None
-    if ".." in relative.parts:
+    if override:
+        run_dir = PurePosixPath(posixpath.normpath(artifact_dir)).name
+        if (Path(roots[0]) / run_dir).is_dir():
+            relative = PurePosixPath(run_dir) / relative
+        index = 0
+    elif str(Path(artifact_dir)) in roots:
+        index = roots.index(str(Path(artifact_dir)))
+    else:
         return None
-    index = 0 if override else roots.index(artifact_dir) if artifact_dir in roots else None
-    return None if index is None else f"/artifacts/{index}/{relative.as_posix()}"
+    return f"/artifacts/{index}/{quote(relative.as_posix())}"
 
 
 def task_view(cursor, task_id: int, labeler_id: int, job_ids: list[int], roots: list[str],

@@ -53,7 +53,9 @@ class ServeSchema(argschema.ArgSchema):
                                  "tunnel; 0.0.0.0 exposes plain HTTP to the network"})
     artifact_dir = mm.fields.Str(
         metadata={"description": "serve the ROI files from this directory instead of the "
-                                 "one recorded in roi_manifests (the same layout, moved)"})
+                                 "ones recorded in roi_manifests: the artifacts step's "
+                                 "output directory or one run's directory, moved with its "
+                                 "layout kept"})
     session_hours = mm.fields.Float(
         dump_default=12.0, load_default=12.0, validate=mm.validate.Range(min=0.01),
         metadata={"description": "how long a sign-in lasts: 12 hours covers a working day "

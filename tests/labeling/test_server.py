@@ -147,9 +147,14 @@ def test_files_are_served_with_byte_ranges_and_only_from_the_artifact_dir(
         assert response.status_code == 404 and "secret" not in response.text, path
 
 
-def test_the_artifact_dir_can_be_overridden(cli_env, job, tokens, tmp_path):
+@pytest.mark.parametrize("holder", [False, True])
+def test_the_artifact_dir_can_be_overridden(cli_env, job, tokens, tmp_path, holder):
+    # the recorded directory itself moved, or the directory holding it (artifacts'
+    # --output_dir, which holds one directory per run)
     moved = tmp_path / "moved"
-    job["artifact_dir"].rename(moved)
+    target = moved / job["artifact_dir"].name if holder else moved
+    target.parent.mkdir(parents=True, exist_ok=True)
+    job["artifact_dir"].rename(target)
     running = RunningServer(cli_env, "--labeling_job", "test-job", "--port", "0",
                             "--artifact_dir", str(moved))
     try:
