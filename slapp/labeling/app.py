@@ -118,10 +118,16 @@ class Database:
     def _get_pool(self):
         with self._lock:
             if self._pool is None:
+                # every connection opened now: the first burst of requests (labelers
+                # coming back after a restart) does not wait for connections
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    1, self._size, application_name="slapp-labeling-server",
+                    self._size, self._size, application_name="slapp-labeling-server",
                     connect_timeout=10, **self._credentials)
             return self._pool
+
+    def open(self) -> None:
+        """Open the pool's connections now (raises if the database is unreachable)."""
+        self._get_pool()
 
     @contextmanager
     def transaction(self):
@@ -446,6 +452,7 @@ def create_app(config: ServerConfig) -> Starlette:
     ]
     @asynccontextmanager
     async def lifespan(_app):
+        await run_in_threadpool(db.open)
         yield
         db.close()
 
