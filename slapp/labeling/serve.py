@@ -28,6 +28,7 @@ from slapp.errors import SlappError
 from slapp.labeling.app import ServerConfig, create_app
 from slapp.labeling.assignment import job_ids_by_name
 from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 BARE_FLAGS = ("--secure_cookie",)
@@ -116,10 +117,17 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class ServeOutputSchema(mm.Schema):
+    url = mm.fields.Str(required=True, metadata={"description": "where the page is, "
+                                                               "written once listening"})
+    labeling_jobs = mm.fields.List(mm.fields.Str(), required=True)
+
+
 class Serve(argschema.ArgSchemaParser):
     """Serve labeling jobs over HTTP until interrupted."""
 
     default_schema = ServeSchema
+    default_output_schema = ServeOutputSchema
 
     def run(self, dbconn: DbConnection, credentials: dict) -> None:
         """Check the inputs, bind, print the URL and serve."""
@@ -132,8 +140,12 @@ class Serve(argschema.ArgSchemaParser):
         sock = listening_socket(self.args["host"], self.args["port"])
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"serving labeling job(s) {', '.join(config.job_names)} at "
-              f"http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
+        url = f"http://{shown}:{port}/"
+        if self.args.get("output_json"):
+            write_json_atomically(self.args["output_json"], self.get_output_json(
+                {"url": url, "labeling_jobs": config.job_names}))
+        print(f"serving labeling job(s) {', '.join(config.job_names)} at {url} "
+              "(Ctrl-C stops)", flush=True)
         server = uvicorn.Server(uvicorn.Config(
             create_app(config), log_level="warning", access_log=False, proxy_headers=True,
             timeout_graceful_shutdown=5))

@@ -31,6 +31,17 @@ def test_listens_on_127_0_0_1_only(server):
     assert _listening_addresses(server.port) == {"127.0.0.1"}
 
 
+def test_output_json_says_where_it_listens(cli_env, job, tmp_path):
+    output = tmp_path / "serve.json"
+    running = RunningServer(cli_env, "--labeling_job", "test-job", "--port", "0",
+                            "--output_json", str(output))
+    try:
+        assert json.loads(output.read_text()) == {"url": running.url + "/",
+                                                  "labeling_jobs": ["test-job"]}
+    finally:
+        running.stop()
+
+
 def test_without_a_session_every_api_route_is_401_and_nothing_is_stored(
         server, labeling_db, job):
     for method, path in API_ROUTES:
