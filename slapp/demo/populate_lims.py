@@ -17,7 +17,7 @@ Every experiment gets a ``movie_number_of_frames`` and a LIMS-style
 ``storage_directory`` under ``$SLAPP_HOME/demo/storage``. The movies themselves
 are made only for the experiments a selection picked (``--movies_for_selection``,
 as the guide does, or ``run_demo``; :mod:`slapp.demo.storage`): all of them would
-take 30 GB. Running the command again adds only what is missing, in one
+take 31 GB. Running the command again adds only what is missing, in one
 transaction, and says how many storage directories it pointed elsewhere.
 """
 import random
@@ -195,7 +195,7 @@ class PopulateLimsSchema(DemoMovieOptions, argschema.ArgSchema):
                                  "wrote) whose experiments get a synthetic movie and its "
                                  "ground truth in their storage directory, so that the "
                                  "manifest step finds them. Default: none, as a movie for "
-                                 "every demo experiment would take 30 GB"})
+                                 "every demo experiment would take 31 GB"})
 
 
 class PopulateLimsOutputSchema(mm.Schema):
