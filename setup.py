@@ -18,7 +18,10 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
-    "test": ["pytest>=8,<10"],
+    # the browser test drives Debian's chromium through Playwright (no browser download)
+    "test": ["pytest>=8,<10", "playwright>=1.50,<2"],
+    # the docs site: sphinx-build -W -b html docs <dir>
+    "docs": ["sphinx>=7,<10", "numpydoc>=1.6,<2"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
