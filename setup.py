@@ -21,8 +21,11 @@ EXTRAS = {
     # the labeling server (slapp.labeling.serve) and its page's correlation crops
     "labeling": ["starlette>=0.40,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.9",
                  "pillow>=10,<14"],
-    # the labeling page's browser tests and the server's benchmark client
-    "test": ["pytest>=8,<10", "playwright>=1.40,<2", "httpx>=0.27,<1", "av>=12,<19"],
+    # the browser tests drive Debian's chromium through Playwright (no browser download);
+    # httpx is the labeling server's test and benchmark client, PyAV writes test clips
+    "test": ["pytest>=8,<10", "playwright>=1.50,<2", "httpx>=0.27,<1", "av>=12,<19"],
+    # the docs site: sphinx-build -W -b html docs <dir>
+    "docs": ["sphinx>=7,<10", "numpydoc>=1.6,<2"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
