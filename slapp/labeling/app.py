@@ -1,25 +1,24 @@
 """The labeling server's web application (Starlette): sign-in, the page, its API and files.
 
-Routes
-------
-``GET /``
-    The labeling page when signed in, else the sign-in form.
-``POST /signin``, ``POST /signout``
-    Exchange a labeler's token for a session cookie (a random id whose
-    SHA-256 is kept in ``labeler_sessions``), and end the session.
-``GET /static/...``
-    The page's own scripts and styles (no data; no session needed).
-``GET /artifacts/<index>/<path>``
-    A file under a served artifact directory, with byte ranges (``206``) so
-    the clip can seek.
-``GET /api/next``, ``GET /api/tasks/<id>``, ``GET /api/tasks/<id>/trace``,
-``GET /api/tasks/<id>/masks``, ``GET /api/tasks/<id>/correlation.png``,
-``GET /api/progress``, ``GET /api/labels/mine``, ``POST /api/labels``
-    The page's JSON API (see each handler).
+The routes:
+
+* ``GET /``: the labeling page when signed in, else the sign-in form;
+* ``POST /signin``, ``POST /signout``: exchange a labeler's token for a session
+  cookie (a random id whose SHA-256 is kept in ``labeler_sessions``), and end
+  the session;
+* ``GET /static/...``: the page's own scripts and styles (no data; no session
+  needed);
+* ``GET /artifacts/<index>/<path>``: a file under a served artifact directory,
+  with byte ranges (``206``) so the clip can seek;
+* ``GET /api/next``, ``GET /api/tasks/<id>``, ``GET /api/tasks/<id>/trace``,
+  ``GET /api/tasks/<id>/masks``, ``GET /api/tasks/<id>/correlation.png``,
+  ``GET /api/progress``, ``GET /api/labels/mine``, ``POST /api/labels``: the
+  page's JSON API (see each handler).
 
 Every route but ``/``, ``/signin`` and ``/static`` needs a session of a labeler
-who is not revoked: API routes answer ``401`` with JSON, files ``401`` too.
-Database work runs in Starlette's thread pool on a pool of connections.
+who is not revoked: API routes and files answer ``401`` with JSON. Each API
+request runs in Starlette's thread pool, in one transaction (the session check
+included) on a pool of connections.
 """
 import html
 import json
