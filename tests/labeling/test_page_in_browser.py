@@ -129,6 +129,19 @@ def test_a_labeler_labels_a_job_to_the_end(browser, server, tokens, job, labelin
     assert labels[0]["view_settings"]["background"] == "correlation"
     assert labels[0]["view_settings"]["mask"] is True
     assert labels[0]["seconds_shown"] > 0
+    # a labeler changes their own label: the earlier one stays as history
+    page.get_by_role("button", name=f"Change your label of ROI {job['roi_ids'][0]}").click()
+    page.get_by_text('You labelled this ROI "cell"').wait_for()
+    ann.wait_for_roi()
+    page.keyboard.press("n")
+    page.wait_for_function("() => document.querySelector('#history li').textContent"
+                           ".includes(': not cell')")
+    ann.wait_for_roi()
+    history = labeling_db.query(
+        "SELECT label, superseded_by IS NULL AS current FROM roi_labels "
+        "WHERE labeling_task_id = %s ORDER BY id", (job["task_ids"][0],))
+    assert history == [{"label": "cell", "current": False},
+                       {"label": "not cell", "current": True}]
     # on to the end
     for done in range(2, len(job["task_ids"])):
         page.keyboard.press("c")
@@ -137,7 +150,8 @@ def test_a_labeler_labels_a_job_to_the_end(browser, server, tokens, job, labelin
         ann.wait_for_roi()
     page.get_by_text("Nothing left to label").wait_for()
     assert "You labelled 4; 0 left for you" in page.locator("#progress").inner_text()
-    assert len(_labels(labeling_db)) == len(job["task_ids"])
+    assert labeling_db.query("SELECT count(*) AS n FROM roi_labels "
+                             "WHERE superseded_by IS NULL")[0]["n"] == len(job["task_ids"])
 
     origin = urlsplit(server.url)
     others = [url for url in ann.requests
