@@ -39,6 +39,7 @@ from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes, write_bytes_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
 from slapp.utils.read_only_sql import UnsafeQueryException
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 INSERT_SELECTION = pgsql.SQL(
     "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
@@ -53,7 +54,7 @@ class DataSelectionException(SlappError):
     """The experiments cannot be selected as the input asks."""
 
 
-class DataSelectorSchema(argschema.ArgSchema):
+class DataSelectorSchema(ArgSchema):
     query_strings = argschema.fields.List(
         argschema.fields.Str(), required=True, validate=mm.validate.Length(min=1),
         metadata={"cli_as_single_argument": True, "description": (
@@ -62,12 +63,12 @@ class DataSelectorSchema(argschema.ArgSchema):
             "ophys_experiments.id. They run in a read-only transaction exactly as typed, "
             "and are stored exactly as typed.")})
     sub_selection_counts = argschema.fields.List(
-        argschema.fields.Int(validate=mm.validate.Range(min=0)), required=True,
+        StrictInt(validate=mm.validate.Range(min=0)), required=True,
         metadata={"cli_as_single_argument": True, "description": (
             "How many experiments to draw from each query, in query order. 0 is allowed so "
             "that a stratum can be recorded without being sampled; at least one count must "
             "be positive, since an empty selection has nothing to segment.")})
-    random_seed = argschema.fields.Int(
+    random_seed = StrictInt(
         dump_default=42, load_default=42, validate=mm.validate.Range(min=0, max=2 ** 31 - 1),
         metadata={"description": (
             "Seed of numpy.random.default_rng, fresh for each query, so the same queries "
@@ -117,16 +118,16 @@ class DataSelectorSchema(argschema.ArgSchema):
 
 
 class DataSelectorOutputSchema(argschema.schemas.DefaultSchema):
-    experiment_selection_id = argschema.fields.Int(
+    experiment_selection_id = StrictInt(
         required=True, allow_none=True,
         metadata={"description": "id of the new experiment_selection row: the input of step "
                                  "2 (null only when the labeling connection's insert returns "
                                  "no rows, as the original toolkit's did)"})
     sub_selected_ids = argschema.fields.List(
-        argschema.fields.Int(), required=True,
+        StrictInt(), required=True,
         metadata={"description": "the sub-selected ophys_experiments.id, in query order"})
     n_ids_per_query = argschema.fields.List(
-        argschema.fields.Int(), required=True,
+        StrictInt(), required=True,
         metadata={"description": "how many distinct experiments each query returned"})
 
 
@@ -284,7 +285,7 @@ def padded_id_array_literal(id_lists: list[list[int]]) -> str:
     return "{" + ",".join("{" + row + "}" for row in rows) + "}"
 
 
-class DataSelector(argschema.ArgSchemaParser):
+class DataSelector(ArgSchemaParser):
     """Select experiments from LIMS and record the selection in the labeling database.
 
     ``DataSelector(input_data={...}, args=[]).run(lims_dbconn, label_dbconn)``;

@@ -24,7 +24,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 import psycopg2.extras
 
@@ -33,6 +32,7 @@ from slapp.demo.storage import experiment_storage_directory
 from slapp.embedded import LIMS_DATABASE, EmbeddedServer, default_home
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 DEMO_SEED = 20191209
 # Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell
@@ -173,7 +173,7 @@ def populate_demo_lims(cursor, storage_root: Path) -> int:
     return added
 
 
-class PopulateLimsSchema(argschema.ArgSchema):
+class PopulateLimsSchema(ArgSchema):
     slapp_home = mm.fields.Str(
         metadata={"description": "the embedded server's directory. Default: $SLAPP_HOME, "
                                  "else ./.slapp, the directory `python -m slapp.embedded "
@@ -186,15 +186,15 @@ class PopulateLimsSchema(argschema.ArgSchema):
 
 
 class PopulateLimsOutputSchema(mm.Schema):
-    n_experiments = mm.fields.Int(required=True,
+    n_experiments = StrictInt(required=True,
                                   metadata={"description": "demo experiments now in LIMS"})
-    n_added = mm.fields.Int(required=True,
+    n_added = StrictInt(required=True,
                             metadata={"description": "experiments this run added"})
     storage_root = mm.fields.Str(required=True,
                                  metadata={"description": "top of the demo storage tree"})
 
 
-class PopulateLims(argschema.ArgSchemaParser):
+class PopulateLims(ArgSchemaParser):
     """Fill the embedded ``lims`` database with the demo experiments."""
 
     default_schema = PopulateLimsSchema

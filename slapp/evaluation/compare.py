@@ -33,7 +33,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 import numpy as np
 import scipy.sparse
@@ -44,6 +43,7 @@ from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 
 class CompareException(SlappError):
@@ -373,14 +373,14 @@ def format_result(comparison: RunComparison) -> str:
             f"({match.true_positives} of {match.n_truth} cells, {scored})")
 
 
-class CompareSchema(argschema.ArgSchema):
-    segmentation_run_id = mm.fields.Int(
+class CompareSchema(ArgSchema):
+    segmentation_run_id = StrictInt(
         required=True, validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_runs.id of the run to score"})
     ground_truth = mm.fields.Str(
         metadata={"description": "HDF5 file with the true cell masks, dataset 'masks' "
                                  "(cells, height, width) in the movie's frame"})
-    reference_run_id = mm.fields.Int(
+    reference_run_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of --ground_truth: segmentation_runs.id of another "
                                  "run of the same experiment to compare with, every ROI of "
@@ -405,15 +405,15 @@ class CompareSchema(argschema.ArgSchema):
 
 
 class CompareOutputSchema(mm.Schema):
-    segmentation_run_id = mm.fields.Int(required=True)
+    segmentation_run_id = StrictInt(required=True)
     ground_truth = mm.fields.Str(required=True)
     iou_threshold = mm.fields.Float(required=True)
     only_cells = mm.fields.Bool(required=True)
-    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs scored"})
-    n_rois_in_run = mm.fields.Int(required=True,
+    n_rois = StrictInt(required=True, metadata={"description": "ROIs scored"})
+    n_rois_in_run = StrictInt(required=True,
                                   metadata={"description": "all ROIs of the run"})
-    n_cells = mm.fields.Int(required=True, metadata={"description": "true cells"})
-    true_positives = mm.fields.Int(required=True,
+    n_cells = StrictInt(required=True, metadata={"description": "true cells"})
+    true_positives = StrictInt(required=True,
                                    metadata={"description": "ROI-cell pairs matched"})
     precision = mm.fields.Float(required=True)
     recall = mm.fields.Float(required=True)
@@ -421,27 +421,27 @@ class CompareOutputSchema(mm.Schema):
 
 
 class CellAgreementSchema(mm.Schema):
-    both = mm.fields.Int(required=True)
-    neither = mm.fields.Int(required=True)
-    run_only = mm.fields.Int(required=True)
-    reference_only = mm.fields.Int(required=True)
+    both = StrictInt(required=True)
+    neither = StrictInt(required=True)
+    run_only = StrictInt(required=True)
+    reference_only = StrictInt(required=True)
 
 
 class RunAgainstRunOutputSchema(mm.Schema):
-    segmentation_run_id = mm.fields.Int(required=True)
-    reference_run_id = mm.fields.Int(required=True)
-    experiment_id = mm.fields.Int(required=True)
+    segmentation_run_id = StrictInt(required=True)
+    reference_run_id = StrictInt(required=True)
+    experiment_id = StrictInt(required=True)
     iou_threshold = mm.fields.Float(required=True)
-    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs of the run"})
-    n_reference_rois = mm.fields.Int(required=True)
-    n_matched = mm.fields.Int(required=True, metadata={"description": "ROI pairs"})
+    n_rois = StrictInt(required=True, metadata={"description": "ROIs of the run"})
+    n_reference_rois = StrictInt(required=True)
+    n_matched = StrictInt(required=True, metadata={"description": "ROI pairs"})
     matched_fraction = mm.fields.Float(required=True,
                                        metadata={"description": "n_matched / n_rois"})
     reference_matched_fraction = mm.fields.Float(
         required=True, metadata={"description": "n_matched / n_reference_rois"})
     mean_iou = mm.fields.Float(allow_none=True, required=True,
                                metadata={"description": "null when nothing matched"})
-    roi_count_shift = mm.fields.Int(required=True,
+    roi_count_shift = StrictInt(required=True,
                                     metadata={"description": "n_rois - n_reference_rois"})
     classification_agreement = mm.fields.Float(
         allow_none=True, required=True,
@@ -449,7 +449,7 @@ class RunAgainstRunOutputSchema(mm.Schema):
     cell_agreement = mm.fields.Nested(CellAgreementSchema, required=True)
 
 
-class CompareSegmentation(argschema.ArgSchemaParser):
+class CompareSegmentation(ArgSchemaParser):
     """Score one stored segmentation run against ground truth or against another run."""
 
     default_schema = CompareSchema

@@ -26,6 +26,7 @@ from slapp.report.statistics import add_derived_figures, flag_outliers
 from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 REPORT_NAME = "index.html"
 
@@ -34,11 +35,11 @@ class ReportException(SlappError):
     """The report cannot be made as asked."""
 
 
-class ReportSchema(argschema.ArgSchema):
+class ReportSchema(ArgSchema):
     manifest_json = argschema.fields.InputFile(
         metadata={"description": "the segmentation manifest whose entries the report lists, "
                                  "in array-index order"})
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of a manifest: every experiment of this "
                                  "selection, in sub_selected_ids order"})
@@ -57,12 +58,12 @@ class ReportSchema(argschema.ArgSchema):
 
 class ReportOutputSchema(mm.Schema):
     index_html = mm.fields.Str(required=True)
-    n_entries = mm.fields.Int(required=True)
-    n_done = mm.fields.Int(required=True)
-    n_missing = mm.fields.Int(required=True)
-    n_failed = mm.fields.Int(required=True)
-    n_zero_roi_runs = mm.fields.Int(required=True)
-    n_flagged = mm.fields.Int(required=True,
+    n_entries = StrictInt(required=True)
+    n_done = StrictInt(required=True)
+    n_missing = StrictInt(required=True)
+    n_failed = StrictInt(required=True)
+    n_zero_roi_runs = StrictInt(required=True)
+    n_flagged = StrictInt(required=True,
                               metadata={"description": "entries with any flag"})
 
 
@@ -82,7 +83,7 @@ def selection_experiments(label_dbconn: DbConnection, experiment_selection_id: i
     return rows[0]["sub_selected_ids"]
 
 
-class BatchReport(argschema.ArgSchemaParser):
+class BatchReport(ArgSchemaParser):
     """Write the HTML report of a batch."""
 
     default_schema = ReportSchema

@@ -63,12 +63,14 @@ from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
                                          parameters_digest)
-from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
-                                               suite2p_outputs, suite2p_version)
-from slapp.utils.cli import expand_bare_flags, one_line, run_main
+from slapp.segmentation.suite2p_runner import (MIN_FRAMES, Suite2pOutput,
+                                               estimated_scratch_bytes, suite2p_outputs,
+                                               suite2p_version)
+from slapp.utils.cli import UsageError, expand_bare_flags, one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.segment")
 
@@ -85,14 +87,14 @@ class MovieChangedException(SegmentationException):
     """The movie differs from the one the stored run of the same identity was made from."""
 
 
-class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentSchema(ArgSchema, Suite2pSettingsSchema):
     """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
 
     manifest_json = argschema.fields.InputFile(
         required=True,
         metadata={"description": "the segmentation manifest (written by "
                                  "slapp.data_selection.segmentation_manifest)"})
-    manifest_index = mm.fields.Int(
+    manifest_index = StrictInt(
         required=True, validate=mm.validate.Range(min=0),
         metadata={"description": "which entry to segment, counted from 0: the job "
                                  "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
@@ -138,14 +140,14 @@ class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
 class SegmentOutputSchema(mm.Schema):
     """The outcome of segmenting one entry."""
 
-    experiment_id = mm.fields.Int(required=True)
-    segmentation_run_id = mm.fields.Int(
+    experiment_id = StrictInt(required=True)
+    segmentation_run_id = StrictInt(
         required=True, metadata={"description": "segmentation_runs.id of the stored run"})
     status = mm.fields.Str(
         required=True, validate=mm.validate.OneOf([store.SEGMENTED, store.SKIPPED]),
         metadata={"description": "segmented: written now; skipped: this code version "
                                  "had already stored it with the same parameters"})
-    n_rois = mm.fields.Int(required=True)
+    n_rois = StrictInt(required=True)
     plot_path = mm.fields.Str(
         allow_none=True, metadata={"description": "the PNG of ROI outlines, if it exists"})
 
@@ -182,6 +184,41 @@ def movie_shape(path: Path) -> tuple[int, int, int]:
         raise SegmentationException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape "
                                     f"{shape}, not (frames, height, width)")
     return shape
+
+
+def check_frame_count(movie_path: Path, nframes: int, nbinned: int) -> None:
+    """Refuse a movie too short for Suite2P, or shorter than the entry's ``nbinned``.
+
+    Raises
+    ------
+    SegmentationException
+        Naming the frame count and what it falls short of.
+    """
+    if nframes < MIN_FRAMES:
+        raise SegmentationException(f"movie {movie_path} has {nframes} frame"
+                                    f"{'s' if nframes > 1 else ''}: Suite2P needs at least "
+                                    f"{MIN_FRAMES}")
+    if nframes < nbinned:
+        raise SegmentationException(
+            f"movie {movie_path} has {nframes} frames, fewer than the entry's nbinned "
+            f"{nbinned}: the manifest was not made from this movie; make it again")
+
+
+class OutputJsonException(SlappError):
+    """``--output_json`` could not be written (the run itself is stored)."""
+
+
+def belongs_to_the_entry(error: Exception) -> bool:
+    """Whether a refused command line is a failure of its manifest entry.
+
+    An option typo, and an ``--output_json`` that cannot be written, are the
+    submitter's to fix, whatever the entry: printed (and in the job's log),
+    not stored as the entry's failure.
+    """
+    if isinstance(error, (UsageError, OutputJsonException)):
+        return False
+    return not (isinstance(error, mm.ValidationError) and isinstance(error.messages, dict)
+                and set(error.messages) <= {"output_json"})
 
 
 def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> None:
@@ -234,7 +271,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class Segment(argschema.ArgSchemaParser):
+class Segment(ArgSchemaParser):
     """``python -m slapp.segmentation.segment``: see the module docstring."""
 
     default_schema = SegmentSchema
@@ -280,6 +317,7 @@ class Segment(argschema.ArgSchemaParser):
         digest = parameters_digest(options, entry["nbinned"], suite2p_version())
         self.known["parameters_digest"] = digest
         shape = movie_shape(movie_path)
+        check_frame_count(movie_path, shape[0], entry["nbinned"])
         fingerprint = movie_fingerprint(movie_path)
         tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
         # Every task, also one that skips, clears what killed tasks left on this node.
@@ -308,7 +346,10 @@ class Segment(argschema.ArgSchemaParser):
                                                    tmp_dir, plot_path, started)
         print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
-            write_json_atomically(self.args["output_json"], self.get_output_json(result))
+            try:
+                write_json_atomically(self.args["output_json"], self.get_output_json(result))
+            except OSError as error:
+                raise OutputJsonException(f"cannot write output_json: {error}") from error
         return result
 
     def _segment(self, label_dbconn: DbConnection, run: dict, options: Suite2pOptions,
@@ -410,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         segment = Segment(args=arguments)
     except Exception as error:  # a refused option: still a failed task of its entry
-        failures.record_refused_command(arguments, error, time.perf_counter() - started)
+        if belongs_to_the_entry(error):
+            failures.record_refused_command(arguments, error, time.perf_counter() - started)
         raise
     try:
         with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
@@ -420,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 and not sys.stderr.isatty() and not os.environ.get("SLAPP_TRACEBACK")):
             sys.stderr.write(failures.format_traceback(error))
             sys.stderr.flush()
-        segment.record_failure(error, time.perf_counter() - started)
+        if belongs_to_the_entry(error):
+            segment.record_failure(error, time.perf_counter() - started)
         raise
 
 
