@@ -41,8 +41,8 @@ from slapp.data_selection.utils import FindFileException, dataset_shape, find_fu
 from slapp.errors import SlappError
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.files import json_bytes, stage_bytes, write_json_atomically
-from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
-                                     lims_defaults)
+from slapp.utils.query_utils import (INTERACTIVE_CONNECT_SECONDS, DbConnection,
+                                     get_db_credentials, labeling_connection, lims_defaults)
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, OutputFile, StrictInt
 
 SELECTION_QUERY = pgsql.SQL("SELECT sub_selected_ids FROM experiment_selection WHERE id = {}")
@@ -460,9 +460,10 @@ class SegmentationManifest(ArgSchemaParser):
 def main() -> None:
     """Build the manifest from the command line, with credentials from the environment."""
     module = SegmentationManifest()
-    with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True) \
+    with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True,
+                      connect_seconds=INTERACTIVE_CONNECT_SECONDS) \
             as lims_dbconn, \
-            DbConnection(**get_db_credentials("LABELING_", **label_defaults)) as label_dbconn:
+            labeling_connection(interactive=True) as label_dbconn:
         manifest = module.run(lims_dbconn, label_dbconn)
     excluded = len(module.excluded)
     if excluded:

@@ -37,7 +37,8 @@ from slapp.errors import SlappError
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes, write_bytes_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
+from slapp.utils.query_utils import (INTERACTIVE_CONNECT_SECONDS, DbConnection,
+                                     get_db_credentials, labeling_connection, lims_defaults)
 from slapp.utils.read_only_sql import UnsafeQueryException
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
@@ -47,6 +48,15 @@ INSERT_SELECTION = pgsql.SQL(
     "VALUES ({queries}::text[], {commit_hash}, {all_ids}::bigint[], {counts}::int[], "
     "{drawn}::bigint[], {seed}, {comment}) RETURNING id")
 DELETE_SELECTION = pgsql.SQL("DELETE FROM experiment_selection WHERE id = {}")
+# Earlier selections of the same queries, counts and seed that drew the same experiments.
+IDENTICAL_SELECTIONS = (
+    "SELECT earlier.id FROM experiment_selection AS selection "
+    "JOIN experiment_selection AS earlier ON earlier.id <> selection.id "
+    "AND earlier.base64_query_strings = selection.base64_query_strings "
+    "AND earlier.sub_selection_counts = selection.sub_selection_counts "
+    "AND earlier.random_seed = selection.random_seed "
+    "AND earlier.sub_selected_ids = selection.sub_selected_ids "
+    "WHERE selection.id = %s ORDER BY earlier.id")
 MAX_NAMED_DUPLICATES = 10  # keeps the duplicate-experiment error on one readable line
 
 
@@ -420,15 +430,34 @@ def main(argv: list[str]) -> None:
     may take minutes), run."""
     selector = DataSelector(args=expand_bare_flags(argv, ("--dry_run",)))
     lims_dbconn = DbConnection(**get_db_credentials(env_prefix="LIMS_", **lims_defaults),
-                               read_only=True,
+                               read_only=True, connect_seconds=INTERACTIVE_CONNECT_SECONDS,
                                query_timeout_seconds=selector.args["query_timeout_seconds"])
     label_dbconn = (None if selector.args["dry_run"]
-                    else DbConnection(**get_db_credentials(**label_defaults)))
+                    else labeling_connection(interactive=True))
     with ExitStack() as connections:
         for dbconn in (lims_dbconn, label_dbconn):
             if dbconn is not None:
                 connections.enter_context(dbconn).connect()
-        selector.run(lims_dbconn, label_dbconn)
+        result = selector.run(lims_dbconn, label_dbconn)
+        if label_dbconn is not None:
+            print(outcome_line(label_dbconn, result, len(selector.args["query_strings"])))
+
+
+def outcome_line(label_dbconn, result: dict, n_queries: int) -> str:
+    """``experiment_selection id N: ...``, naming earlier identical selections if any.
+
+    A selection is still recorded when an identical one exists (the seed
+    records every call), but a user who ran the command twice by mistake is told.
+    """
+    selection_id = result["experiment_selection_id"]
+    count = len(result["sub_selected_ids"])
+    line = (f"experiment_selection id {selection_id}: {count} experiment"
+            f"{'s' if count != 1 else ''} from {n_queries} quer{'ies' if n_queries != 1 else 'y'}")
+    identical = [row["id"] for row in label_dbconn.query(IDENTICAL_SELECTIONS, (selection_id,))]
+    if identical:
+        line += (f"; identical to experiment_selection id {', '.join(map(str, identical))} "
+                 "(same queries, counts, seed and experiments)")
+    return line
 
 
 if __name__ == "__main__":  # pragma: no cover

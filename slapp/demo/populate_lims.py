@@ -187,9 +187,9 @@ class PopulateLimsSchema(ArgSchema):
 
 class PopulateLimsOutputSchema(mm.Schema):
     n_experiments = StrictInt(required=True,
-                                  metadata={"description": "demo experiments now in LIMS"})
+                              metadata={"description": "demo experiments now in LIMS"})
     n_added = StrictInt(required=True,
-                            metadata={"description": "experiments this run added"})
+                        metadata={"description": "experiments this run added"})
     storage_root = mm.fields.Str(required=True,
                                  metadata={"description": "top of the demo storage tree"})
 

@@ -42,7 +42,7 @@ from slapp.export.run_record import (SHAPE_COLUMNS, RunRois, load_rois, load_run
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import stage_bytes, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ class NwbExport(ArgSchemaParser):
 def main() -> None:  # pragma: no cover - thin CLI
     """Run the command with the labeling database from the environment."""
     parser = NwbExport(logger_name="NwbExport")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 

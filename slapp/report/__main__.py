@@ -25,7 +25,7 @@ from slapp.report.page import render_page
 from slapp.report.statistics import add_derived_figures, flag_outliers
 from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 REPORT_NAME = "index.html"
@@ -64,7 +64,7 @@ class ReportOutputSchema(mm.Schema):
     n_failed = StrictInt(required=True)
     n_zero_roi_runs = StrictInt(required=True)
     n_flagged = StrictInt(required=True,
-                              metadata={"description": "entries with any flag"})
+                          metadata={"description": "entries with any flag"})
 
 
 def selection_experiments(label_dbconn: DbConnection, experiment_selection_id: int) -> list:
@@ -143,7 +143,7 @@ class BatchReport(ArgSchemaParser):
 def main() -> None:  # pragma: no cover - thin CLI
     """Run the command with the labeling database from the environment."""
     parser = BatchReport(logger_name="BatchReport")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 

@@ -10,8 +10,11 @@ version, parameters digest); the digest covers every Suite2P option, the
 entry's ``nbinned`` and the Suite2P version. The command
 
 1. reads and checks the entry, its settings and its movie (a bad one fails at
-   once, with one line on stderr, and writes no run), and takes the movie's
-   fingerprint (size, mtime, shape, dtype, a hash of sampled frames);
+   once, with one line on stderr, and writes no run; so does a movie of fewer
+   than 50 frames or fewer than the entry's ``nbinned``, before Suite2P is
+   loaded, and a float movie holding NaN or infinity, as its frames are read),
+   and takes the movie's fingerprint (size, mtime, shape, dtype, a hash of
+   sampled frames);
 2. looks for a stored run of the same identity. Found, with the same movie
    fingerprint (or one stored before fingerprints existed): it stops with
    status ``skipped`` (exit 0), so resubmitting a whole array is cheap and
@@ -33,7 +36,8 @@ entry's ``nbinned`` and the Suite2P version. The command
 The outcome is printed as one line on stdout and, with ``--output_json``,
 written as ``{"experiment_id", "segmentation_run_id", "status", "n_rois",
 "plot_path"}``. A task that fails writes one ``segmentation_failures`` row
-(see :mod:`slapp.segmentation.failures`) and, when stderr is not a terminal
+(see :mod:`slapp.segmentation.failures`; not for an option typo or an
+unwritable ``--output_json``, which are no failure of the entry) and, when stderr is not a terminal
 (a job's log), the full traceback before the one error line; bad input stays
 one line. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD`` (and
 ``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
@@ -69,7 +73,7 @@ from slapp.segmentation.suite2p_runner import (MIN_FRAMES, Suite2pOutput,
 from slapp.utils.cli import UsageError, expand_bare_flags, one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.segment")
@@ -317,13 +321,13 @@ class Segment(ArgSchemaParser):
         digest = parameters_digest(options, entry["nbinned"], suite2p_version())
         self.known["parameters_digest"] = digest
         shape = movie_shape(movie_path)
-        check_frame_count(movie_path, shape[0], entry["nbinned"])
         fingerprint = movie_fingerprint(movie_path)
         tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
         # Every task, also one that skips, clears what killed tasks left on this node.
         scratch.remove_stale_directories(tmp_dir, current_task())
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
+        check_frame_count(movie_path, shape[0], entry["nbinned"])
         plot_path = plot_dir.resolve() / f"{experiment_id}.png"
         version = code_version()
         logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s, "
@@ -455,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             failures.record_refused_command(arguments, error, time.perf_counter() - started)
         raise
     try:
-        with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+        with labeling_connection(interactive=False) as dbconn:
             segment.run(dbconn)
     except Exception as error:
         if (failures.classify_exception(error) != failures.BAD_INPUT

@@ -45,7 +45,7 @@ from slapp.segmentation.suite2p_runner import suite2p_version as installed_suite
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 PBS_SCRIPT = "suite2p_array_job_example.pbs"
@@ -443,7 +443,7 @@ class SegmentationStatus(ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and report."""
     status = SegmentationStatus()
-    with DbConnection(**get_db_credentials(**label_defaults), read_only=True) as dbconn:
+    with labeling_connection(interactive=True, read_only=True) as dbconn:
         status.run(dbconn)
 
 
