@@ -56,7 +56,7 @@ _PERMANENT_CONNECT_ERRORS = (
 # enough for a server that is briefly out of connection slots, and an answer
 # within ten seconds when it is down or the port is wrong. Job-array tasks keep
 # DbConnection's longer retries.
-INTERACTIVE_CONNECT_SECONDS = 8.0
+INTERACTIVE_CONNECT_SECONDS = 6.0
 # libpq's shortest connect_timeout.
 _MIN_CONNECT_TIMEOUT = 2
 _INIT_COMMAND = "python -m slapp.db.init"
