@@ -253,8 +253,9 @@ def record_refused_command(arguments: Sequence[str], error: Exception,
                            duration_seconds: float) -> None:
     """Record a segment command line that was refused (a bad option) as a ``bad_input`` row.
 
-    Only when the manifest and index can be read from ``arguments``; the
-    parameters digest stays unknown (None). Never raises.
+    Only when the manifest and index can be read from ``arguments`` and name an
+    entry (a missing manifest, or an index beyond it, is no entry's failure);
+    the parameters digest stays unknown (None). Never raises.
     """
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--manifest_json")
@@ -269,8 +270,8 @@ def record_refused_command(arguments: Sequence[str], error: Exception,
     manifest_path = Path(known.manifest_json).resolve()
     try:
         experiment_id = load_manifest(manifest_path)[known.manifest_index]["experiment_id"]
-    except (Exception, SystemExit):  # noqa: BLE001 - the row is written all the same
-        experiment_id = None
+    except (Exception, SystemExit):  # noqa: BLE001 - no entry: the error is its command's
+        return
     record(failure_row(manifest_path=manifest_path, manifest_index=known.manifest_index,
                        failure_class=classify_exception(error), message=one_line(error),
                        experiment_id=experiment_id, traceback_text=format_traceback(error),

@@ -36,8 +36,9 @@ entry's ``nbinned`` and the Suite2P version. The command
 The outcome is printed as one line on stdout and, with ``--output_json``,
 written as ``{"experiment_id", "segmentation_run_id", "status", "n_rois",
 "plot_path"}``. A task that fails writes one ``segmentation_failures`` row
-(see :mod:`slapp.segmentation.failures`; not for an option typo or an
-unwritable ``--output_json``, which are no failure of the entry) and, when stderr is not a terminal
+(see :mod:`slapp.segmentation.failures`; not for an error that names no
+entry, such as an unreadable manifest, an index beyond it, an option typo
+or an unwritable ``--output_json``) and, when stderr is not a terminal
 (a job's log), the full traceback before the one error line; bad input stays
 one line. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD`` (and
 ``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
@@ -466,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 and not sys.stderr.isatty() and not os.environ.get("SLAPP_TRACEBACK")):
             sys.stderr.write(failures.format_traceback(error))
             sys.stderr.flush()
-        if belongs_to_the_entry(error):
+        if belongs_to_the_entry(error) and segment.known["experiment_id"] is not None:
             segment.record_failure(error, time.perf_counter() - started)
         raise
 
