@@ -4,8 +4,8 @@ argschema reads a command's options from ``--input_json`` and the command
 line. These classes close the gaps through which input a user can get wrong
 reached a command as a bug, or not at all:
 
-- :class:`StrictInt` refuses ``1.7`` (and ``true``) from an input JSON as the
-  command line refuses it; marshmallow's ``Int`` truncates it to ``1``;
+- :class:`StrictInt` refuses ``1.7`` (and ``2.0``, ``true``) from an input JSON
+  as the command line refuses it; marshmallow's ``Int`` truncates it to ``1``;
 - :class:`OutputFile` checks that a file can really be written beside the
   output path (a read-only or full file system, a directory without write
   permission) before the command does any work, and says why not in one line;
@@ -26,14 +26,15 @@ import marshmallow as mm
 
 
 class StrictInt(mm.fields.Int):
-    """An integer option that refuses a number with a fraction, and a boolean.
+    """An integer option that refuses a floating-point number and a boolean.
 
-    ``2``, ``2.0`` and ``"2"`` (the command line's text) load as 2; ``2.9``,
-    ``"2.9"`` and ``true`` are refused with marshmallow's "Not a valid integer."
+    ``2`` (JSON) and ``"2"`` (the command line's text) load as 2; ``2.9``,
+    ``2.0`` and ``true`` from JSON are refused with marshmallow's "Not a valid
+    integer.", as ``2.9`` and ``2.0`` are on the command line.
     """
 
     def _validated(self, value):
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, (bool, float)):
             raise self.make_error("invalid")
         return super()._validated(value)
 
@@ -113,14 +114,20 @@ def check_arguments(schema: mm.Schema, arguments: Sequence[str]) -> None:
     """
     input_json = _command_line_value(arguments, "--input_json")
     if input_json is not None and Path(input_json).is_file():
-        with open(input_json, encoding="utf-8") as stream:
-            document = json.load(stream)
+        try:
+            with open(input_json, encoding="utf-8") as stream:
+                document = json.load(stream)
+        except UnicodeDecodeError as error:
+            raise mm.ValidationError(f"input_json {input_json} is not UTF-8 text: "
+                                     f"{error.reason} at byte {error.start}") from None
         if not isinstance(document, dict):
             raise mm.ValidationError(
                 f"input_json {input_json} holds a JSON {type(document).__name__}, not an "
                 'object of options ({"option": value, ...})')
     for name, field in schema.fields.items():
-        if not isinstance(field, mm.fields.List):
+        # argschema reads these as one Python literal (the others as one word per item)
+        if not (isinstance(field, mm.fields.List)
+                and field.metadata.get("cli_as_single_argument")):
             continue
         value = _command_line_value(arguments, f"--{name}")
         if value is None:

@@ -120,8 +120,9 @@ def test_an_input_json_that_is_not_an_object_is_one_line(command, run_cli, label
     assert labeling_db.query(FAILURE_ROWS) == [{"n": 0}]
 
 
-@pytest.mark.parametrize("counts,seed", [([2.9], 42), ([1.5], 42), ([1], 1.7), ([1], True)])
-def test_integers_with_a_fraction_are_refused_from_json_as_from_the_command_line(
+@pytest.mark.parametrize("counts,seed", [([2.9], 42), ([1.5], 42), ([2.0], 42), ([1], 1.7),
+                                        ([1], True)])
+def test_non_integers_are_refused_from_json_as_from_the_command_line(
         counts, seed, run_cli, labeling_db, tmp_path):
     from_json = tmp_path / "input.json"
     from_json.write_text(json.dumps({"query_strings": json.loads(QUERY),
