@@ -52,11 +52,11 @@ _PERMANENT_CONNECT_ERRORS = (
 
 
 # How long a command a person waits for (status, report, compare, export.nwb,
-# select_data, segmentation_manifest) tries to reach a server: a few tries,
-# enough for a server that is briefly out of connection slots, and an answer
-# within ten seconds when it is down or the port is wrong. Job-array tasks keep
-# DbConnection's longer retries.
-INTERACTIVE_CONNECT_SECONDS = 6.0
+# select_data, segmentation_manifest) tries to reach a server: two or three
+# tries, enough for a server that is briefly out of connection slots, and an
+# answer well within ten seconds (Python's start and imports included) when it
+# is down or the port is wrong. Job-array tasks keep DbConnection's longer retries.
+INTERACTIVE_CONNECT_SECONDS = 4.0
 # libpq's shortest connect_timeout.
 _MIN_CONNECT_TIMEOUT = 2
 _INIT_COMMAND = "python -m slapp.db.init"
