@@ -382,6 +382,21 @@ def selection_experiments(dbconn: DbConnection, experiment_selection_id: int) ->
     return list(rows[0]["sub_selected_ids"])
 
 
+def check_selection_holds(dbconn: DbConnection, experiment_selection_id: int,
+                          experiment_id: int) -> None:
+    """Make sure a selection exists and holds an experiment (provenance is never guessed).
+
+    Raises
+    ------
+    RunsException
+        ``there is no experiment selection with id N``, or ``experiment
+        selection N does not hold experiment E``.
+    """
+    if int(experiment_id) not in selection_experiments(dbconn, experiment_selection_id):
+        raise RunsException(f"experiment selection {experiment_selection_id} does not hold "
+                            f"experiment {experiment_id}")
+
+
 def _entries(manifest: str | Path | Iterable[dict]) -> tuple[list[dict], Path | None]:
     if isinstance(manifest, (str, Path)):
         path = Path(manifest).resolve()
