@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from devtools import HeadlessChromium, find_browser
-from report_batch import BATCH
+from report_batch import BATCH, PINNED, REPORT_PARAMETERS
 
 BROWSER = find_browser()
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium: run "
@@ -34,7 +34,8 @@ def _artifact_dir(tmp_path: Path) -> Path:
 def test_the_report_renders_without_errors(batch, run_cli, browser, tmp_path):
     manifest, runs = batch
     output_dir = tmp_path / "report"
-    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir", output_dir)
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir", output_dir,
+                     *REPORT_PARAMETERS, env=PINNED)
     assert result.returncode == 0, result.stderr
 
     browser.open((output_dir / "index.html").as_uri())
