@@ -41,9 +41,9 @@ PBS_SCRIPT = SCRIPTS_DIR / "suite2p_array_job_example.pbs"
 SLURM, TORQUE, PBS_PRO = "SLURM", "Torque", "PBS Pro"
 
 # Non-secret variables a task may need, passed by name (their value where the
-# command is run) when set where the command is printed. PATH, so that the
-# default SLAPP_PYTHON=python of an activated environment is found.
-PASSED_VARIABLES = ("PATH", "SLAPP_CREDENTIALS", "SLAPP_TMP_DIR", "PGPASSFILE",
+# command is run) when set where the command is printed. PATH and PYTHONPATH, so
+# that the task runs the Python and the slapp of the shell that submits.
+PASSED_VARIABLES = ("PATH", "PYTHONPATH", "SLAPP_CREDENTIALS", "SLAPP_TMP_DIR", "PGPASSFILE",
                     "TRANSFORM_HASH", "LABELING_HOST", "LABELING_PORT", "LABELING_DATABASE",
                     "LABELING_USER")
 

@@ -8,7 +8,7 @@ from stored_runs import insert_run
 
 from slapp.db.runs import UnknownRunException
 from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
-from slapp.evaluation.compare import CompareException, compare_run
+from slapp.evaluation.compare import compare_run
 
 FRAME = (64, 64)
 
