@@ -4,9 +4,10 @@ The NWB export needs everything a run row records (settings, versions, movie
 fingerprint, timings; read through :mod:`slapp.db.runs`) and the selection its
 manifest was built from, so that the file can say how it was made. The
 selection is the run's own (``segmentation_runs.experiment_selection_id``),
-never guessed: a run stored before runs recorded it has none (unknown). ROIs are read in batches of a fixed size into
-preallocated arrays: a 512 x 512 movie of 100,000 frames with 500 ROIs has
-400 MB of traces, which as Python lists of floats would take 3 GB.
+never guessed: a run stored before runs recorded it has none (unknown). ROIs
+are read in batches of a fixed size into preallocated arrays: a 512 x 512
+movie of 100,000 frames with 500 ROIs has 400 MB of traces, which as Python
+lists of floats would take 3 GB.
 """
 import base64
 from dataclasses import dataclass

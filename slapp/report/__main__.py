@@ -69,9 +69,11 @@ class ReportSchema(argschema.ArgSchema, RunParametersSchema):
     segmentation_run_ids = argschema.fields.List(
         argschema.fields.Int(validate=mm.validate.Range(min=1)),
         validate=mm.validate.Length(min=1),
-        metadata={"cli_as_single_argument": True, "description": "show these runs (at most one per experiment of the batch) "
-                                 "instead of the runs that count for the code version and "
-                                 "Suite2P options; entries without one are missing"})
+        metadata={"cli_as_single_argument": True,
+                  "description": "show these runs (comma-separated, at most one per "
+                                 "experiment of the batch) instead of the runs that count "
+                                 "for the code version and Suite2P options; entries "
+                                 "without one are missing"})
 
     @mm.validates_schema
     def one_source(self, data, **kwargs):

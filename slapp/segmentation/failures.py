@@ -48,7 +48,7 @@ from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.store import DatabaseUnreachable, record_failure
 from slapp.segmentation.suite2p_runner import Suite2pRunException, suite2p_version
-from slapp.utils.cli import one_line, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import (get_db_credentials, is_permanent_connect_error,
                                      label_defaults)

@@ -46,6 +46,7 @@ from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
+
 class SegmentationStatusSchema(argschema.ArgSchema, RunParametersSchema):
     """Report which manifest entries are done for this code version and these parameters."""
 

@@ -187,11 +187,11 @@ def run_pbs_task(env, index):
 
 @pytest.mark.slow
 def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
-        labeling_db, job_env, tmp_path):
+        labeling_db, job_env, cli_env, tmp_path):
     credentials = tmp_path / "slapp_credentials"
     credentials.write_text(f"export LABELING_USER={shlex.quote(job_env['LABELING_USER'])}\n"
                            "export LABELING_PASSWORD="
-                           f"{shlex.quote(job_env['LABELING_PASSWORD'])}\n")
+                           f"{shlex.quote(cli_env['LABELING_PASSWORD'])}\n")
     credentials.chmod(0o600)
     env = {key: value for key, value in job_env.items()
            if key not in ("LABELING_USER", "LABELING_PASSWORD")}
@@ -202,7 +202,7 @@ def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
     assert result.returncode == 0, result.stderr
     assert f"experiment {FIRST_ID + 3}: segmented as run" in result.stdout
     assert list(stored_runs(labeling_db)) == [FIRST_ID + 3]
-    assert job_env["LABELING_PASSWORD"] not in result.stdout + result.stderr
+    assert cli_env["LABELING_PASSWORD"] not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("change, message", [

@@ -160,7 +160,8 @@ def test_rois_carry_traces_and_the_classifier_output(segmented):
 
 
 def test_plot_written_output_reported_and_no_intermediate_files_left(segmented, movie):
-    plot = movie["directory"] / "segmentation_plots" / f"{EXPERIMENT_ID}.png"
+    plot = (movie["directory"] / "segmentation_plots"
+            / f"{EXPERIMENT_ID}_{segmented['run']['id']}.png")  # one plot per run
     assert segmented["output"]["plot_path"] == str(plot)
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert list(segmented["scratch"].iterdir()) == []

@@ -9,6 +9,7 @@ import os
 import shutil
 
 import pytest
+from stored_runs import insert_selection
 
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.suite2p_runner import suite2p_version
@@ -136,8 +137,16 @@ def test_skip_new_run_per_parameters_refusal_of_a_changed_movie_and_overwrite(
 
 @pytest.mark.slow
 def test_a_touched_movie_is_the_same_movie(labeling_db, run_cli, entry):
+    selection = insert_selection(labeling_db, [EXPERIMENT_ID])
+    document = json.loads(entry["manifest"].read_text())
+    entry["manifest"].write_text(json.dumps({"experiment_selection_id": selection, **document}))
     first, first_output = segment(run_cli, entry)
     assert first.returncode == 0, first.stderr
+    # the run records where it came from
+    [provenance] = labeling_db.query("SELECT experiment_selection_id, manifest_path "
+                                     "FROM segmentation_runs")
+    assert provenance == {"experiment_selection_id": selection,
+                          "manifest_path": str(entry["manifest"].resolve())}
     before = entry["movie"].stat().st_mtime_ns
     os.utime(entry["movie"], ns=(before + 3 * 10**9, before + 3 * 10**9))  # touch
 
