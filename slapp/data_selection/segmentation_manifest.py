@@ -381,8 +381,7 @@ class SegmentationManifest(argschema.ArgSchemaParser):
         position = {experiment_id: index for index, experiment_id in enumerate(distinct)}
         ordered = sorted(entries.values(),
                          key=lambda entry: position.get(entry["experiment_id"], len(position)))
-        return self.output({"experiment_selection_id": self.args["experiment_selection_id"],
-                            "manifest": ordered})
+        return self.output({"manifest": ordered})
 
     def output(self, d: dict, output_path=None, **json_dump_options) -> dict:
         """Write the manifest that :meth:`run` built, or refuse and write nothing.
@@ -396,8 +395,9 @@ class SegmentationManifest(argschema.ArgSchemaParser):
         Parameters
         ----------
         d : dict
-            ``{"experiment_selection_id": N, "manifest": [entry, ...]}`` from
-            :meth:`run` (the selection defaults to ``experiment_selection_id``).
+            ``{"manifest": [entry, ...]}`` from :meth:`run` (the seed's shape);
+            the file also records ``experiment_selection_id``, from ``d`` or
+            else the one the manifest was built from.
         output_path : str, optional
             Defaults to ``output_json``.
 

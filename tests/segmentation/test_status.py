@@ -14,7 +14,8 @@ import psycopg2.extras
 import pytest
 
 from slapp.db.runs import EntryState, Failure, Run, RunParameters
-from slapp.segmentation.resubmit import PBS_SCRIPT, SLURM_SCRIPT, resubmission
+from slapp.segmentation.resubmit import (PASSED_VARIABLES, PBS_SCRIPT, SLURM_SCRIPT,
+                                         resubmission)
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.status import entry_statuses, report_lines
 from slapp.segmentation.suite2p_runner import build_suite2p_inputs, jsonable, suite2p_version
@@ -284,7 +285,7 @@ def test_a_failure_after_the_run_is_noted(tmp_path):
     assert lines[2] == "1  2  done     run 2, 3 ROIs, 2026-11-30T12:10:00+00:00"
 
 
-def test_a_sweep_is_resubmitted_with_its_options(labeling_db, run_cli, tmp_path):
+def test_a_sweep_is_resubmitted_with_its_options(labeling_db, run_cli, cli_env, tmp_path):
     manifest = write_manifest(tmp_path, [301, 302, 303, 304])
     swept = dataclasses.replace(DEFAULTS, threshold_scaling=0.9)
     insert_run(labeling_db, 301, VERSION, n_rois=2, options=swept)
@@ -301,7 +302,8 @@ def test_a_sweep_is_resubmitted_with_its_options(labeling_db, run_cli, tmp_path)
     assert slurm.endswith(f" {SLURM_SCRIPT} --threshold_scaling 0.9")
     assert torque.startswith("qsub -t 1-3 -v MANIFEST=")
     assert torque.endswith(f" -F '--threshold_scaling 0.9' {PBS_SCRIPT}")
-    named = "PATH,TRANSFORM_HASH,LABELING_HOST,LABELING_PORT,LABELING_DATABASE,LABELING_USER"
+    named = ",".join(name for name in PASSED_VARIABLES if {**cli_env, **PINNED}.get(name))
+    assert "LABELING_USER" in named and "TRANSFORM_HASH" in named
     assert commands["PBS Pro"] == [
         f"qsub -J 1-3 -v 'MANIFEST={manifest},SLAPP_PYTHON={sys.executable},"
         f"SEGMENT_OPTIONS=--threshold_scaling 0.9,{named}' {PBS_SCRIPT}"]
