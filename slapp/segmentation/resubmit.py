@@ -13,7 +13,8 @@ resubmits the sweep and not the defaults. How the options reach the task:
 
 The job's environment is not copied whole (``--export=ALL`` and ``#PBS -V`` put
 every exported variable, a ``LABELING_PASSWORD`` included, into the scheduler's
-job record): ``MANIFEST`` and ``SLAPP_PYTHON`` are given with their values, and
+job record): ``MANIFEST`` and ``SLAPP_PYTHON`` (``SLAPP_PYTHON`` where the
+command is printed, else the Python printing it) are given with their values, and
 the non-secret variables of :data:`PASSED_VARIABLES` that are set here are
 passed by name. Passwords come from the password file on the node.
 
@@ -89,8 +90,9 @@ def _pbs_memory(memory: str) -> str:
     return f"{number}{unit.lower()}b"
 
 
-def _variables(manifest_path: Path, python: str, environment: Mapping[str, str],
+def _variables(manifest_path: Path, python: str | None, environment: Mapping[str, str],
                extra: Sequence[str] = ()) -> str:
+    python = python or environment.get("SLAPP_PYTHON") or sys.executable
     named = [name for name in PASSED_VARIABLES if environment.get(name)]
     return ",".join([f"MANIFEST={manifest_path}", f"SLAPP_PYTHON={python}", *extra, *named])
 
@@ -101,7 +103,7 @@ def _join(words: Iterable[str]) -> str:
 
 def slurm_command(spec: str, manifest_path: Path, options: Sequence[str], *,
                   script: Path = SLURM_SCRIPT, memory: str | None = None,
-                  python: str = sys.executable,
+                  python: str | None = None,
                   environment: Mapping[str, str] = os.environ) -> str:
     """``sbatch --array=<spec> [--mem=<memory>] --export=<variables> <script> <options>``.
 
@@ -117,8 +119,9 @@ def slurm_command(spec: str, manifest_path: Path, options: Sequence[str], *,
         The job script (made absolute).
     memory : str, optional
         Memory per task, e.g. ``"24G"``, as ``--mem``.
-    python : str
-        ``SLAPP_PYTHON`` for the task.
+    python : str, optional
+        ``SLAPP_PYTHON`` for the task; default: ``SLAPP_PYTHON`` in
+        ``environment``, else this Python.
     environment : mapping
         Where :data:`PASSED_VARIABLES` are looked up.
     """
@@ -132,7 +135,7 @@ def slurm_command(spec: str, manifest_path: Path, options: Sequence[str], *,
 
 def torque_command(spec: str, manifest_path: Path, options: Sequence[str], *,
                    script: Path = PBS_SCRIPT, memory: str | None = None,
-                   python: str = sys.executable,
+                   python: str | None = None,
                    environment: Mapping[str, str] = os.environ) -> str:
     """``qsub -t <spec> [-l mem=<memory>] -v <variables> [-F "<options>"] <script>``.
 
@@ -150,7 +153,7 @@ def torque_command(spec: str, manifest_path: Path, options: Sequence[str], *,
 
 def pbs_pro_commands(indices: Iterable[int], manifest_path: Path, options: Sequence[str], *,
                      max_concurrent: int | None = None, script: Path = PBS_SCRIPT,
-                     memory: str | None = None, python: str = sys.executable,
+                     memory: str | None = None, python: str | None = None,
                      environment: Mapping[str, str] = os.environ) -> list[str]:
     """``qsub -J <first>-<last>[%K] [-l select=1:mem=<memory>] -v <variables> <script>``.
 
@@ -180,7 +183,7 @@ def pbs_pro_commands(indices: Iterable[int], manifest_path: Path, options: Seque
 def resubmission(indices: Iterable[int], manifest_path: Path, parameters: RunParameters, *,
                  max_concurrent: int | None = None, memory: str | None = None,
                  slurm_script: Path = SLURM_SCRIPT, pbs_script: Path = PBS_SCRIPT,
-                 python: str = sys.executable,
+                 python: str | None = None,
                  environment: Mapping[str, str] = os.environ) -> Resubmission:
     """The SLURM, Torque and PBS Pro commands that resubmit ``indices`` with ``parameters``.
 
@@ -201,8 +204,9 @@ def resubmission(indices: Iterable[int], manifest_path: Path, parameters: RunPar
         script's request.
     slurm_script, pbs_script : Path
         The job scripts (default: the examples this checkout ships).
-    python : str
-        ``SLAPP_PYTHON`` for the tasks (default: this Python).
+    python : str, optional
+        ``SLAPP_PYTHON`` for the tasks; default: ``SLAPP_PYTHON`` in
+        ``environment``, else this Python.
     environment : mapping
         Where the variables passed by name are looked up.
 

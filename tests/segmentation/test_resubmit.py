@@ -68,3 +68,10 @@ def test_without_a_memory_request_the_scripts_request_stands():
 def test_a_memory_that_is_no_size_is_refused():
     with pytest.raises(ResubmitException, match="memory '24 gigs' is not a size"):
         resubmission([0], MANIFEST, DEFAULTS, memory="24 gigs", **SHARED)
+
+
+def test_the_tasks_python_is_slapp_python_where_the_command_is_printed():
+    environment = {**ENVIRONMENT, "SLAPP_PYTHON": "/cluster/venv/bin/python"}
+    group = resubmission([0, 1], MANIFEST, DEFAULTS, environment=environment)
+
+    assert "SLAPP_PYTHON=/cluster/venv/bin/python," in group.commands[SLURM][0]
