@@ -85,12 +85,15 @@ def insert_run(dbconn, experiment_id, masks, *, nframes=50, video_shape=(32, 48)
 
 
 def insert_failure(dbconn, experiment_id, manifest_path, manifest_index, message,
-                   failure_class="suite2p_error") -> int:
-    """One segmentation_failures row; returns its id."""
+                   failure_class="suite2p_error", code_version="commit0",
+                   parameters_digest="digest0") -> int:
+    """One segmentation_failures row (of task 3 of job 4242 on node7); returns its id."""
     return dbconn.insert(
         "INSERT INTO segmentation_failures (ophys_experiment_id, "
         "ophys_segmentation_commit_hash, parameters_digest, manifest_path, manifest_index, "
-        "hostname, failure_class, message, traceback, exit_status, duration_seconds) VALUES "
-        "(%s, 'commit0', 'digest0', %s, %s, 'node7', %s, %s, 'Traceback ...', 1, 3.5) "
+        "hostname, scheduler_job_id, scheduler_task_id, failure_class, message, traceback, "
+        "exit_status, duration_seconds) VALUES "
+        "(%s, %s, %s, %s, %s, 'node7', '4242', '3', %s, %s, 'Traceback ...', 1, 3.5) "
         "RETURNING id",
-        (experiment_id, str(manifest_path), manifest_index, failure_class, message))[0]["id"]
+        (experiment_id, code_version, parameters_digest, str(manifest_path), manifest_index,
+         failure_class, message))[0]["id"]

@@ -138,8 +138,13 @@ class SegmentationManifestEntrySchema(mm.Schema):
 
 
 class SegmentationManifestOutputSchema(mm.Schema):
-    """The segmentation manifest: ``{"manifest": [entry, ...]}``."""
+    """The segmentation manifest: ``{"experiment_selection_id": N, "manifest": [entry, ...]}``."""
 
+    experiment_selection_id = StrictInt(
+        load_default=None, allow_none=True,
+        metadata={"description": "the experiment_selection the manifest was built from, "
+                                 "which every run made from it records; absent (null) in "
+                                 "manifests written before it was recorded"})
     manifest = mm.fields.Nested(
         SegmentationManifestEntrySchema, many=True, required=True,
         validate=mm.validate.Length(min=1, error="lists no experiment"),
@@ -148,6 +153,14 @@ class SegmentationManifestOutputSchema(mm.Schema):
 
 
 def load_manifest(path: str | Path) -> list[dict]:
+    """Read and validate a segmentation manifest; return its entries.
+
+    See :func:`load_manifest_document` (this is its ``"manifest"``).
+    """
+    return load_manifest_document(path)["manifest"]
+
+
+def load_manifest_document(path: str | Path) -> dict:
     """Read and validate a segmentation manifest.
 
     Parameters
@@ -157,9 +170,10 @@ def load_manifest(path: str | Path) -> list[dict]:
 
     Returns
     -------
-    list of dict
-        The entries in order, each with ``log_level``, ``experiment_id``,
-        ``nbinned`` and ``input_video``.
+    dict
+        ``"experiment_selection_id"`` (None when the manifest does not record
+        it) and ``"manifest"``: the entries in order, each with ``log_level``,
+        ``experiment_id``, ``nbinned`` and ``input_video``.
 
     Raises
     ------
@@ -170,7 +184,7 @@ def load_manifest(path: str | Path) -> list[dict]:
     try:
         with open(path) as manifest_file:
             document = json.load(manifest_file)
-        return SegmentationManifestOutputSchema().load(document)["manifest"]
+        return SegmentationManifestOutputSchema().load(document)
     except OSError as error:
         raise SegmentationManifestException(
             f"cannot read manifest {path}: {error.strerror}") from error
@@ -382,7 +396,9 @@ class SegmentationManifest(ArgSchemaParser):
         Parameters
         ----------
         d : dict
-            ``{"manifest": [entry, ...]}`` from :meth:`run`.
+            ``{"manifest": [entry, ...]}`` from :meth:`run` (the seed's shape);
+            the file also records ``experiment_selection_id``, from ``d`` or
+            else the one the manifest was built from.
         output_path : str, optional
             Defaults to ``output_json``.
 
@@ -405,7 +421,10 @@ class SegmentationManifest(ArgSchemaParser):
         if not good:
             raise SegmentationManifestException(
                 self._report(selected, problems, "no experiment left, nothing written"))
-        manifest = self.get_output_json({"manifest": good})
+        manifest = self.get_output_json({
+            "experiment_selection_id": d.get("experiment_selection_id",
+                                             self.args["experiment_selection_id"]),
+            "manifest": good})
         staged = None
         if excluded_path:
             staged = stage_bytes(excluded_path, json_bytes(self._excluded(selected, problems)))

@@ -382,6 +382,21 @@ def selection_experiments(dbconn: DbConnection, experiment_selection_id: int) ->
     return list(rows[0]["sub_selected_ids"])
 
 
+def check_selection_holds(dbconn: DbConnection, experiment_selection_id: int,
+                          experiment_id: int) -> None:
+    """Make sure a selection exists and holds an experiment (provenance is never guessed).
+
+    Raises
+    ------
+    RunsException
+        ``there is no experiment selection with id N``, or ``experiment
+        selection N does not hold experiment E``.
+    """
+    if int(experiment_id) not in selection_experiments(dbconn, experiment_selection_id):
+        raise RunsException(f"experiment selection {experiment_selection_id} does not hold "
+                            f"experiment {experiment_id}")
+
+
 def _entries(manifest: str | Path | Iterable[dict]) -> tuple[list[dict], Path | None]:
     if isinstance(manifest, (str, Path)):
         path = Path(manifest).resolve()
@@ -459,6 +474,55 @@ def _entry_state(index: int, entry: dict, runs: list[Run], failures: list[Failur
         other_code_versions=list(dict.fromkeys(
             other.code_version for other in runs
             if other.code_version != parameters.code_version)))
+
+
+def chosen_run_states(dbconn: DbConnection, experiment_ids: Sequence[int],
+                      run_ids: Sequence[int]) -> list[EntryState]:
+    """Entry states from an explicit set of runs instead of the counted ones.
+
+    An entry whose experiment has a run in the set is done with that run
+    (current or superseded); any other entry is missing. Failures are not
+    looked up: the set, not a code version and parameters, says what counts.
+
+    Parameters
+    ----------
+    dbconn : DbConnection
+        The labeling database.
+    experiment_ids : sequence of int
+        The batch's experiments, in order.
+    run_ids : sequence of int
+        ``segmentation_runs.id`` values, at most one per experiment, each of
+        an experiment of the batch.
+
+    Returns
+    -------
+    list of EntryState
+
+    Raises
+    ------
+    UnknownRunException
+        If a run does not exist.
+    RunsException
+        If two runs are of one experiment, or a run's experiment is not in the batch.
+    """
+    chosen: dict[int, Run] = {}
+    for run in load_runs(dbconn, list(dict.fromkeys(run_ids))):
+        if run.experiment_id in chosen:
+            raise RunsException(
+                f"runs {chosen[run.experiment_id].segmentation_run_id} and "
+                f"{run.segmentation_run_id} are both of experiment {run.experiment_id}: "
+                "give one run per experiment")
+        chosen[run.experiment_id] = run
+    outside = [run for eid, run in chosen.items() if eid not in set(experiment_ids)]
+    if outside:
+        raise RunsException(f"run {outside[0].segmentation_run_id} is of experiment "
+                            f"{outside[0].experiment_id}, which is not in the batch")
+    states = []
+    for index, experiment_id in enumerate(experiment_ids):
+        run = chosen.get(experiment_id)
+        states.append(EntryState(index, experiment_id, DONE if run else MISSING,
+                                 run.parameters_digest if run else None, run, None, [], []))
+    return states
 
 
 def manifest_entry_states(dbconn: DbConnection, manifest: str | Path | Iterable[dict],

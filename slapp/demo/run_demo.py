@@ -360,7 +360,8 @@ def _print_summary(output: dict, seconds: float) -> None:
           "scored ROI;\n   plain: run_s2p with Suite2P's defaults, threshold_scaling 0.75, "
           "the same bins.\n   Labelers reject false ROIs, so recall of the true cells, over "
           "all ROIs, matters most)")
-    print(f"\n  ROI outlines over each movie's mean image: {output['plot_dir']}/<experiment>.png")
+    print(f"\n  ROI outlines over each movie's mean image: "
+          f"{output['plot_dir']}/<experiment>_<run>.png")
     print(f"  manifest: {output['manifest_json']}")
     print(f"  batch report (open in a browser): {output['report_html']}")
     print(f"  NWB file of run {output['experiments'][0]['segmentation_run_id']}: "

@@ -43,6 +43,7 @@ import marshmallow as mm
 import numpy as np
 import scipy.sparse
 
+from slapp.db.runs import load_run
 from slapp.demo.synthetic_movie import MASKS_DATASET, read_ground_truth
 from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
@@ -102,14 +103,10 @@ def load_run_masks(label_dbconn: DbConnection, segmentation_run_id: int
 
     Raises
     ------
-    CompareException
+    slapp.db.runs.UnknownRunException
         If there is no such run.
     """
-    runs = label_dbconn.query("SELECT video_shape FROM segmentation_runs WHERE id = %s",
-                              (segmentation_run_id,))
-    if not runs:
-        raise CompareException(f"there is no segmentation run with id {segmentation_run_id}")
-    video_shape = tuple(runs[0]["video_shape"])
+    video_shape = tuple(load_run(label_dbconn, segmentation_run_id).columns["video_shape"])
     rows = label_dbconn.query(
         "SELECT coo_row, coo_col, coo_data, is_cell FROM rois "
         "WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index", (segmentation_run_id,))
@@ -175,15 +172,6 @@ class RunAgainstRun:
         return agreeing / total if total else None
 
 
-def _run_identity(label_dbconn: DbConnection, segmentation_run_id: int) -> dict:
-    rows = label_dbconn.query(
-        "SELECT ophys_experiment_id, video_shape FROM segmentation_runs WHERE id = %s",
-        (segmentation_run_id,))
-    if not rows:
-        raise CompareException(f"there is no segmentation run with id {segmentation_run_id}")
-    return rows[0]
-
-
 def compare_runs(label_dbconn: DbConnection, segmentation_run_id: int, reference_run_id: int,
                  iou_threshold: float = 0.5) -> RunAgainstRun:
     """Match every ROI of a run to every ROI of a reference run of the same movie.
@@ -206,11 +194,12 @@ def compare_runs(label_dbconn: DbConnection, segmentation_run_id: int, reference
     Raises
     ------
     CompareException
-        If a run does not exist, or the runs are of different experiments or
-        frame shapes.
+        If the runs are of different experiments or frame shapes.
+    slapp.db.runs.UnknownRunException
+        If a run does not exist.
     """
-    run = _run_identity(label_dbconn, segmentation_run_id)
-    reference = _run_identity(label_dbconn, reference_run_id)
+    run, reference = (load_run(label_dbconn, run_id).columns
+                      for run_id in (segmentation_run_id, reference_run_id))
     if run["ophys_experiment_id"] != reference["ophys_experiment_id"]:
         raise CompareException(
             f"run {segmentation_run_id} is of experiment {run['ophys_experiment_id']} but "

@@ -16,8 +16,17 @@ A file holds, in the processing module ``ophys``:
 
 Provenance is in ``scratch/slapp_provenance``: JSON text with the whole
 ``segmentation_runs`` row (code version, Suite2P version and every setting,
-source movie and its fingerprint, host, scheduler ids, timings, memory) and the
-experiment selection (decoded query strings, counts, seed). The NWB file's own
+source movie and its fingerprint, host, scheduler ids, timings, memory, the
+manifest it was made from) and the experiment selection its manifest was
+built from (decoded query strings, counts, seed): the run's own, recorded
+when it was stored, never the newest selection that happens to hold the
+experiment. A run stored before runs recorded their selection has
+``"experiment_selection": null`` and is printed as "selection unknown". An
+explicit ``--experiment_selection_id`` is recorded instead, and refused when
+it does not hold the run's experiment. For a selection (``--output_dir``) the
+run exported for each experiment is the one that counts
+(:mod:`slapp.db.runs`): the current run of this code version and the Suite2P
+options given (segment's defaults unless given). The NWB file's own
 fields carry the headline: ``session_id`` is the experiment id,
 ``source_script`` the code version. The file is written beside its
 destination under a temporary name and renamed into place, so a file at the
@@ -36,6 +45,7 @@ from pathlib import Path
 import marshmallow as mm
 import numpy as np
 
+from slapp.db.runs import RunParameters, RunParametersSchema, counted_runs_of_selection
 from slapp.errors import SlappError
 from slapp.export.run_record import (SHAPE_COLUMNS, RunRois, load_rois, load_run,
                                      load_selection, provenance, recorded_rate)
@@ -64,12 +74,6 @@ _SHAPE_DESCRIPTIONS = {
     "skew": "skewness of the neuropil-corrected trace",
 }
 
-_SELECTION_RUNS_QUERY = """
-SELECT DISTINCT ON (runs.ophys_experiment_id) runs.ophys_experiment_id, runs.id
-FROM segmentation_runs AS runs
-WHERE runs.ophys_experiment_id = ANY(%s)
-ORDER BY runs.ophys_experiment_id, runs.id DESC
-"""
 
 
 class NwbExportException(SlappError):
@@ -244,22 +248,25 @@ def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb:
     output_nwb : pathlib.Path
         The file to write (replaced whole if it exists).
     experiment_selection_id : int, optional
-        The selection to record; default: the newest that holds the experiment.
+        The selection to record (it must hold the experiment); default: the
+        run's own, None (unknown) for a run stored before runs recorded it.
     species : str
         The subject's species.
 
     Returns
     -------
     dict
-        ``experiment_id``, ``segmentation_run_id``, ``n_rois``, ``nwb_path``.
+        ``experiment_id``, ``segmentation_run_id``, ``n_rois``, ``nwb_path``,
+        ``experiment_selection_id`` (None: unknown).
 
     Raises
     ------
-    NwbExportException, RunRecordException
-        If the run does not exist or cannot be exported.
+    RunsException, RunRecordException
+        If the run does not exist or cannot be exported, or the selection
+        given does not hold its experiment.
     """
     run = load_run(label_dbconn, segmentation_run_id)
-    selection = load_selection(label_dbconn, run["ophys_experiment_id"], experiment_selection_id)
+    selection = load_selection(label_dbconn, run, experiment_selection_id)
     rois = load_rois(label_dbconn, run)
     record = provenance(run, selection, code_version())
     write_nwbfile(build_nwbfile(run, rois, record, species), output_nwb)
@@ -267,45 +274,14 @@ def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb:
                 output_nwb)
     return {"experiment_id": run["ophys_experiment_id"],
             "segmentation_run_id": segmentation_run_id, "n_rois": int(run["n_rois"]),
-            "nwb_path": str(output_nwb)}
+            "nwb_path": str(output_nwb),
+            "experiment_selection_id": selection["experiment_selection_id"] if selection
+            else None}
 
 
-def selection_runs(label_dbconn: DbConnection, experiment_selection_id: int
-                   ) -> tuple[dict[int, int], list[int]]:
-    """The newest run of every experiment of a selection.
+class NwbExportSchema(ArgSchema, RunParametersSchema):
+    """One run, or the runs that count of a selection (segment's options say which)."""
 
-    Parameters
-    ----------
-    label_dbconn : DbConnection
-        The labeling database.
-    experiment_selection_id : int
-        ``experiment_selection.id``.
-
-    Returns
-    -------
-    runs : dict
-        Experiment id -> newest ``segmentation_runs.id``, in selection order.
-    missing : list of int
-        Experiments of the selection that have no run.
-
-    Raises
-    ------
-    NwbExportException
-        If there is no such selection.
-    """
-    rows = label_dbconn.query("SELECT sub_selected_ids FROM experiment_selection WHERE id = %s",
-                              (experiment_selection_id,))
-    if not rows:
-        raise NwbExportException(
-            f"there is no experiment selection with id {experiment_selection_id}")
-    experiment_ids = rows[0]["sub_selected_ids"]
-    newest = {row["ophys_experiment_id"]: row["id"]
-              for row in label_dbconn.query(_SELECTION_RUNS_QUERY, (experiment_ids,))}
-    runs = {eid: newest[eid] for eid in experiment_ids if eid in newest}
-    return runs, [eid for eid in experiment_ids if eid not in newest]
-
-
-class NwbExportSchema(ArgSchema):
     segmentation_run_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_runs.id of the run to export (with "
@@ -316,10 +292,12 @@ class NwbExportSchema(ArgSchema):
                                  "DANDI expect"})
     experiment_selection_id = StrictInt(
         validate=mm.validate.Range(min=1),
-        metadata={"description": "with --output_dir: export the newest run of every "
-                                 "experiment of this selection. With --segmentation_run_id: "
-                                 "the selection recorded in the file (default: the newest "
-                                 "selection holding the run's experiment)"})
+        metadata={"description": "with --output_dir: export the run that counts (this code "
+                                 "version, these Suite2P options) of every experiment of "
+                                 "this selection. With --segmentation_run_id: the selection "
+                                 "recorded in the file, which must hold the run's "
+                                 "experiment (default: the run's own, recorded when it was "
+                                 "stored)"})
     output_dir = mm.fields.Str(
         metadata={"description": "directory for --experiment_selection_id, created if "
                                  "needed; one file <experiment_id>.nwb per experiment, "
@@ -352,6 +330,9 @@ class ExportedFileSchema(mm.Schema):
     segmentation_run_id = StrictInt(required=True)
     n_rois = StrictInt(required=True)
     nwb_path = mm.fields.Str(required=True)
+    experiment_selection_id = StrictInt(
+        required=True, allow_none=True,
+        metadata={"description": "the selection recorded in the file; null: unknown"})
 
 
 class NwbExportOutputSchema(mm.Schema):
@@ -360,7 +341,7 @@ class NwbExportOutputSchema(mm.Schema):
 
 
 class NwbExport(ArgSchemaParser):
-    """Export one run, or the newest run of every experiment of a selection."""
+    """Export one run, or the run that counts of every experiment of a selection."""
 
     default_schema = NwbExportSchema
     default_output_schema = NwbExportOutputSchema
@@ -389,11 +370,13 @@ class NwbExport(ArgSchemaParser):
                                            self.args["species"])],
                       "experiments_without_run": []}
         for exported in output["files"]:
+            selection = exported["experiment_selection_id"] or "unknown"
             print(f"experiment {exported['experiment_id']}: run "
-                  f"{exported['segmentation_run_id']} ({exported['n_rois']} ROIs) -> "
-                  f"{exported['nwb_path']}")
+                  f"{exported['segmentation_run_id']} ({exported['n_rois']} ROIs, selection "
+                  f"{selection}) -> {exported['nwb_path']}")
         if output["experiments_without_run"]:
-            print("no segmentation run for experiment "
+            print("no segmentation run of this code version and these parameters for "
+                  "experiment "
                   + ", ".join(map(str, output["experiments_without_run"])))
         if self.args.get("output_json"):
             write_json_atomically(self.args["output_json"], self.get_output_json(output))
@@ -401,14 +384,17 @@ class NwbExport(ArgSchemaParser):
 
     def _export_selection(self, label_dbconn: DbConnection) -> dict:
         selection_id = self.args["experiment_selection_id"]
-        runs, missing = selection_runs(label_dbconn, selection_id)
+        counted = counted_runs_of_selection(label_dbconn, selection_id,
+                                            RunParameters.from_args(self.args))
+        runs = {eid: run_id for eid, run_id in counted.items() if run_id is not None}
+        missing = [eid for eid, run_id in counted.items() if run_id is None]
         if not runs:
             raise NwbExportException(
                 f"no experiment of selection {selection_id} has a segmentation run")
         output_dir = Path(self.args["output_dir"]).absolute()
         output_dir.mkdir(parents=True, exist_ok=True)
         files = [export_run(label_dbconn, run_id, output_dir / f"{experiment_id}.nwb",
-                            selection_id, self.args["species"])
+                            species=self.args["species"])
                  for experiment_id, run_id in runs.items()]
         return {"files": files, "experiments_without_run": missing}
 

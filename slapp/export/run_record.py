@@ -1,16 +1,20 @@
 """Read one stored segmentation run, its selection and its ROIs from the labeling database.
 
 The NWB export needs everything a run row records (settings, versions, movie
-fingerprint, timings) and the selection that chose its experiment, so that the
-file can say how it was made. ROIs are read in batches of a fixed size into
-preallocated arrays: a 512 x 512 movie of 100,000 frames with 500 ROIs has
-400 MB of traces, which as Python lists of floats would take 3 GB.
+fingerprint, timings; read through :mod:`slapp.db.runs`) and the selection its
+manifest was built from, so that the file can say how it was made. The
+selection is the run's own (``segmentation_runs.experiment_selection_id``),
+never guessed: a run stored before runs recorded it has none (unknown). ROIs
+are read in batches of a fixed size into preallocated arrays: a 512 x 512
+movie of 100,000 frames with 500 ROIs has 400 MB of traces, which as Python
+lists of floats would take 3 GB.
 """
 import base64
 from dataclasses import dataclass
 
 import numpy as np
 
+from slapp.db import runs
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
@@ -21,23 +25,10 @@ ROI_BATCH_SIZE = 64
 SHAPE_COLUMNS = ("npix", "centroid_row", "centroid_col", "radius", "aspect_ratio",
                  "compactness", "skew")
 
-_RUN_QUERY = """
-SELECT id, created_at, ophys_experiment_id, ophys_segmentation_commit_hash, code_label,
-       parameters_digest, source_video_path, movie_fingerprint, video_shape, nframes,
-       nbinned, suite2p_version, suite2p_settings, frame_source, suite2p_seconds,
-       total_seconds, stage_seconds, peak_rss_bytes, scratch_bytes, hostname,
-       scheduler_job_id, scheduler_task_id,
-       (SELECT count(*) FROM rois WHERE rois.segmentation_run_id = runs.id) AS n_rois
-FROM segmentation_runs AS runs WHERE id = %s
-"""
-
 _SELECTION_QUERY = """
 SELECT id, created_at, base64_query_strings, slapp_commit_hash, sub_selection_counts,
        sub_selected_ids, random_seed, comment_string
-FROM experiment_selection
-WHERE (%(selection_id)s::int IS NULL OR id = %(selection_id)s)
-  AND %(experiment_id)s = ANY(sub_selected_ids)
-ORDER BY id DESC LIMIT 1
+FROM experiment_selection WHERE id = %s
 """
 
 _ROI_BATCH_QUERY = """
@@ -86,14 +77,14 @@ class RunRois:
 
 
 def load_run(label_dbconn: DbConnection, segmentation_run_id: int) -> dict:
-    """Read one ``segmentation_runs`` row and its ROI count.
+    """Read one run (see :func:`slapp.db.runs.load_run`) as the export reads it.
 
     Parameters
     ----------
     label_dbconn : DbConnection
         The labeling database.
     segmentation_run_id : int
-        ``segmentation_runs.id``.
+        ``segmentation_runs.id`` (current or superseded).
 
     Returns
     -------
@@ -102,41 +93,48 @@ def load_run(label_dbconn: DbConnection, segmentation_run_id: int) -> dict:
 
     Raises
     ------
-    RunRecordException
+    slapp.db.runs.UnknownRunException
         If there is no such run.
     """
-    rows = label_dbconn.query(_RUN_QUERY, (segmentation_run_id,))
-    if not rows:
-        raise RunRecordException(f"there is no segmentation run with id {segmentation_run_id}")
-    return rows[0]
+    run = runs.load_run(label_dbconn, segmentation_run_id)
+    return {**run.columns, "n_rois": run.n_rois}
 
 
-def load_selection(label_dbconn: DbConnection, experiment_id: int,
+def load_selection(label_dbconn: DbConnection, run: dict,
                    experiment_selection_id: int | None = None) -> dict | None:
-    """The selection that chose an experiment, with its query strings decoded.
+    """The selection a run came from, with its query strings decoded.
 
     Parameters
     ----------
     label_dbconn : DbConnection
         The labeling database.
-    experiment_id : int
-        The experiment the selection must hold in ``sub_selected_ids``.
+    run : dict
+        From :func:`load_run`.
     experiment_selection_id : int, optional
-        This selection; without it, the newest selection that holds the experiment.
+        Record this selection instead of the run's own; it must hold the
+        run's experiment.
 
     Returns
     -------
     dict or None
         ``experiment_selection_id``, ``created_at`` (ISO text), ``query_strings``
         (decoded UTF-8), ``sub_selection_counts``, ``random_seed``,
-        ``comment_string`` and ``slapp_commit_hash``; None when no selection holds
-        the experiment.
+        ``comment_string`` and ``slapp_commit_hash``; None when the run does not
+        record its selection (stored before runs did) and none is given.
+
+    Raises
+    ------
+    slapp.db.runs.RunsException
+        If the selection given does not exist or does not hold the experiment.
     """
-    rows = label_dbconn.query(_SELECTION_QUERY, {"selection_id": experiment_selection_id,
-                                                 "experiment_id": experiment_id})
-    if not rows:
+    if experiment_selection_id is not None:
+        runs.check_selection_holds(label_dbconn, experiment_selection_id,
+                                   run["ophys_experiment_id"])
+    else:
+        experiment_selection_id = run["experiment_selection_id"]
+    if experiment_selection_id is None:
         return None
-    row = rows[0]
+    row = label_dbconn.query(_SELECTION_QUERY, (experiment_selection_id,))[0]
     return {"experiment_selection_id": row["id"],
             "created_at": row["created_at"].isoformat(),
             "query_strings": [base64.b64decode(text).decode("utf-8")
@@ -243,7 +241,7 @@ def provenance(run: dict, selection: dict | None, exporter_version: str) -> dict
     run : dict
         From :func:`load_run`.
     selection : dict or None
-        From :func:`load_selection`.
+        From :func:`load_selection` (None: unknown).
     exporter_version : str
         The code version of the slapp that writes the export.
 
@@ -255,6 +253,8 @@ def provenance(run: dict, selection: dict | None, exporter_version: str) -> dict
     recorded = {key: value for key, value in run.items() if key != "n_rois"}
     recorded["segmentation_run_id"] = recorded.pop("id")
     recorded["created_at"] = run["created_at"].isoformat()
+    if run.get("superseded_at") is not None:
+        recorded["superseded_at"] = run["superseded_at"].isoformat()
     recorded["video_shape"] = list(run["video_shape"])
     recorded["n_rois"] = int(run["n_rois"])
     return {"segmentation_run": recorded, "experiment_selection": selection,

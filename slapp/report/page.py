@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from slapp.report.entries import DONE, FAILED, MISSING
+from slapp.db.runs import DONE, FAILED, MISSING
 from slapp.report.statistics import (METRICS, MIN_RELATIVE_DEVIATION, MIN_RUNS_FOR_OUTLIERS,
                                      OUTLIER_Z, histogram)
 
@@ -32,6 +32,7 @@ tbody tr{content-visibility:auto;contain-intrinsic-size:auto 80px}
 padding:0 4px;margin:1px 2px 1px 0;font-size:.85em}
 .message{color:#b3261e;font-size:.9em;word-break:break-all}
 td.code{white-space:nowrap}.flag{white-space:nowrap}
+.when,.others{color:#666;font-size:.85em}
 img.thumb{width:72px;height:72px;object-fit:contain}
 code{font-size:.9em}pre{font-size:.85em;max-height:24em;overflow:auto;background:#f7f7f7;
 padding:.5em}
@@ -93,7 +94,7 @@ def histogram_svg(values: list[float], label: str, unit: str) -> str:
 def _thumbnail(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
     if plot_dir is None:
         return ""
-    plot = plot_dir / f"{entry['experiment_id']}.png"
+    plot = plot_dir / f"{entry['experiment_id']}_{entry['segmentation_run_id']}.png"
     if not plot.is_file():
         return '<span class="missing">no plot</span>'
     link = html.escape(Path(os.path.relpath(plot, output_dir)).as_posix(), quote=True)
@@ -115,7 +116,32 @@ def _parameters(entry: dict) -> str:
 
 # Table columns after experiment and status: the figures of a done run, which a
 # failed entry's message spans instead.
-_RUN_COLUMNS = 9
+_RUN_COLUMNS = 10
+
+
+def _run(entry: dict) -> str:
+    when = entry["created_at"].strftime("%Y-%m-%d %H:%M")
+    return f'run {entry["segmentation_run_id"]}<br><span class="when">{when}</span>'
+
+
+def _failure(entry: dict) -> str:
+    """The failure's class, message, time, and where its task ran (its log's name)."""
+    where = [f"manifest {entry['failure_manifest_path']} index {entry['manifest_index']}",
+             f"host {entry['failure_hostname']}"]
+    if entry["failure_job"]:
+        where.append(f"job {entry['failure_job']}")
+    return (f'{html.escape(entry["failure_class"] or "")}: '
+            f'{html.escape(entry["failure_message"])} '
+            f'<span class="when">({entry["failed_at"].strftime("%Y-%m-%d %H:%M")}; '
+            f'log: {html.escape(", ".join(where))})</span>')
+
+
+def _others(entry: dict) -> str:
+    runs = entry["other_parameter_run_ids"]
+    if not runs:
+        return ""
+    return (f'<div class="others">other parameters: run{"s" if len(runs) > 1 else ""} '
+            f'{", ".join(map(str, runs))} (not counted)</div>')
 
 
 def _row(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
@@ -128,17 +154,19 @@ def _row(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
     if status == DONE:
         cells += _run_cells(entry, plot_dir, output_dir)
     elif status == FAILED:
-        cells.append(f'<td colspan="{_RUN_COLUMNS}" class="message">'
-                     f'{html.escape(entry["failure_class"] or "")}: '
-                     f'{html.escape(entry["failure_message"])}</td>')
+        cells.append(f'<td colspan="{_RUN_COLUMNS}" class="message">{_failure(entry)}'
+                     f'{_others(entry)}</td>')
     else:
-        cells.append(f'<td colspan="{_RUN_COLUMNS}"></td>')
+        cells.append(f'<td colspan="{_RUN_COLUMNS}">{_others(entry)}</td>')
     return f'<tr id="entry-{entry["manifest_index"]}" data-status="{status}">' \
         + "".join(cells) + "</tr>"
 
 
 def _run_cells(entry: dict, plot_dir: Path | None, output_dir: Path) -> list[str]:
+    later = (f'<div class="message">a later task failed: {_failure(entry)}</div>'
+             if entry["failure_class"] else "")
     return [
+        f'<td class="code">{_run(entry)}{later}{_others(entry)}</td>',
         f'<td class="n">{_number(entry["n_rois"])}</td>',
         f'<td class="n">{_number(entry["n_cells"])}</td>',
         f'<td class="n">{_number(entry["median_npix"])}</td>',
@@ -181,7 +209,7 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
     source : str
         What the batch is (the manifest path or the selection), for the heading.
     plot_dir : pathlib.Path or None
-        Where the outline PNGs are (``<experiment_id>.png``); None for none.
+        Where the outline PNGs are (``<experiment_id>_<run id>.png``); None for none.
     output_dir : pathlib.Path
         Where the page goes: image links are relative to it.
     generated_at : str
@@ -201,7 +229,8 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
                        f"{html.escape(label)} ({len(values)} runs; "
                        f"{outliers[key]} outlier{'s' if outliers[key] != 1 else ''})"
                        f"</figcaption></figure>")
-    header = ("<tr><th>#</th><th>experiment</th><th>status</th><th>ROIs</th><th>cells</th>"
+    header = ("<tr><th>#</th><th>experiment</th><th>status</th><th>run</th><th>ROIs</th>"
+              "<th>cells</th>"
               "<th>median ROI size (px)</th><th>runtime per frame (ms)</th>"
               "<th>peak memory (MiB)</th><th>code version</th><th>parameters</th>"
               "<th>flags</th><th>outlines</th></tr>")

@@ -39,7 +39,7 @@ def add_derived_figures(entries: list[dict]) -> None:
     Parameters
     ----------
     entries : list of dict
-        From :func:`slapp.report.entries.fetch_entries`; changed in place.
+        From :func:`slapp.report.entries.report_entries`; changed in place.
     """
     for entry in entries:
         done = entry["segmentation_run_id"] is not None

@@ -14,8 +14,8 @@ class ArraySpecException(SlappError):
     """The indices cannot form a job-array specification."""
 
 
-def _ranges(indices: list[int]) -> list[tuple[int, int]]:
-    """Group sorted, distinct indices into runs of consecutive values."""
+def index_ranges(indices: list[int]) -> list[tuple[int, int]]:
+    """Group sorted, distinct indices into runs of consecutive values, as (first, last)."""
     runs = []
     for index in indices:
         if runs and index == runs[-1][1] + 1:
@@ -63,7 +63,7 @@ def array_spec(indices: Iterable[int], max_concurrent: int | None = None) -> str
             f"max_concurrent must be a non-negative integer, not {max_concurrent!r}")
     distinct = sorted(set(values))
     spec = ",".join(str(first) if first == last else f"{first}-{last}"
-                    for first, last in _ranges(distinct))
+                    for first, last in index_ranges(distinct))
     if max_concurrent and max_concurrent < len(distinct):
         spec += f"%{max_concurrent}"
     return spec

@@ -29,7 +29,6 @@ recorded itself). Failure classes:
 ``killed``, ``out_of_memory`` and ``database_unreachable`` are *transient*:
 the same task may well succeed when resubmitted.
 """
-import argparse
 import json
 import logging
 import signal
@@ -48,7 +47,7 @@ from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.store import DatabaseUnreachable, record_failure
 from slapp.segmentation.suite2p_runner import Suite2pRunException, suite2p_version
-from slapp.utils.cli import one_line, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import (get_db_credentials, is_permanent_connect_error,
                                      label_defaults)
@@ -247,35 +246,6 @@ def task_identity(manifest_path: Path, manifest_index: int,
     except (Exception, SystemExit):  # noqa: BLE001
         digest = None
     return entry.get("experiment_id"), digest
-
-
-def record_refused_command(arguments: Sequence[str], error: Exception,
-                           duration_seconds: float) -> None:
-    """Record a segment command line that was refused (a bad option) as a ``bad_input`` row.
-
-    Only when the manifest and index can be read from ``arguments`` and name an
-    entry (a missing manifest, or an index beyond it, is no entry's failure);
-    the parameters digest stays unknown (None). Never raises.
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--manifest_json")
-    parser.add_argument("--manifest_index", type=int)
-    try:
-        known, _ = parser.parse_known_args(list(arguments))
-    except (Exception, SystemExit):  # noqa: BLE001 - an unreadable index: no entry to name
-        return
-    if known.manifest_json is None or known.manifest_index is None \
-            or known.manifest_index < 0:
-        return
-    manifest_path = Path(known.manifest_json).resolve()
-    try:
-        experiment_id = load_manifest(manifest_path)[known.manifest_index]["experiment_id"]
-    except (Exception, SystemExit):  # noqa: BLE001 - no entry: the error is its command's
-        return
-    record(failure_row(manifest_path=manifest_path, manifest_index=known.manifest_index,
-                       failure_class=classify_exception(error), message=one_line(error),
-                       experiment_id=experiment_id, traceback_text=format_traceback(error),
-                       exit_status=1, duration_seconds=duration_seconds))
 
 
 def record_ended_task(manifest_path: Path, manifest_index: int, returncode: int,

@@ -76,6 +76,21 @@ def _time(mtime_ns: int) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%S}.{mtime_ns % 10**9:09d}Z"
 
 
+def mtime_change(stored: dict, current: dict) -> str | None:
+    """``"mtime <before> -> <after>"`` when the modification times differ, else None."""
+    if stored.get("mtime_ns") == current.get("mtime_ns"):
+        return None
+    before, after = (_time(value) if isinstance(value, int) else str(value)
+                     for value in (stored.get("mtime_ns"), current.get("mtime_ns")))
+    return f"mtime {before} -> {after}"
+
+
+def only_mtime_moved(stored: dict, current: dict) -> bool:
+    """Whether the modification time is the only difference (the same movie, touched)."""
+    return bool(stored) and fingerprint_changes(stored, current) == [
+        mtime_change(stored, current)]
+
+
 def fingerprint_changes(stored: dict, current: dict) -> list[str]:
     """What differs between a stored fingerprint and the movie's current one.
 
@@ -100,10 +115,9 @@ def fingerprint_changes(stored: dict, current: dict) -> list[str]:
     changes = []
     if stored.get("size_bytes") != current.get("size_bytes"):
         changes.append(f"size {stored.get('size_bytes')} -> {current.get('size_bytes')} bytes")
-    if stored.get("mtime_ns") != current.get("mtime_ns"):
-        before, after = (_time(value) if isinstance(value, int) else str(value)
-                         for value in (stored.get("mtime_ns"), current.get("mtime_ns")))
-        changes.append(f"mtime {before} -> {after}")
+    moved = mtime_change(stored, current)
+    if moved:
+        changes.append(moved)
     if list(stored.get("shape") or []) != list(current.get("shape") or []):
         changes.append(f"shape {'x'.join(map(str, stored.get('shape') or []))} -> "
                        f"{'x'.join(map(str, current.get('shape') or []))}")

@@ -10,9 +10,15 @@ For a user with one machine instead of a cluster. Each entry runs as its own
 would, so a crash in one movie (Suite2P, memory) cannot take the others down.
 ``--workers`` processes run at once, and the machine's cores are divided
 between them (``OMP_NUM_THREADS`` and friends), so that they do not fight
-over the same cores. Each task's output goes to ``<log_dir>/<index>_<experiment_id>.log``.
-At the end a summary ``done: N, skipped: N, failed: N`` is printed with the
-error line of every failed task; the exit status is non-zero if any failed.
+over the same cores. Each task's output goes to its own log,
+``<log_dir>/<manifest name>_<index>_<experiment_id>_try<N>.log``: one per attempt
+(N counts the attempts of that entry with that manifest), so that no log is ever
+overwritten, not by a rerun and not by another manifest in the same directory.
+At the end a summary ``done: N, skipped: N, failed: N`` of this run's tasks is
+printed with the error line and log of every failed task, then how many entries
+now have the run that counts for this code version and these options (read
+through :mod:`slapp.db.runs`, as ``status`` reads it); the exit status is
+non-zero if any task failed.
 The Suite2P options are the segment command's (same names, defaults and
 checks), validated here once and given to every task. Entries this code
 version already segmented with these parameters are skipped by the tasks
@@ -39,12 +45,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.db.runs import DONE, RunParameters, entry_states
 from slapp.errors import SlappError
 from slapp.segmentation import failures
 from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.utils.files import write_json_atomically
 from slapp.utils.cli import expand_bare_flags, run_main
-from slapp.utils.query_utils import get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.run_local")
@@ -95,7 +102,8 @@ class RunLocalSchema(ArgSchema, Suite2pSettingsSchema):
                                  "redoes what is missing"})
     log_dir = mm.fields.Str(
         allow_none=True, dump_default=None,
-        metadata={"description": "directory for each task's log and output json; "
+        metadata={"description": "directory for each task's log and output json (one pair "
+                                 "per attempt, never overwritten); "
                                  "<directory of manifest_json>/segmentation_logs when not "
                                  "given, so the logs sit beside the manifest they belong to"})
     task_log_level = mm.fields.Str(
@@ -188,6 +196,29 @@ def last_error_line(log_path: Path, returncode: int) -> str:
     return f"{lines[-1]} ({ending})" if lines else ending
 
 
+def new_attempt_files(log_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Claim the log and output paths of a new attempt: ``<stem>_try<N>.log`` / ``.json``.
+
+    N is the first number whose log does not exist yet; the log is created
+    exclusively, so that two runners claiming at once get different numbers
+    and no attempt's log is overwritten.
+
+    Returns
+    -------
+    tuple of Path
+        The (created, empty) log and the output json path beside it.
+    """
+    attempt = 1
+    while True:
+        log_path = log_dir / f"{stem}_try{attempt}.log"
+        try:
+            log_path.touch(exist_ok=False)
+        except FileExistsError:
+            attempt += 1
+            continue
+        return log_path, log_path.with_suffix(".json")
+
+
 class SegmentTask:
     """One manifest entry's ``segment`` process and the files it writes.
 
@@ -198,22 +229,26 @@ class SegmentTask:
     entry : dict
         The manifest entry (``experiment_id`` is used).
     log_dir : Path
-        Where ``<index>_<experiment_id>.log`` and ``.json`` go.
+        Where the attempt's ``<manifest>_<index>_<experiment_id>_try<N>.log``
+        and ``.json`` go (claimed when the task starts).
+    manifest_name : str
+        The manifest file's name without its suffix.
     """
 
-    def __init__(self, index: int, entry: dict, log_dir: Path):
+    def __init__(self, index: int, entry: dict, log_dir: Path, manifest_name: str):
         self.index = index
         self.experiment_id = entry["experiment_id"]
-        stem = f"{index}_{self.experiment_id}"
-        self.log_path = log_dir / f"{stem}.log"
-        self.output_path = log_dir / f"{stem}.json"
+        self.stem = f"{manifest_name}_{index}_{self.experiment_id}"
+        self.log_dir = log_dir
+        self.log_path: Path | None = None
+        self.output_path: Path | None = None
         self.process: subprocess.Popen | None = None
         self.started = 0.0
         self.oom_kills_before = 0
 
     def start(self, command: list[str], env: dict) -> None:
-        """Start ``command`` for this entry, its output going to the log file."""
-        self.output_path.unlink(missing_ok=True)  # never read a previous run's result
+        """Start ``command`` for this entry, its output going to a new log file."""
+        self.log_path, self.output_path = new_attempt_files(self.log_dir, self.stem)
         self.started = time.monotonic()
         self.oom_kills_before = failures.oom_kill_count() or 0
         with open(self.log_path, "wb") as log:
@@ -367,7 +402,7 @@ class RunLocal(ArgSchemaParser):
         logger.info("segmenting %d entries, %d at a time with %s threads each; logs in %s",
                     len(manifest), workers, env["OMP_NUM_THREADS"], log_dir)
 
-        pending = deque(SegmentTask(index, entry, log_dir)
+        pending = deque(SegmentTask(index, entry, log_dir, manifest_path.stem)
                         for index, entry in enumerate(manifest))
         running: list[SegmentTask] = []
         outcomes: list[TaskOutcome] = []
@@ -398,7 +433,7 @@ class RunLocal(ArgSchemaParser):
             progress.close()
             signal.signal(signal.SIGTERM, previous_sigterm)
         return self._summarize(sorted(outcomes, key=lambda outcome: outcome.manifest_index),
-                               log_dir)
+                               log_dir, self._counted(manifest_path, manifest))
 
     @staticmethod
     def _report(outcome: TaskOutcome) -> TaskOutcome:
@@ -409,13 +444,23 @@ class RunLocal(ArgSchemaParser):
                         outcome.outcome, outcome.segmentation_run_id, outcome.n_rois)
         return outcome
 
-    def _summarize(self, outcomes: list[TaskOutcome], log_dir: Path) -> dict:
+    def _counted(self, manifest_path: Path, manifest: list[dict]) -> str:
+        """How many entries have the run that counts, as status would say."""
+        parameters = RunParameters.from_args(self.args)
+        with DbConnection(**get_db_credentials(**label_defaults), read_only=True) as dbconn:
+            states = entry_states(dbconn, manifest, parameters, manifest_path)
+        done = sum(state.status == DONE for state in states)
+        return (f"{done} of {len(states)} entries of {manifest_path} are done for code "
+                f"version {parameters.code_version}, {parameters.description()}")
+
+    def _summarize(self, outcomes: list[TaskOutcome], log_dir: Path, counted: str) -> dict:
         counts = _counts(outcomes)
         print(", ".join(f"{name}: {count}" for name, count in counts.items()))
         for outcome in outcomes:
             if outcome.outcome == "failed":
                 print(f"failed: experiment {outcome.experiment_id} (manifest index "
                       f"{outcome.manifest_index}): {outcome.error} (log: {outcome.log_path})")
+        print(counted)
         summary = {"n_done": counts["done"], "n_skipped": counts["skipped"],
                    "n_failed": counts["failed"], "tasks": [asdict(o) for o in outcomes]}
         if self.args.get("output_json"):

@@ -13,13 +13,20 @@ entry's ``nbinned`` and the Suite2P version. The command
    once, with one line on stderr, and writes no run; so does a movie of fewer
    than 50 frames or fewer than the entry's ``nbinned``, before Suite2P is
    loaded, and a float movie holding NaN or infinity, as its frames are read),
-   and takes the movie's fingerprint (size, mtime, shape, dtype, a hash of
-   sampled frames);
-2. looks for a stored run of the same identity. Found, with the same movie
-   fingerprint (or one stored before fingerprints existed): it stops with
-   status ``skipped`` (exit 0), so resubmitting a whole array is cheap and
-   safe. Found, but the movie changed since: it fails with one line naming
-   what changed, unless ``--overwrite``. Not found (a new experiment, or any
+   and takes the movie's
+   fingerprint (size, mtime, shape, dtype, a hash of sampled frames). An index
+   beyond the end of the manifest (an array submitted wider than it) prints
+   one line, ``manifest_index N: nothing to do ...``, and exits 0 writing
+   nothing; a command line the schema refuses (an option typo) is one error
+   line and no ``segmentation_failures`` row, since it is no entry's failure;
+2. looks for the current run of the same identity (:mod:`slapp.db.runs`).
+   Found, with the same movie (or one fingerprinted before fingerprints
+   existed): it stops with status ``skipped`` (exit 0), so resubmitting a
+   whole array is cheap and safe. A movie whose only change is its
+   modification time (``touch``, ``rsync`` without ``-t``) is the same movie:
+   one INFO line says so and the run's stored fingerprint takes the new time.
+   Found, but the movie's bytes changed: it fails with one line naming what
+   changed, unless ``--overwrite``. Not found (a new experiment, or any
    parameter different): it segments, beside any run of other parameters;
 3. creates ``--tmp_dir`` if needed and removes the scratch directories that
    killed tasks of this user left there (this is done before step 2, so
@@ -27,10 +34,14 @@ entry's ``nbinned`` and the Suite2P version. The command
    will write, and runs Suite2P in a directory named by the job and task
    ids, holding no database connection during the minutes that takes;
 4. renders the PNG of ROI outlines (a plot that fails is logged, the run is
-   still stored), then writes the run row and every ROI in one transaction
-   (``--overwrite`` replaces the run of the same identity in that same
-   transaction), retrying the whole write for up to ``--write_retry_seconds``
-   while the database is unreachable, and only then puts the PNG in place;
+   still stored), then writes the run row and every ROI in one transaction,
+   with the manifest's ``experiment_selection_id`` and the manifest's
+   absolute path as its provenance (``--overwrite`` supersedes the current
+   run of the same identity in that same transaction: the old run and its
+   ROIs stay, with ``superseded_by`` naming the new run), retrying the whole
+   write for up to ``--write_retry_seconds`` while the database is
+   unreachable, and only then puts the PNG in place as
+   ``<experiment_id>_<run id>.png``;
 5. deletes Suite2P's files, also on failure, unless ``--keep_suite2p_results``.
 
 The outcome is printed as one line on stdout and, with ``--output_json``,
@@ -57,12 +68,15 @@ from typing import Sequence
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
+from slapp.data_selection.segmentation_manifest import (PLOT_DIRECTORY_NAME,
+                                                        load_manifest_document)
 from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
 from slapp.data_selection.utils import movie_shape as read_movie_shape
+from slapp.db.runs import check_selection_holds
 from slapp.errors import SlappError
 from slapp.segmentation import failures, scratch, store
-from slapp.segmentation.fingerprint import fingerprint_changes, movie_fingerprint
+from slapp.segmentation.fingerprint import (fingerprint_changes, movie_fingerprint,
+                                            only_mtime_moved)
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
@@ -129,9 +143,11 @@ class SegmentSchema(ArgSchema, Suite2pSettingsSchema):
                                  "large as the movie and everything needed is stored"})
     plot_dir = mm.fields.Str(
         dump_default=None, allow_none=True,
-        metadata={"description": "where <experiment_id>.png (ROI outlines over the mean "
-                                 "image) is written. Default: segmentation_plots beside "
-                                 "the manifest, so the plots of one manifest stay together"})
+        metadata={"description": "where <experiment_id>_<run id>.png (ROI outlines over "
+                                 "the mean image) is written, one per run so that no run's "
+                                 "plot replaces another's. Default: segmentation_plots "
+                                 "beside the manifest, so the plots of one manifest stay "
+                                 "together"})
     write_retry_seconds = mm.fields.Float(
         dump_default=600.0, validate=mm.validate.Range(min=0),
         metadata={"description": "how long the final write (connect, insert, copy of the "
@@ -157,19 +173,25 @@ class SegmentOutputSchema(mm.Schema):
         allow_none=True, metadata={"description": "the PNG of ROI outlines, if it exists"})
 
 
-def select_entry(manifest: list[dict], index: int) -> dict:
-    """Return entry ``index`` of a manifest, or explain why there is none.
+def select_entry(manifest: list[dict], index: int) -> dict | None:
+    """Return entry ``index`` of a manifest, or None when the manifest is shorter.
 
-    Raises
-    ------
-    SegmentationException
-        If ``index`` is out of range.
+    An array submitted wider than its manifest (``--array=0-99`` for 60
+    entries) runs tasks with nothing to do: they are not failures of any entry.
     """
-    if not 0 <= index < len(manifest):
-        count = f"{len(manifest)} entr{'y' if len(manifest) == 1 else 'ies'}"
-        raise SegmentationException(f"manifest_index {index} is out of range: the manifest "
-                                    f"has {count}")
-    return manifest[index]
+    return manifest[index] if 0 <= index < len(manifest) else None
+
+
+def nothing_to_do_line(manifest_path: Path, manifest: list[dict], index: int) -> str:
+    """The one line a task beyond the end of its manifest prints."""
+    count = f"{len(manifest)} entr{'y' if len(manifest) == 1 else 'ies'}"
+    return (f"manifest_index {index}: nothing to do, manifest {manifest_path} has {count} "
+            f"(indices 0-{len(manifest) - 1})")
+
+
+def plot_file(plot_dir: Path, experiment_id: int, segmentation_run_id: int) -> Path:
+    """``<plot_dir>/<experiment_id>_<run id>.png``: one plot per run, never replaced."""
+    return plot_dir / f"{experiment_id}_{segmentation_run_id}.png"
 
 
 def movie_shape(path: Path) -> tuple[int, int, int]:
@@ -226,11 +248,18 @@ def belongs_to_the_entry(error: Exception) -> bool:
                 and set(error.messages) <= {"output_json"})
 
 
-def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> None:
+def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> bool:
     """Refuse to call a run done when its movie changed since it was stored.
 
     A run stored before fingerprints existed has an empty one: it cannot be
-    compared, and counts as done (as it did before).
+    compared, and counts as done (as it did before). A movie whose only
+    difference is its modification time is the same movie.
+
+    Returns
+    -------
+    bool
+        True when only the modification time moved (the stored fingerprint
+        should follow it).
 
     Raises
     ------
@@ -238,7 +267,9 @@ def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict
         Naming what changed and how to replace the run.
     """
     if not done.movie_fingerprint:
-        return
+        return False
+    if only_mtime_moved(done.movie_fingerprint, current):
+        return True
     changes = fingerprint_changes(done.movie_fingerprint, current)
     if changes:
         raise MovieChangedException(
@@ -303,8 +334,9 @@ class Segment(ArgSchemaParser):
 
         Returns
         -------
-        dict
-            As :class:`SegmentOutputSchema` describes.
+        dict or None
+            As :class:`SegmentOutputSchema` describes; None (and no
+            ``--output_json``) when the index is beyond the manifest's end.
 
         Raises
         ------
@@ -315,7 +347,12 @@ class Segment(ArgSchemaParser):
         started = time.perf_counter()
         self._set_log_levels()
         manifest_path = Path(self.args["manifest_json"]).resolve()
-        entry = select_entry(load_manifest(manifest_path), self.args["manifest_index"])
+        document = load_manifest_document(manifest_path)
+        entry = select_entry(document["manifest"], self.args["manifest_index"])
+        if entry is None:
+            print(nothing_to_do_line(manifest_path, document["manifest"],
+                                     self.args["manifest_index"]))
+            return None
         experiment_id, movie_path = entry["experiment_id"], Path(entry["input_video"])
         self.known["experiment_id"] = experiment_id
         options = Suite2pOptions.from_args(self.args)
@@ -329,7 +366,10 @@ class Segment(ArgSchemaParser):
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
         check_frame_count(movie_path, shape[0], entry["nbinned"])
-        plot_path = plot_dir.resolve() / f"{experiment_id}.png"
+        plot_dir = plot_dir.resolve()
+        selection_id = document["experiment_selection_id"]
+        if selection_id is not None:  # a manifest naming another database's selection
+            check_selection_holds(label_dbconn, selection_id, experiment_id)
         version = code_version()
         logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s, "
                     "parameters %s", experiment_id, movie_path, *shape, entry["nbinned"],
@@ -340,15 +380,24 @@ class Segment(ArgSchemaParser):
         label_dbconn.close()  # no connection is held during the minutes Suite2P runs
         kept_directory = None
         if done is not None:
-            check_unchanged_movie(movie_path, done, fingerprint)
-            result = self._result(experiment_id, done, plot_path)
+            if check_unchanged_movie(movie_path, done, fingerprint):
+                logger.info("movie %s: only its modification time moved since run %d (%s); "
+                            "its size and sampled frames are unchanged, so it is the same "
+                            "movie and the run's fingerprint now records the new time",
+                            movie_path, done.segmentation_run_id,
+                            fingerprint_changes(done.movie_fingerprint, fingerprint)[0])
+                store.follow_moved_movie(label_dbconn, done.segmentation_run_id,
+                                         fingerprint["mtime_ns"])
+            result = self._result(experiment_id, done, plot_dir)
         else:
             run = {"ophys_experiment_id": experiment_id,
                    "ophys_segmentation_commit_hash": version, "code_label": code_label(),
                    "parameters_digest": digest, "movie_fingerprint": fingerprint,
-                   "source_video_path": str(movie_path), "nbinned": entry["nbinned"]}
+                   "source_video_path": str(movie_path), "nbinned": entry["nbinned"],
+                   "experiment_selection_id": selection_id,
+                   "manifest_path": str(manifest_path)}
             result, kept_directory = self._segment(label_dbconn, run, options, shape,
-                                                   tmp_dir, plot_path, started)
+                                                   tmp_dir, plot_dir, started)
         print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
             try:
@@ -358,7 +407,7 @@ class Segment(ArgSchemaParser):
         return result
 
     def _segment(self, label_dbconn: DbConnection, run: dict, options: Suite2pOptions,
-                 shape: tuple[int, int, int], tmp_dir: Path, plot_path: Path,
+                 shape: tuple[int, int, int], tmp_dir: Path, plot_dir: Path,
                  started: float) -> tuple[dict, Path | None]:
         """Run Suite2P in scratch, store the run, place the plot; return result and kept files."""
         experiment_id, movie_path = run["ophys_experiment_id"], Path(run["source_video_path"])
@@ -396,9 +445,10 @@ class Segment(ArgSchemaParser):
             stored = store.write_run(label_dbconn, run, rois, overwrite=self.args["overwrite"],
                                      retry_seconds=self.args["write_retry_seconds"])
         if stored.status == store.SEGMENTED and png is not None:
-            plot_path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomically(plot_path, png)
-        return self._result(experiment_id, stored, plot_path), output.kept_directory
+            plot_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomically(plot_file(plot_dir, experiment_id,
+                                             stored.segmentation_run_id), png)
+        return self._result(experiment_id, stored, plot_dir), output.kept_directory
 
     @staticmethod
     def _render_plot(experiment_id: int, output: Suite2pOutput) -> bytes | None:
@@ -415,7 +465,8 @@ class Segment(ArgSchemaParser):
             return None
 
     @staticmethod
-    def _result(experiment_id: int, stored: store.StoredRun, plot_path: Path) -> dict:
+    def _result(experiment_id: int, stored: store.StoredRun, plot_dir: Path) -> dict:
+        plot_path = plot_file(plot_dir, experiment_id, stored.segmentation_run_id)
         return {"experiment_id": experiment_id,
                 "segmentation_run_id": stored.segmentation_run_id,
                 "status": stored.status,
@@ -447,18 +498,15 @@ def _exit_on_sigterm(signum, frame):
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the command line, segment the entry, and record a failure if it fails.
 
-    A failure by an exception is recorded here; a task stopped by a signal is
-    recorded by whatever started it (job script, ``run_local``), which sees how
-    it ended.
+    A failure by an exception is recorded here (a refused command line is not:
+    it belongs to no entry); a task stopped by a signal is recorded by whatever
+    started it (job script, ``run_local``), which sees how it ended.
     """
     started = time.perf_counter()
     arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
-    try:
-        segment = Segment(args=arguments)
-    except Exception as error:  # a refused option: still a failed task of its entry
-        if belongs_to_the_entry(error):
-            failures.record_refused_command(arguments, error, time.perf_counter() - started)
-        raise
+    # A refused command line (an option typo) fails every task alike: it is printed
+    # (the task's log), not recorded as a failure of the entry.
+    segment = Segment(args=arguments)
     try:
         with labeling_connection(interactive=False) as dbconn:
             segment.run(dbconn)

@@ -1,4 +1,4 @@
-"""Which manifest entries are segmented, which failed and why, and the array specs to resubmit.
+"""Which manifest entries are segmented, which failed and why, and the commands to resubmit.
 
 ::
 
@@ -10,74 +10,45 @@ The question is asked for the code version that is running now
 (``code_version()``; set ``TRANSFORM_HASH`` to ask about another version) and
 for the Suite2P options given (the segment command's, with the same defaults),
 each entry's ``nbinned`` and the installed Suite2P version: together they make
-each entry's run identity, exactly as a segment task computes it. An entry is
+each entry's run identity, exactly as a segment task computes it. Which run
+counts and an entry's state are :mod:`slapp.db.runs`'s: an entry is
 
-* *done* when a run of that identity is stored;
+* *done* when its identity has a current run (not superseded);
 * *failed* when not done and a task of this code version and these parameters
   recorded a failure (the latest one is shown with its class and message);
 * *missing* otherwise. A missing entry segmented only with other parameters
   (or only by other code versions) says so.
 
-Two queries read every entry's runs and latest failures. The command prints
-one line per entry, a summary, and the ``qsub -t`` / ``sbatch --array``
-commands that resubmit the missing entries, the failed ones, and only those
-that failed for a transient reason (killed, out of memory, database
-unreachable), throttled to ``--max_concurrent`` tasks at once. It only reads
-the database.
+The command prints one line per entry, a summary, and for the missing entries,
+the failed ones, and only those that failed for a transient reason (killed,
+out of memory, database unreachable) the complete commands that resubmit them
+to SLURM (``sbatch --array``), Torque (``qsub -t``) and PBS Pro (``qsub -J``),
+throttled to ``--max_concurrent`` tasks at once: the job script by its absolute
+path, the manifest, and every Suite2P option that is not segment's default (see
+:mod:`slapp.segmentation.resubmit`). It only reads the database.
 """
 import dataclasses
-import shlex
 import sys
-from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 import argschema
 import marshmallow as mm
 
 from slapp.data_selection.segmentation_manifest import load_manifest
-from slapp.errors import SlappError
-from slapp.segmentation.array_spec import array_spec
+from slapp.db.runs import (DONE, FAILED, MISSING, EntryState, RunParameters,
+                           RunParametersSchema, entry_states)
 from slapp.segmentation.failures import TRANSIENT_CLASSES
+from slapp.segmentation.resubmit import (PBS_PRO, PBS_SCRIPT, SLURM, SLURM_SCRIPT, TORQUE,
+                                         Resubmission, resubmission)
 from slapp.segmentation.settings import (SettingsException, Suite2pOptions,
-                                         Suite2pSettingsSchema, options_from_recorded_settings,
-                                         parameters_digest)
-from slapp.segmentation.suite2p_runner import suite2p_version as installed_suite2p_version
+                                         options_from_recorded_settings)
 from slapp.utils.cli import run_main
-from slapp.utils.code_version import code_version
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
-PBS_SCRIPT = "suite2p_array_job_example.pbs"
-SLURM_SCRIPT = "suite2p_array_job_example.slurm"
-DONE, FAILED, MISSING = "done", "failed", "missing"
 
-RUNS_QUERY = """
-SELECT runs.id, runs.ophys_experiment_id, runs.ophys_segmentation_commit_hash,
-       runs.parameters_digest, runs.nbinned, runs.suite2p_version, runs.suite2p_settings,
-       runs.created_at,
-       (SELECT count(*) FROM rois WHERE rois.segmentation_run_id = runs.id) AS n_rois
-FROM segmentation_runs AS runs
-WHERE runs.ophys_experiment_id = ANY(%s::bigint[])
-ORDER BY runs.created_at, runs.id
-"""
-
-# The latest failure of each (experiment, parameters) of one code version.
-FAILURES_QUERY = """
-SELECT DISTINCT ON (ophys_experiment_id, parameters_digest)
-       ophys_experiment_id, parameters_digest, failure_class, message, created_at, hostname,
-       scheduler_job_id, scheduler_task_id
-FROM segmentation_failures
-WHERE ophys_experiment_id = ANY(%s::bigint[]) AND ophys_segmentation_commit_hash = %s
-ORDER BY ophys_experiment_id, parameters_digest, created_at DESC, id DESC
-"""
-
-
-class StatusException(SlappError):
-    """The status cannot be worked out from these inputs."""
-
-
-class SegmentationStatusSchema(ArgSchema, Suite2pSettingsSchema):
+class SegmentationStatusSchema(ArgSchema, RunParametersSchema):
     """Report which manifest entries are done for this code version and these parameters."""
 
     manifest_json = argschema.fields.InputFile(
@@ -91,12 +62,16 @@ class SegmentationStatusSchema(ArgSchema, Suite2pSettingsSchema):
                                  "the original jobs ran, keeps the labeling database's "
                                  "connections and the file server's load of many 512x512 "
                                  "movies read at once modest; 0 means no limit"})
-    suite2p_version = mm.fields.Str(
-        dump_default=None, allow_none=True,
-        metadata={"description": "the Suite2P version the tasks run (part of a run's "
-                                 "parameters). Default: the one installed here, which is "
-                                 "the tasks' when status runs in their environment; give it "
-                                 "where Suite2P is not installed"})
+    slurm_script = mm.fields.Str(
+        dump_default=str(SLURM_SCRIPT),
+        metadata={"description": "the SLURM job script the printed sbatch commands submit, "
+                                 "by absolute path. Default: the example this checkout "
+                                 "ships; give your edited copy"})
+    pbs_script = mm.fields.Str(
+        dump_default=str(PBS_SCRIPT),
+        metadata={"description": "the PBS job script the printed qsub commands (Torque and "
+                                 "PBS Pro) submit, by absolute path. Default: the example "
+                                 "this checkout ships; give your edited copy"})
 
 
 class EntryStatusSchema(mm.Schema):
@@ -150,45 +125,13 @@ class SegmentationStatusOutputSchema(mm.Schema):
                                  "missing entries; null when none is missing"})
     failed_array_spec = mm.fields.Str(allow_none=True)
     transient_array_spec = mm.fields.Str(allow_none=True)
-
-
-def fetch_runs(label_dbconn: DbConnection, experiment_ids: list[int]) -> dict[int, list[dict]]:
-    """Read every segmentation run of the given experiments, with one query.
-
-    Parameters
-    ----------
-    label_dbconn : DbConnection
-        The labeling database.
-    experiment_ids : list of int
-        LIMS ophys experiment ids.
-
-    Returns
-    -------
-    dict
-        Experiment id -> its runs, oldest first, each a dict with ``id``,
-        ``ophys_segmentation_commit_hash``, ``parameters_digest``, ``nbinned``,
-        ``suite2p_version``, ``suite2p_settings``, ``created_at`` and ``n_rois``.
-    """
-    runs: dict[int, list[dict]] = {}
-    for row in label_dbconn.query(RUNS_QUERY, (list(experiment_ids),)):
-        runs.setdefault(row["ophys_experiment_id"], []).append(row)
-    return runs
-
-
-def fetch_failures(label_dbconn: DbConnection, experiment_ids: list[int],
-                   version: str) -> dict[int, list[dict]]:
-    """The latest recorded failure of each (experiment, parameters digest) of ``version``.
-
-    Returns
-    -------
-    dict
-        Experiment id -> its failures (``parameters_digest`` may be None: the
-        task failed before its settings were known).
-    """
-    failures: dict[int, list[dict]] = {}
-    for row in label_dbconn.query(FAILURES_QUERY, (list(experiment_ids), version)):
-        failures.setdefault(row["ophys_experiment_id"], []).append(row)
-    return failures
+    resubmit_commands = mm.fields.Dict(
+        keys=mm.fields.Str(), values=mm.fields.Dict(keys=mm.fields.Str(),
+                                                    values=mm.fields.List(mm.fields.Str())),
+        required=True,
+        metadata={"description": "for each group with entries (missing, failed, transient): "
+                                 "scheduler (SLURM, Torque, PBS Pro) -> the complete "
+                                 "commands that resubmit it with these parameters"})
 
 
 def describe_other_parameters(run: dict, options: Suite2pOptions, nbinned: int,
@@ -217,26 +160,18 @@ def _when(moment) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def entry_statuses(manifest: list[dict], runs: dict[int, list[dict]],
-                   failures: dict[int, list[dict]], version: str, options: Suite2pOptions,
-                   suite2p_version: str) -> list[dict]:
-    """Decide, for each manifest entry, whether it is done, failed or missing.
+def entry_statuses(states: list[EntryState], parameters: RunParameters,
+                   nbinned: list[int]) -> list[dict]:
+    """Describe each entry's state (from :mod:`slapp.db.runs`) as status reports it.
 
     Parameters
     ----------
-    manifest : list of dict
-        Manifest entries (``experiment_id`` and ``nbinned`` are used), in
-        array-index order.
-    runs : dict
-        Output of :func:`fetch_runs`.
-    failures : dict
-        Output of :func:`fetch_failures` for ``version``.
-    version : str
-        The code version whose runs count.
-    options : Suite2pOptions
-        The Suite2P options whose runs count.
-    suite2p_version : str
-        The Suite2P version whose runs count.
+    states : list of EntryState
+        From :func:`slapp.db.runs.entry_states`, in manifest order.
+    parameters : RunParameters
+        The code version and parameters asked about.
+    nbinned : list of int
+        Each entry's ``nbinned``.
 
     Returns
     -------
@@ -244,36 +179,24 @@ def entry_statuses(manifest: list[dict], runs: dict[int, list[dict]],
         One dict per entry, as :class:`EntryStatusSchema` describes.
     """
     statuses = []
-    for index, entry in enumerate(manifest):
-        experiment_id = entry["experiment_id"]
-        digest = parameters_digest(options, entry["nbinned"], suite2p_version)
-        experiment_runs = runs.get(experiment_id, [])
-        this_version = [run for run in experiment_runs
-                        if run["ophys_segmentation_commit_hash"] == version]
-        run = next((run for run in this_version if run["parameters_digest"] == digest), None)
-        failure = max((failure for failure in failures.get(experiment_id, [])
-                       if failure["parameters_digest"] in (digest, None)),
-                      key=lambda failure: failure["created_at"], default=None)
-        if run is not None and failure is not None and failure["created_at"] < run["created_at"]:
-            failure = None  # a failure before the run was stored is history
-        status = DONE if run is not None else FAILED if failure is not None else MISSING
-        others = [run["ophys_segmentation_commit_hash"] for run in experiment_runs
-                  if run["ophys_segmentation_commit_hash"] != version]
+    for state, entry_nbinned in zip(states, nbinned):
+        run, failure = state.run, state.failure
         statuses.append({
-            "manifest_index": index,
-            "experiment_id": experiment_id,
-            "status": status,
-            "parameters_digest": digest,
-            "segmentation_run_id": run["id"] if run else None,
-            "n_rois": run["n_rois"] if run else None,
-            "created_at": _when(run["created_at"]) if run else None,
-            "failure_class": failure["failure_class"] if failure else None,
-            "failure_message": failure["message"] if failure else None,
-            "failed_at": _when(failure["created_at"]) if failure else None,
+            "manifest_index": state.manifest_index,
+            "experiment_id": state.experiment_id,
+            "status": state.status,
+            "parameters_digest": state.parameters_digest,
+            "segmentation_run_id": state.segmentation_run_id,
+            "n_rois": run.n_rois if run else None,
+            "created_at": _when(run.created_at) if run else None,
+            "failure_class": failure.failure_class if failure else None,
+            "failure_message": failure.message if failure else None,
+            "failed_at": _when(failure.created_at) if failure else None,
             "other_parameters": [
-                describe_other_parameters(other, options, entry["nbinned"], suite2p_version)
-                for other in this_version if other["parameters_digest"] != digest],
-            "other_code_versions": list(dict.fromkeys(others)),
+                describe_other_parameters(other.columns, parameters.options, entry_nbinned,
+                                          parameters.suite2p_version)
+                for other in state.other_parameter_runs],
+            "other_code_versions": state.other_code_versions,
         })
     return statuses
 
@@ -299,30 +222,34 @@ def _entry_line(status: dict, index_width: int) -> str:
     return head + "missing"
 
 
-def _resubmission(what: str, indices: list[int], spec: str, manifest_path: Path) -> list[str]:
-    manifest = shlex.quote(str(manifest_path))
-    return [
-        f"resubmit the {len(indices)} {what.format('entry' if len(indices) == 1 else 'entries')}:",
-        f"  PBS:   #PBS -t {spec}",
-        f"         qsub -t {spec} -v MANIFEST={manifest} {PBS_SCRIPT}",
-        f"  SLURM: #SBATCH --array={spec}",
-        f"         sbatch --array={spec} --export=ALL,MANIFEST={manifest} {SLURM_SCRIPT}",
-    ]
+GROUPS = {"missing": "missing {}", "failed": "failed {}",
+          "transient": "{} that failed for a transient reason (killed, out of memory, "
+                       "database unreachable)"}
 
 
-def report_lines(statuses: list[dict], specs: dict[str, str | None], manifest_path: Path,
-                 version: str, options_text: str = "") -> list[str]:
+def _resubmission_lines(what: str, group: Resubmission) -> list[str]:
+    count = len(group.indices)
+    lines = [f"resubmit the {count} {what.format('entry' if count == 1 else 'entries')}:"]
+    for scheduler in (SLURM, TORQUE, PBS_PRO):
+        label = f"  {scheduler}:".ljust(11)
+        lines += [f"{label}{command}" if number == 0 else f"{' ' * 11}{command}"
+                  for number, command in enumerate(group.commands[scheduler])]
+    return lines
+
+
+def report_lines(statuses: list[dict], groups: dict[str, Resubmission | None],
+                 manifest_path: Path, version: str, options_text: str = "") -> list[str]:
     """Write the human-readable report: one line per entry, a summary, the resubmissions.
 
     Parameters
     ----------
     statuses : list of dict
         Output of :func:`entry_statuses`.
-    specs : dict
-        Array specs under ``"missing"``, ``"failed"`` and ``"transient"`` (None
-        where there is no entry).
+    groups : dict
+        The resubmissions of ``"missing"``, ``"failed"`` and ``"transient"``
+        entries (None where there is no entry).
     manifest_path : Path
-        The manifest, named in the header and the resubmission commands.
+        The manifest, named in the header.
     version : str
         The code version the statuses refer to.
     options_text : str
@@ -345,16 +272,12 @@ def report_lines(statuses: list[dict], specs: dict[str, str | None], manifest_pa
     failed = f"{count[FAILED]} failed" + (f" ({transient} for a transient reason)"
                                           if transient else "")
     lines.append(f"{count[DONE]} done, {failed}, {count[MISSING]} missing")
-    if specs["missing"] is None and specs["failed"] is None:
+    if groups["missing"] is None and groups["failed"] is None:
         lines.append("nothing to resubmit: every entry is done")
         return lines
-    for key, what in (("missing", "missing {}"), ("failed", "failed {}"),
-                      ("transient", "{} that failed for a transient reason (killed, out of "
-                                    "memory, database unreachable)")):
-        indices = [status["manifest_index"] for status in statuses
-                   if _selected(status, key)]
-        if specs[key] is not None:
-            lines += _resubmission(what, indices, specs[key], manifest_path)
+    for key, what in GROUPS.items():
+        if groups[key] is not None:
+            lines += _resubmission_lines(what, groups[key])
     return lines
 
 
@@ -366,30 +289,11 @@ def _selected(status: dict, key: str) -> bool:
     return status["status"] == FAILED and status["failure_class"] in TRANSIENT_CLASSES
 
 
-def options_description(options: Suite2pOptions, suite2p_version: str) -> str:
-    """``"Suite2P 1.1.0, threshold_scaling 0.9 (other options default)"``."""
-    defaults = Suite2pOptions.defaults()
-    changed = [f"{field.name} {getattr(options, field.name)}"
-               for field in dataclasses.fields(Suite2pOptions)
-               if getattr(options, field.name) != getattr(defaults, field.name)]
-    return f"Suite2P {suite2p_version}, " + (
-        f"{', '.join(changed)} (other options default)" if changed else "default options")
-
-
 class SegmentationStatus(ArgSchemaParser):
     """``python -m slapp.segmentation.status``: see the module docstring."""
 
     default_schema = SegmentationStatusSchema
     default_output_schema = SegmentationStatusOutputSchema
-
-    def _suite2p_version(self) -> str:
-        if self.args["suite2p_version"]:
-            return self.args["suite2p_version"]
-        try:
-            return installed_suite2p_version()
-        except PackageNotFoundError:
-            raise StatusException("Suite2P is not installed here: give --suite2p_version, "
-                                  "the version the segment tasks run") from None
 
     def run(self, label_dbconn: DbConnection) -> dict:
         """Check every manifest entry, print the report and write ``--output_json``.
@@ -406,24 +310,26 @@ class SegmentationStatus(ArgSchemaParser):
         """
         manifest_path = Path(self.args["manifest_json"]).resolve()
         manifest = load_manifest(manifest_path)
-        version = code_version()
-        options = Suite2pOptions.from_args(self.args)
-        suite2p_version = self._suite2p_version()
-        experiment_ids = [entry["experiment_id"] for entry in manifest]
-        statuses = entry_statuses(manifest, fetch_runs(label_dbconn, experiment_ids),
-                                  fetch_failures(label_dbconn, experiment_ids, version),
-                                  version, options, suite2p_version)
+        parameters = RunParameters.from_args(self.args)
+        version = parameters.code_version
+        states = entry_states(label_dbconn, manifest, parameters, manifest_path)
+        statuses = entry_statuses(states, parameters, [entry["nbinned"] for entry in manifest])
         indices = {key: [status["manifest_index"] for status in statuses
                          if _selected(status, key)]
-                   for key in ("missing", "failed", "transient")}
-        specs = {key: array_spec(found, self.args["max_concurrent"]) if found else None
-                 for key, found in indices.items()}
-        print("\n".join(report_lines(statuses, specs, manifest_path, version,
-                                     options_description(options, suite2p_version))))
+                   for key in GROUPS}
+        groups = {key: resubmission(found, manifest_path, parameters,
+                                    max_concurrent=self.args["max_concurrent"],
+                                    slurm_script=Path(self.args["slurm_script"]),
+                                    pbs_script=Path(self.args["pbs_script"]))
+                  if found else None
+                  for key, found in indices.items()}
+        print("\n".join(report_lines(statuses, groups, manifest_path, version,
+                                     parameters.description())))
+        specs = {key: group.array_spec if group else None for key, group in groups.items()}
         report = {
             "manifest_json": str(manifest_path),
             "code_version": version,
-            "suite2p_version": suite2p_version,
+            "suite2p_version": parameters.suite2p_version,
             "entries": statuses,
             "n_done": sum(status["status"] == DONE for status in statuses),
             "n_failed": len(indices["failed"]),
@@ -434,6 +340,8 @@ class SegmentationStatus(ArgSchemaParser):
             "array_spec": specs["missing"],
             "failed_array_spec": specs["failed"],
             "transient_array_spec": specs["transient"],
+            "resubmit_commands": {key: group.commands for key, group in groups.items()
+                                  if group is not None},
         }
         if self.args.get("output_json"):
             write_json_atomically(self.args["output_json"], self.get_output_json(report))

@@ -1,11 +1,14 @@
-"""Write one segmentation run and all its ROIs in one transaction; find a done run; record failures.
+"""Write one segmentation run and all its ROIs in one transaction; record failures.
 
-A run's *identity* is (experiment, code version, parameters digest): the
-table ``segmentation_runs`` holds at most one run per identity. :func:`write_run`
-inserts the run row and streams every ROI with binary COPY inside one
-transaction, so a crash at any moment leaves either the whole run or nothing.
-When two tasks finish the same identity at once, the unique key decides: the
-second insert does nothing and that task reports ``"skipped"``.
+A run's *identity* is (experiment, code version, parameters digest); which run
+counts for an identity (its current run) is :mod:`slapp.db.runs`'s to say.
+:func:`write_run` inserts the run row and streams every ROI with binary COPY
+inside one transaction, so a crash at any moment leaves either the whole run or
+nothing. When two tasks finish the same identity at once, the partial unique
+index ``one_current_run_per_identity`` decides: the second insert does nothing
+and that task reports ``"skipped"``. ``overwrite`` supersedes the current run in
+the same transaction (``superseded_by`` names the new run); the old run and its
+ROIs stay, so ids exported before remain valid.
 
 The database may be unreachable just when a run that took many minutes of
 compute is ready (a server restart, a network outage). :func:`write_run` then
@@ -23,6 +26,7 @@ import psycopg2
 import psycopg2.extras
 from psycopg2 import sql as pgsql
 
+from slapp.db.runs import RunIdentity, find_current_run
 from slapp.errors import SlappError
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
 from slapp.utils.cli import one_line
@@ -42,7 +46,8 @@ REQUIRED_RUN_COLUMNS = (
     "nbinned", "suite2p_version", "suite2p_settings", "suite2p_seconds", "total_seconds",
     "hostname")
 OPTIONAL_RUN_COLUMNS = ("code_label", "frame_source", "stage_seconds", "peak_rss_bytes",
-                        "scratch_bytes", "scheduler_job_id", "scheduler_task_id")
+                        "scratch_bytes", "scheduler_job_id", "scheduler_task_id",
+                        "experiment_selection_id", "manifest_path")
 JSON_COLUMNS = ("movie_fingerprint", "suite2p_settings", "stage_seconds")
 FAILURE_COLUMNS = (
     "ophys_experiment_id", "ophys_segmentation_commit_hash", "parameters_digest",
@@ -60,18 +65,25 @@ _FIRST_WAIT_SECONDS, _LONGEST_WAIT_SECONDS = 1.0, 30.0
 # linger, and its log holds the failure anyway.
 FAILURE_RECORD_SECONDS = 10.0
 
-_IDENTITY_WHERE = """
-WHERE runs.ophys_experiment_id = %s AND runs.ophys_segmentation_commit_hash = %s
-  AND runs.parameters_digest = %s
+# Superseding, in one transaction: lock the current run of the identity; insert
+# its successor marked as superseded by it for the moment (so that the partial
+# unique index lets two rows of the identity exist, and both foreign keys point
+# at rows that exist); mark the old run superseded by the successor; make the
+# successor current.
+_LOCK_CURRENT = """
+SELECT id FROM segmentation_runs
+WHERE ophys_experiment_id = %s AND ophys_segmentation_commit_hash = %s
+  AND parameters_digest = %s AND superseded_by IS NULL
+FOR UPDATE
 """
 
-_FIND_RUN = """
-SELECT runs.id, runs.movie_fingerprint,
-       (SELECT count(*) FROM rois WHERE rois.segmentation_run_id = runs.id) AS n_rois
-FROM segmentation_runs AS runs
-""" + _IDENTITY_WHERE
+_SET_SUPERSEDED = """
+UPDATE segmentation_runs SET superseded_by = %s, superseded_at = %s WHERE id = %s
+"""
 
-_DELETE_RUN = "DELETE FROM segmentation_runs AS runs" + _IDENTITY_WHERE + "RETURNING id"
+_FINGERPRINT_MOVED = """
+UPDATE segmentation_runs SET movie_fingerprint = movie_fingerprint || %s::jsonb WHERE id = %s
+"""
 
 _RECORD_WRITE_SECONDS = """
 UPDATE segmentation_runs
@@ -105,7 +117,7 @@ class StoredRun:
 
 def find_run(dbconn: DbConnection, experiment_id: int, code_version: str,
              parameters_digest: str) -> StoredRun | None:
-    """The run of one identity, if there is one.
+    """The current run of one identity, if there is one (see :mod:`slapp.db.runs`).
 
     Parameters
     ----------
@@ -124,10 +136,27 @@ def find_run(dbconn: DbConnection, experiment_id: int, code_version: str,
         With status ``"skipped"`` and the stored movie fingerprint, or None
         when no run of this identity exists.
     """
-    rows = dbconn.query(_FIND_RUN, (experiment_id, code_version, parameters_digest))
-    if not rows:
+    run = find_current_run(dbconn, RunIdentity(experiment_id, code_version, parameters_digest))
+    if run is None:
         return None
-    return StoredRun(rows[0]["id"], SKIPPED, rows[0]["n_rois"], rows[0]["movie_fingerprint"])
+    return StoredRun(run.segmentation_run_id, SKIPPED, run.n_rois,
+                     run.columns["movie_fingerprint"])
+
+
+def follow_moved_movie(dbconn: DbConnection, segmentation_run_id: int, mtime_ns: int) -> None:
+    """Record a movie's new modification time in a run's fingerprint (same bytes, touched).
+
+    Parameters
+    ----------
+    dbconn : DbConnection
+        The labeling database.
+    segmentation_run_id : int
+        The run whose ``movie_fingerprint`` follows the movie.
+    mtime_ns : int
+        The movie's modification time now, in nanoseconds.
+    """
+    dbconn.execute(_FINGERPRINT_MOVED, (psycopg2.extras.Json({"mtime_ns": mtime_ns}),
+                                        segmentation_run_id))
 
 
 class _CountedRows:
@@ -175,15 +204,27 @@ def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
     started = time.perf_counter()
     identity = tuple(params[name] for name in IDENTITY_COLUMNS)
     with dbconn.transaction() as cursor:
+        old = None
         if overwrite:
-            cursor.execute(_DELETE_RUN, identity)
-            for row in cursor.fetchall():
-                logger.info("replacing segmentation run %d", row["id"])
-        cursor.execute(_insert_statement(list(params), "segmentation_runs",
-                                         _CURRENT_IDENTITY), params)
-        inserted = cursor.fetchone()
-        if inserted is None:
-            return None
+            cursor.execute(_LOCK_CURRENT, identity)
+            old = cursor.fetchone()
+        if old is None:
+            cursor.execute(_insert_statement(list(params), "segmentation_runs",
+                                             _CURRENT_IDENTITY), params)
+            inserted = cursor.fetchone()
+            if inserted is None:
+                return None
+        else:
+            cursor.execute("SELECT now() AS now")
+            now = cursor.fetchone()["now"]
+            successor = {**params, "superseded_by": old["id"], "superseded_at": now}
+            cursor.execute(_insert_statement(list(successor), "segmentation_runs", None),
+                           successor)
+            inserted = cursor.fetchone()
+            cursor.execute(_SET_SUPERSEDED, (inserted["id"], now, old["id"]))
+            cursor.execute(_SET_SUPERSEDED, (None, None, inserted["id"]))
+            logger.info("run %d supersedes run %d of the same identity (the old run and its "
+                        "ROIs stay)", inserted["id"], old["id"])
         rows = _CountedRows(inserted["id"], rois)
         dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
         cursor.execute(_RECORD_WRITE_SECONDS, (time.perf_counter() - started, inserted["id"]))
@@ -219,13 +260,15 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
         ``hostname``; optional are ``code_label``, ``frame_source``,
         ``stage_seconds`` (``database_write`` is added: the seconds of the
         attempt that committed), ``peak_rss_bytes``, ``scratch_bytes``,
-        ``scheduler_job_id``, ``scheduler_task_id``.
+        ``scheduler_job_id``, ``scheduler_task_id``, and the provenance
+        ``experiment_selection_id`` and ``manifest_path``.
     rois_factory : callable
         Returns a fresh iterable of the run's ROIs (may be empty) for each
         attempt; they are streamed to the database with binary COPY.
     overwrite : bool
-        Delete the run of the same identity (its ROIs go with it) in the same
-        transaction, so readers see the old run or the new one, never neither.
+        Supersede the current run of the same identity in the same
+        transaction (it and its ROIs stay, with ``superseded_by`` naming the
+        new run), so readers count the old run or the new one, never neither.
     retry_seconds : float
         How long to keep retrying after the first connection failure. Only
         connection trouble is retried (see :func:`_is_connection_trouble`);
@@ -254,7 +297,7 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
             stored = _write_once(dbconn, params, rois_factory(), overwrite)
             if stored is None:
                 stored = find_run(dbconn, *identity)
-                if stored is None:  # the other task's run was deleted again meanwhile
+                if stored is None:  # unreachable while runs are superseded, never deleted
                     raise SegmentationStoreException(
                         f"experiment {identity[0]} was stored and removed again by other "
                         "tasks meanwhile; rerun it")

@@ -147,6 +147,7 @@ def test_manifest_of_20_experiments_in_selection_order(
 
     assert result.returncode == 0, result.stderr
     assert json.loads(output.read_text()) == {
+        "experiment_selection_id": selection_id,
         "manifest": [expected[experiment_id] for experiment_id in selected]}
     assert load_manifest(output) == [expected[experiment_id] for experiment_id in selected]
     assert result.stderr.splitlines() == [

@@ -64,7 +64,8 @@ def test_the_demo_segments_the_selected_movies_well(demo):
     assert summary["mean_f1"] >= 0.85, experiments
     for experiment in experiments:
         assert experiment["n_rois"] > 0
-        assert (Path(summary["plot_dir"]) / f"{experiment['experiment_id']}.png").is_file()
+        assert (Path(summary["plot_dir"]) / f"{experiment['experiment_id']}_"
+                f"{experiment['segmentation_run_id']}.png").is_file()
     assert "Summary: Suite2P's cells against the ground truth" in first.stdout
     assert f"mean F1 {summary['mean_f1']:.2f} over 4 experiments" in first.stdout
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from stored_runs import insert_run
 
+from slapp.db.runs import UnknownRunException
 from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
-from slapp.evaluation.compare import CompareException, compare_run
+from slapp.evaluation.compare import compare_run
 
 FRAME = (64, 64)
 
@@ -164,5 +165,6 @@ def test_cli_errors_are_one_line_and_write_nothing(labeling_db, truth_path, run_
 
 
 def test_an_unknown_run_raises(labeling_db, truth_path):
-    with pytest.raises(CompareException, match="no segmentation run with id 42"):
+    # run lookups are slapp.db.runs's, for every command alike
+    with pytest.raises(UnknownRunException, match="^there is no segmentation run with id 42$"):
         compare_run(labeling_db, 42, truth_path)

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from stored_runs import SETTINGS, insert_run, insert_selection, random_masks
 
+from slapp.db.runs import RunParameters
+from slapp.segmentation.settings import Suite2pOptions
+
 pynwb = pytest.importorskip("pynwb")
 nwbinspector = pytest.importorskip("nwbinspector")
 
@@ -19,12 +22,22 @@ QUERIES = ("SELECT oe.id AS exp_id FROM ophys_experiments oe WHERE oe.workflow_s
 SHAPE = (32, 48)
 
 
+# The runs a selection export counts: code version VERSION (TRANSFORM_HASH), segment's
+# default options, Suite2P 1.1.0, nbinned 2 (insert_run's).
+VERSION = "nwb-test-version"
+PARAMETERS = RunParameters(VERSION, Suite2pOptions.defaults(), "1.1.0")
+COUNTED = {"ophys_segmentation_commit_hash": VERSION, "parameters_digest": PARAMETERS.digest(2)}
+PINNED = {"TRANSFORM_HASH": VERSION}
+
+
 @pytest.fixture
 def stored_run(labeling_db):
-    """A selection and a run of 7 ROIs of 50 frames."""
+    """A selection and a run of 7 ROIs of 50 frames made from its manifest."""
     selection_id = insert_selection(labeling_db, [EXPERIMENT, 850517345], QUERIES, seed=7)
     masks = random_masks(np.random.default_rng(3), SHAPE, 7)
-    run_id = insert_run(labeling_db, EXPERIMENT, masks, video_shape=SHAPE)
+    run_id = insert_run(labeling_db, EXPERIMENT, masks, video_shape=SHAPE,
+                        experiment_selection_id=selection_id,
+                        manifest_path="/batches/one/manifest.json")
     return selection_id, run_id, masks
 
 
@@ -42,11 +55,12 @@ def _serious_findings(path):
 
 
 def test_masks_traces_and_columns_match_the_database(labeling_db, stored_run, tmp_path):
-    _, run_id, masks = stored_run
+    selection_id, run_id, masks = stored_run
     path = tmp_path / "run.nwb"
     exported = export_run(labeling_db, run_id, path)
     assert exported == {"experiment_id": EXPERIMENT, "segmentation_run_id": run_id,
-                        "n_rois": 7, "nwb_path": str(path)}
+                        "n_rois": 7, "nwb_path": str(path),
+                        "experiment_selection_id": selection_id}
     rows = labeling_db.query("SELECT * FROM rois WHERE segmentation_run_id = %s "
                              "ORDER BY suite2p_roi_index", (run_id,))
     io, nwbfile = _read(path)
@@ -166,13 +180,13 @@ def test_a_run_without_frame_rate_is_refused(labeling_db, tmp_path):
 
 
 def test_cli_exports_one_run(labeling_db, stored_run, run_cli, tmp_path):
-    _, run_id, _ = stored_run
+    selection_id, run_id, _ = stored_run
     path = tmp_path / "one.nwb"
     result = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb", path,
                      "--output_json", tmp_path / "out.json")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"experiment {EXPERIMENT}: run {run_id} (7 ROIs) -> "
-                                     f"{path}")
+    assert result.stdout.strip() == (f"experiment {EXPERIMENT}: run {run_id} (7 ROIs, "
+                                     f"selection {selection_id}) -> {path}")
     assert json.loads((tmp_path / "out.json").read_text())["files"][0]["nwb_path"] == str(path)
     io, nwbfile = _read(path)
     with io:
@@ -183,16 +197,23 @@ def test_cli_exports_every_experiment_of_a_selection(labeling_db, run_cli, tmp_p
     experiments = [850000001, 850000002, 850000003]
     selection_id = insert_selection(labeling_db, experiments, QUERIES)
     rng = np.random.default_rng(5)
-    insert_run(labeling_db, experiments[0], random_masks(rng, SHAPE, 2), seed=1)
-    newest = insert_run(labeling_db, experiments[0], random_masks(rng, SHAPE, 4), seed=2)
-    other = insert_run(labeling_db, experiments[2], random_masks(rng, SHAPE, 3), seed=3)
+    counted = insert_run(labeling_db, experiments[0], random_masks(rng, SHAPE, 4), seed=2,
+                         experiment_selection_id=selection_id, **COUNTED)
+    # newer, but of other parameters (and of another code version): not counted
+    insert_run(labeling_db, experiments[0], random_masks(rng, SHAPE, 2), seed=1,
+               ophys_segmentation_commit_hash=VERSION)
+    insert_run(labeling_db, experiments[1], random_masks(rng, SHAPE, 2), seed=4)
+    other = insert_run(labeling_db, experiments[2], random_masks(rng, SHAPE, 3), seed=3,
+                       experiment_selection_id=selection_id, **COUNTED)
     output_dir = tmp_path / "nwb"
     result = run_cli("slapp.export.nwb", "--experiment_selection_id", selection_id,
-                     "--output_dir", output_dir)
+                     "--output_dir", output_dir, "--suite2p_version", "1.1.0", env=PINNED)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in output_dir.iterdir()) == ["850000001.nwb", "850000003.nwb"]
-    assert result.stdout.splitlines()[-1] == "no segmentation run for experiment 850000002"
-    for experiment_id, run_id, n_rois in ((experiments[0], newest, 4),
+    assert result.stdout.splitlines()[-1] == (
+        "no segmentation run of this code version and these parameters for experiment "
+        "850000002")
+    for experiment_id, run_id, n_rois in ((experiments[0], counted, 4),
                                           (experiments[2], other, 3)):
         io, nwbfile = _read(output_dir / f"{experiment_id}.nwb")
         with io:
@@ -221,6 +242,65 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp_
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runs_own_selection_is_recorded_never_a_newer_one(labeling_db, stored_run,
+                                                              run_cli, tmp_path):
+    selection_id, run_id, _ = stored_run
+    unrelated = insert_selection(labeling_db, [EXPERIMENT], ("SELECT 'UNRELATED pilot'",),
+                                 seed=99)
+    path = tmp_path / "run.nwb"
+
+    result = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb", path)
+
+    assert result.returncode == 0, result.stderr
+    assert unrelated > selection_id
+    io, nwbfile = _read(path)
+    with io:
+        record = json.loads(nwbfile.scratch[PROVENANCE_NAME].data)
+    assert record["experiment_selection"]["experiment_selection_id"] == selection_id
+    assert record["experiment_selection"]["query_strings"] == list(QUERIES)
+    assert record["segmentation_run"]["experiment_selection_id"] == selection_id
+    assert record["segmentation_run"]["manifest_path"] == "/batches/one/manifest.json"
+
+    # an explicit selection that holds the experiment is recorded instead
+    explicit = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb",
+                       path, "--experiment_selection_id", unrelated)
+    assert explicit.returncode == 0, explicit.stderr
+    assert f"selection {unrelated})" in explicit.stdout
+
+
+def test_a_selection_without_the_experiment_is_refused(labeling_db, stored_run, run_cli,
+                                                       tmp_path):
+    _, run_id, _ = stored_run
+    other = insert_selection(labeling_db, [850000099])
+
+    result = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb",
+                     tmp_path / "run.nwb", "--experiment_selection_id", other)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"nwb: error: experiment selection {other} does not "
+                                     f"hold experiment {EXPERIMENT}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stored_before_runs_recorded_their_selection_says_unknown(
+        labeling_db, run_cli, tmp_path):
+    insert_selection(labeling_db, [EXPERIMENT])  # holds it, but the run does not name it
+    run_id = insert_run(labeling_db, EXPERIMENT, random_masks(np.random.default_rng(1), SHAPE,
+                                                              2), video_shape=SHAPE)
+    path = tmp_path / "old.nwb"
+
+    result = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb", path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"experiment {EXPERIMENT}: run {run_id} (2 ROIs, "
+                                     f"selection unknown) -> {path}")
+    io, nwbfile = _read(path)
+    with io:
+        record = json.loads(nwbfile.scratch[PROVENANCE_NAME].data)
+    assert record["experiment_selection"] is None
+    assert record["segmentation_run"]["experiment_selection_id"] is None
 
 
 def test_rois_read_in_small_batches_are_all_read_in_order(labeling_db, stored_run):

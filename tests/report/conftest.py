@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from report_batch import BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, LONG_BATCH, SHAPE
+from report_batch import BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, LONG_BATCH, NBINNED, SHAPE
 from stored_runs import insert_failure, insert_run, random_masks
 
 from slapp.segmentation.plot import render_roi_plot
@@ -30,20 +30,21 @@ def _write_batch(labeling_db, tmp_path, batch):
     plot_dir.mkdir(parents=True)
     manifest = batch_dir / "manifest.json"
     manifest.write_text(json.dumps({"manifest": [
-        {"experiment_id": experiment_id, "nbinned": 10,
+        {"experiment_id": experiment_id, "nbinned": NBINNED,
          "input_video": f"/movies/{experiment_id}.h5"} for experiment_id in batch]}))
     rng = np.random.default_rng(1)
     runs = {}
     for index, (experiment_id, n_rois) in enumerate(batch.items()):
         if n_rois == "failed":
-            insert_failure(labeling_db, experiment_id, manifest, index, FAILURE_MESSAGE)
+            insert_failure(labeling_db, experiment_id, manifest, index, FAILURE_MESSAGE,
+                           code_version=COMMIT, parameters_digest=DIGEST)
         elif n_rois != "missing":
             masks = random_masks(rng, SHAPE, n_rois)
             runs[experiment_id] = insert_run(labeling_db, experiment_id, masks,
                                              video_shape=SHAPE, seed=index,
                                              ophys_segmentation_commit_hash=COMMIT,
-                                             parameters_digest=DIGEST)
+                                             parameters_digest=DIGEST, nbinned=NBINNED)
             png = render_roi_plot(rng.normal(size=SHAPE), [(r, c) for r, c, _ in masks],
                                   [True] * n_rois, f"experiment {experiment_id}")
-            (plot_dir / f"{experiment_id}.png").write_bytes(png)
+            (plot_dir / f"{experiment_id}_{runs[experiment_id]}.png").write_bytes(png)
     return manifest, runs

@@ -1,4 +1,6 @@
 """The batch the report tests use: every kind of manifest entry."""
+from slapp.db.runs import RunParameters
+from slapp.segmentation.settings import Suite2pOptions
 
 SHAPE = (32, 32)
 # experiment id -> ROI count of its run ("failed"/"missing": no run). 60 ROIs is a
@@ -6,7 +8,14 @@ SHAPE = (32, 32)
 BATCH = {850000010: 10, 850000011: 12, 850000012: "failed", 850000013: 11,
          850000014: 0, 850000015: "missing", 850000016: 60, 850000017: 11}
 COMMIT = "4be1c5a0d2f7e3b6a9c8d1e0f2a3b4c5d6e7f809"
-DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+NBINNED = 10
+# The runs count for segment's defaults under code version COMMIT (the report's
+# commands are run with TRANSFORM_HASH=COMMIT, PINNED) and Suite2P 1.1.0.
+SUITE2P_VERSION = "1.1.0"
+PARAMETERS = RunParameters(COMMIT, Suite2pOptions.defaults(), SUITE2P_VERSION)
+DIGEST = PARAMETERS.digest(NBINNED)
+PINNED = {"TRANSFORM_HASH": COMMIT}
+REPORT_PARAMETERS = ("--suite2p_version", SUITE2P_VERSION)
 FAILURE_MESSAGE = "Suite2P failed: no ROIs could be extracted (ValueError)"
 # The batch and 40 more done runs: a table taller than a few screens, so that the
 # browser test sees thumbnails far below the first screen.

@@ -1,19 +1,26 @@
 """slapp.report: the entries, figures and flags of a batch, and the page's content."""
+import dataclasses
 import json
 import re
 
 import numpy as np
 import pytest
-from report_batch import BATCH, FAILURE_MESSAGE
-from stored_runs import insert_failure
+from report_batch import (BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, NBINNED, PARAMETERS, PINNED,
+                          REPORT_PARAMETERS, SHAPE)
+from stored_runs import insert_failure, insert_run, random_masks
 
-from slapp.report.entries import fetch_entries
+from slapp.db.runs import manifest_entry_states
+from slapp.report.entries import report_entries
+
+
+def fetch_entries(dbconn, manifest):
+    return report_entries(manifest_entry_states(dbconn, manifest, PARAMETERS))
 from slapp.report.statistics import OUTLIER_Z, add_derived_figures, flag_outliers, robust_z
 
 
 def test_each_entry_gets_its_status_and_figures(labeling_db, batch):
     manifest, runs = batch
-    entries = fetch_entries(labeling_db, list(BATCH), manifest)
+    entries = fetch_entries(labeling_db, manifest)
     assert [entry["experiment_id"] for entry in entries] == list(BATCH)
     assert [entry["manifest_index"] for entry in entries] == list(range(len(BATCH)))
     statuses = {entry["experiment_id"]: entry["status"] for entry in entries}
@@ -38,26 +45,27 @@ def test_a_failure_without_experiment_id_is_matched_by_manifest_index(labeling_d
     manifest, _ = batch
     missing_index = list(BATCH).index(850000015)
     insert_failure(labeling_db, None, manifest, missing_index, "entry 5 is not an object",
-                   failure_class="bad_input")
-    insert_failure(labeling_db, None, manifest.parent / "other.json", 1, "another manifest")
-    entries = fetch_entries(labeling_db, list(BATCH), manifest)
+                   failure_class="bad_input", code_version=COMMIT, parameters_digest=None)
+    insert_failure(labeling_db, None, manifest.parent / "other.json", 1, "another manifest",
+                   code_version=COMMIT, parameters_digest=None)
+    entries = fetch_entries(labeling_db, manifest)
     assert entries[missing_index]["status"] == "failed"
     assert entries[missing_index]["failure_message"] == "entry 5 is not an object"
     assert entries[1]["status"] == "done"
 
 
-def test_the_newest_run_and_the_newest_failure_count(labeling_db, batch):
+def test_the_newest_failure_counts(labeling_db, batch):
     manifest, runs = batch
     failed_index = list(BATCH).index(850000012)
     insert_failure(labeling_db, 850000012, manifest, failed_index, "out of memory at 64 GB",
-                   failure_class="out_of_memory")
-    entries = fetch_entries(labeling_db, list(BATCH), manifest)
+                   failure_class="out_of_memory", code_version=COMMIT, parameters_digest=DIGEST)
+    entries = fetch_entries(labeling_db, manifest)
     assert entries[failed_index]["failure_message"] == "out of memory at 64 GB"
 
 
 def test_outliers_and_zero_roi_runs_are_flagged(labeling_db, batch):
     manifest, _ = batch
-    entries = fetch_entries(labeling_db, list(BATCH), manifest)
+    entries = fetch_entries(labeling_db, manifest)
     add_derived_figures(entries)
     counts = flag_outliers(entries)
     flags = {entry["experiment_id"]: entry["flags"] for entry in entries}
@@ -109,7 +117,7 @@ def test_cli_writes_one_self_contained_page(labeling_db, batch, run_cli, tmp_pat
     manifest, runs = batch
     output_dir = tmp_path / "report"
     result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir", output_dir,
-                     "--output_json", tmp_path / "report.json")
+                     "--output_json", tmp_path / "report.json", *REPORT_PARAMETERS, env=PINNED)
     assert result.returncode == 0, result.stderr
     index = output_dir / "index.html"
     assert result.stdout.strip() == (f"report: {index} (8 entries: 6 done, 1 missing, "
@@ -120,8 +128,9 @@ def test_cli_writes_one_self_contained_page(labeling_db, batch, run_cli, tmp_pat
     assert "<script" not in page
     assert page.count('<tr id="entry-') == len(BATCH)
     assert FAILURE_MESSAGE.replace("'", "&#x27;") in page
-    for experiment_id in runs:
-        assert f'src="../batch/segmentation_plots/{experiment_id}.png"' in page
+    for experiment_id, run_id in runs.items():
+        assert f'src="../batch/segmentation_plots/{experiment_id}_{run_id}.png"' in page
+        assert f"run {run_id}<br>" in page
     # thumbnails load with the page, so a full-page screenshot shows every one
     assert 'loading="lazy"' not in page
     assert page.count("<svg") == 4
@@ -131,11 +140,87 @@ def test_cli_report_of_a_selection(labeling_db, batch, run_cli, tmp_path):
     from stored_runs import insert_selection
     selection_id = insert_selection(labeling_db, list(BATCH))
     result = run_cli("slapp.report", "--experiment_selection_id", selection_id,
-                     "--output_dir", tmp_path / "report")
+                     "--output_dir", tmp_path / "report", *REPORT_PARAMETERS, env=PINNED)
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count('<tr id="entry-') == len(BATCH)
     assert "<img" not in page
+
+
+def sweep_run(dbconn, experiment_id, threshold_scaling=0.9):
+    """A run of ``experiment_id`` with another threshold_scaling (newer than the batch's)."""
+    swept = dataclasses.replace(PARAMETERS, options=dataclasses.replace(
+        PARAMETERS.options, threshold_scaling=threshold_scaling))
+    return insert_run(dbconn, experiment_id, random_masks(np.random.default_rng(9), SHAPE, 40),
+                      video_shape=SHAPE, seed=20, ophys_segmentation_commit_hash=COMMIT,
+                      parameters_digest=swept.digest(NBINNED), nbinned=NBINNED)
+
+
+def test_cli_names_the_run_of_the_parameters_asked_about(labeling_db, batch, run_cli,
+                                                         tmp_path):
+    manifest, runs = batch
+    swept = sweep_run(labeling_db, 850000010)
+    output = tmp_path / "report.json"
+
+    default = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                      tmp_path / "default", "--output_json", output, *REPORT_PARAMETERS,
+                      env=PINNED)
+
+    assert default.returncode == 0, default.stderr
+    entries = json.loads(output.read_text())["entries"]
+    assert entries[0] == {"manifest_index": 0, "experiment_id": 850000010, "status": "done",
+                          "segmentation_run_id": runs[850000010]}
+    assert [(entry["status"], entry["segmentation_run_id"]) for entry in entries] == [
+        ("done", runs[eid]) if eid in runs else (n, None) for eid, n in BATCH.items()]
+    page = (tmp_path / "default" / "index.html").read_text()
+    assert f"other parameters: run {swept} (not counted)" in page
+
+    sweep = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                    tmp_path / "sweep", "--output_json", output, "--threshold_scaling", 0.9,
+                    *REPORT_PARAMETERS, env=PINNED)
+
+    assert sweep.returncode == 0, sweep.stderr
+    report = json.loads(output.read_text())
+    assert report["parameters"] == ("Suite2P 1.1.0, threshold_scaling 0.9 (other options "
+                                    "default)")
+    assert [(entry["status"], entry["segmentation_run_id"]) for entry in report["entries"]][
+        :3] == [("done", swept), ("missing", None), ("missing", None)]
+
+
+def test_cli_shows_an_explicit_set_of_runs(labeling_db, batch, run_cli, tmp_path):
+    manifest, runs = batch
+    swept = sweep_run(labeling_db, 850000010)
+    output = tmp_path / "report.json"
+
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                     tmp_path / "report", "--output_json", output, "--segmentation_run_ids",
+                     f"{swept},{runs[850000011]}", *REPORT_PARAMETERS, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(output.read_text())["entries"]
+    assert [(entry["status"], entry["segmentation_run_id"]) for entry in entries] == [
+        ("done", swept), ("done", runs[850000011])] + [("missing", None)] * 6
+
+    refused = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                      tmp_path / "refused", "--segmentation_run_ids", f"{swept},{runs[850000010]}",
+                      *REPORT_PARAMETERS, env=PINNED)
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"report: error: runs {swept} and {runs[850000010]} are both of experiment "
+        "850000010: give one run per experiment")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_failure_names_where_its_task_ran(labeling_db, batch, run_cli, tmp_path):
+    manifest, _ = batch
+
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                     tmp_path / "report", *REPORT_PARAMETERS, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert (f"log: manifest {manifest} index 2, host node7, job 4242 task 3)") in page
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -147,8 +232,8 @@ def test_cli_report_of_a_selection(labeling_db, batch, run_cli, tmp_path):
 def test_cli_bad_input_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp_path,
                                                       arguments, message):
     (tmp_path / "bad.json").write_text('{"manifest": [{"experiment_id": "x"}]}')
-    result = run_cli("slapp.report", "--output_dir", tmp_path / "report",
-                     *[argument.format(tmp=tmp_path) for argument in arguments])
+    result = run_cli("slapp.report", "--output_dir", tmp_path / "report", *REPORT_PARAMETERS,
+                     *[argument.format(tmp=tmp_path) for argument in arguments], env=PINNED)
     assert result.returncode == 1
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_batch import LONG_BATCH
+from report_batch import LONG_BATCH, PINNED, REPORT_PARAMETERS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 Image = pytest.importorskip("PIL.Image")
@@ -53,7 +53,8 @@ def _artifact_dir(tmp_path: Path) -> Path:
 def test_the_report_renders_without_errors(long_batch, run_cli, page, tmp_path):
     manifest, runs = long_batch
     output_dir = tmp_path / "report"
-    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir", output_dir)
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir", output_dir,
+                     *REPORT_PARAMETERS, env=PINNED)
     assert result.returncode == 0, result.stderr
 
     page.goto((output_dir / "index.html").as_uri(), wait_until="load")

@@ -60,12 +60,18 @@ def manifest(tmp_path_factory, tiny_movies):
 
 @pytest.fixture
 def job_env(cli_env, manifest, tmp_path):
-    """What a user sets before submitting: manifest, python, scratch; no credentials file."""
+    """What a user sets before submitting: manifest, python, scratch, the non-secret
+    LABELING_* variables; the password is in a private credentials file, not exported."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    return {**cli_env, "MANIFEST": str(manifest), "SLAPP_PYTHON": sys.executable,
+    credentials = tmp_path / "slapp_credentials"
+    credentials.write_text(
+        f"export LABELING_PASSWORD={shlex.quote(cli_env['LABELING_PASSWORD'])}\n")
+    credentials.chmod(0o600)
+    env = {key: value for key, value in cli_env.items() if key != "LABELING_PASSWORD"}
+    return {**env, "MANIFEST": str(manifest), "SLAPP_PYTHON": sys.executable,
             "SLAPP_TMP_DIR": str(scratch), "TRANSFORM_HASH": VERSION,
-            "SLAPP_CREDENTIALS": str(tmp_path / "no_credentials_file")}
+            "SLAPP_CREDENTIALS": str(credentials)}
 
 
 def stored_runs(labeling_db):
@@ -111,6 +117,37 @@ def test_slurm_array_segments_each_entry_and_a_resubmission_skips(
     assert logs.count("skipped, already segmented") == 3
 
 
+@pytest.mark.slow
+def test_a_resubmit_command_printed_by_status_carries_the_sweeps_options(
+        labeling_db, local_slurm, job_env, cli_env, run_cli, tmp_path):
+    status_json = tmp_path / "status.json"
+    status = run_cli("slapp.segmentation.status", "--manifest_json", job_env["MANIFEST"],
+                     "--threshold_scaling", 0.9, "--diameter", 14, "--output_json", status_json,
+                     env={**job_env, "LABELING_PASSWORD": cli_env["LABELING_PASSWORD"]})
+    assert status.returncode == 0, status.stderr
+    [command] = json.loads(status_json.read_text())["resubmit_commands"]["missing"]["SLURM"]
+    assert command in status.stdout
+    assert command.endswith(f"{SLURM_SCRIPT} --diameter 14.0 --threshold_scaling 0.9")
+    assert "PASSWORD" not in command and "ALL" not in command
+    # as a user pastes it, with this 2-core machine's resources and logs here
+    local = (f"sbatch --wait --cpus-per-task=1 --mem=3G --tmp=0 "
+             f"--output={tmp_path}/slurm_%A_%a.log ")
+    result = subprocess.run(["bash", "-c", local + command.removeprefix("sbatch ")
+                             .replace("--array=0-3", "--array=1")],
+                            env={**job_env, **local_slurm.environment}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900)
+
+    logs = "\n".join(path.read_text() for path in tmp_path.glob("slurm_*.log"))
+    assert result.returncode == 0, result.stderr + logs
+    [run] = labeling_db.query(
+        "SELECT ophys_experiment_id, parameters_digest, "
+        "suite2p_settings->'settings'->'detection'->'threshold_scaling' AS ts "
+        "FROM segmentation_runs")
+    assert (run["ophys_experiment_id"], run["ts"]) == (FIRST_ID + 1, 0.9)
+    assert run["parameters_digest"] == entry_digest(diameter=14.0, threshold_scaling=0.9)
+    assert cli_env["LABELING_PASSWORD"] not in logs
+
+
 def test_slurm_script_outside_an_array_says_so(job_env):
     result = subprocess.run(["bash", str(SLURM_SCRIPT)], env=job_env, capture_output=True,
                             text=True, timeout=60)
@@ -150,11 +187,11 @@ def run_pbs_task(env, index):
 
 @pytest.mark.slow
 def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
-        labeling_db, job_env, tmp_path):
+        labeling_db, job_env, cli_env, tmp_path):
     credentials = tmp_path / "slapp_credentials"
     credentials.write_text(f"export LABELING_USER={shlex.quote(job_env['LABELING_USER'])}\n"
                            "export LABELING_PASSWORD="
-                           f"{shlex.quote(job_env['LABELING_PASSWORD'])}\n")
+                           f"{shlex.quote(cli_env['LABELING_PASSWORD'])}\n")
     credentials.chmod(0o600)
     env = {key: value for key, value in job_env.items()
            if key not in ("LABELING_USER", "LABELING_PASSWORD")}
@@ -165,7 +202,7 @@ def test_pbs_task_segments_its_entry_with_credentials_from_a_private_file(
     assert result.returncode == 0, result.stderr
     assert f"experiment {FIRST_ID + 3}: segmented as run" in result.stdout
     assert list(stored_runs(labeling_db)) == [FIRST_ID + 3]
-    assert job_env["LABELING_PASSWORD"] not in result.stdout + result.stderr
+    assert cli_env["LABELING_PASSWORD"] not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("change, message", [

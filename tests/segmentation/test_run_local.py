@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from slapp.segmentation.run_local import (SegmentTask, last_error_line, stop_tasks,
-                                         threads_per_worker)
+from slapp.segmentation.run_local import (SegmentTask, last_error_line, new_attempt_files,
+                                         stop_tasks, threads_per_worker)
+from slapp.segmentation.suite2p_runner import suite2p_version
 
 VERSION = "run-local-test-version"
 RUN_LOCAL = "slapp.segmentation.run_local"
@@ -36,9 +37,10 @@ def write_manifest(directory, videos, first_id=700000):
 
 
 def runs(labeling_db):
+    """Experiment -> its current run of VERSION."""
     return {row["ophys_experiment_id"]: row["id"] for row in labeling_db.query(
-        "SELECT id, ophys_experiment_id FROM segmentation_runs "
-        "WHERE ophys_segmentation_commit_hash = %s", (VERSION,))}
+        "SELECT id, ophys_experiment_id FROM segmentation_runs WHERE superseded_by IS NULL AND "
+        "ophys_segmentation_commit_hash = %s", (VERSION,))}
 
 
 @pytest.mark.slow
@@ -59,10 +61,13 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
         f"run_local: error: 1 of 3 entries failed; their logs are in "
         f"{tmp_path / 'segmentation_logs'}")
     stdout = first.stdout.splitlines()
+    logs = tmp_path / "segmentation_logs"
     assert stdout[0] == "done: 2, skipped: 0, failed: 1"
     assert stdout[1] == (
         f"failed: experiment 700001 (manifest index 1): segment: error: movie "
-        f"{missing_movie} does not exist (log: {tmp_path / 'segmentation_logs' / '1_700001.log'})")
+        f"{missing_movie} does not exist (log: {logs / 'manifest_1_700001_try1.log'})")
+    assert stdout[2] == (f"2 of 3 entries of {manifest} are done for code version {VERSION}, "
+                         f"Suite2P {suite2p_version()}, default options")
     stored = runs(labeling_db)
     assert sorted(stored) == [700000, 700002]
     report = json.loads(output.read_text())
@@ -72,7 +77,7 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     assert report["tasks"][2]["n_rois"] == labeling_db.query(
         "SELECT count(*) AS n FROM rois WHERE segmentation_run_id = %s", (stored[700002],))[0]["n"]
     for index, experiment_id in enumerate([700000, 700001, 700002]):
-        assert (tmp_path / "segmentation_logs" / f"{index}_{experiment_id}.log").stat().st_size
+        assert (logs / f"manifest_{index}_{experiment_id}_try1.log").stat().st_size
     assert list(scratch.iterdir()) == []
     assert [(row["ophys_experiment_id"], row["failure_class"], row["message"]) for row in
             labeling_db.query("SELECT * FROM segmentation_failures")] == [
@@ -84,6 +89,10 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     assert second.returncode == 1
     assert second.stdout.splitlines()[0] == "done: 0, skipped: 2, failed: 1"
     assert runs(labeling_db) == stored
+    # a second attempt has its own logs: the first attempt's Suite2P logs are kept
+    first_log = (logs / "manifest_0_700000_try1.log").read_text()
+    assert "skipped" not in first_log
+    assert "skipped, already segmented" in (logs / "manifest_0_700000_try2.log").read_text()
 
     third = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2, "--overwrite",
                     "--tmp_dir", scratch, *SYNTHETIC_CELLS, env={"TRANSFORM_HASH": VERSION})
@@ -92,6 +101,10 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     replaced = runs(labeling_db)
     assert sorted(replaced) == sorted(stored)
     assert all(replaced[experiment] != stored[experiment] for experiment in stored)
+    # the replaced runs stay, superseded by the new ones
+    assert {row["id"]: row["superseded_by"] for row in labeling_db.query(
+        "SELECT id, superseded_by FROM segmentation_runs WHERE id = ANY(%s)",
+        (list(stored.values()),))} == {stored[eid]: replaced[eid] for eid in stored}
 
 
 def start_runner_until(cli_env, manifest, scratch, ready, seconds):
@@ -169,6 +182,17 @@ def test_a_failed_task_is_summed_up_in_one_line(tmp_path, log, returncode, expec
     assert last_error_line(log_path, returncode) == expected
 
 
+def test_each_attempt_gets_its_own_log_and_two_manifests_do_not_collide(tmp_path):
+    first = new_attempt_files(tmp_path, "batch_a_3_42")
+    second = new_attempt_files(tmp_path, "batch_a_3_42")
+    other = new_attempt_files(tmp_path, "batch_b_3_42")
+
+    assert [path.name for path in (*first, *second, *other)] == [
+        "batch_a_3_42_try1.log", "batch_a_3_42_try1.json", "batch_a_3_42_try2.log",
+        "batch_a_3_42_try2.json", "batch_b_3_42_try1.log", "batch_b_3_42_try1.json"]
+    assert all(path.exists() for path in (first[0], second[0], other[0]))
+
+
 def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
     polite = ("import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
               "except KeyboardInterrupt:\n    print('cleaned up')")
@@ -176,7 +200,7 @@ def test_stopping_interrupts_each_task_and_kills_one_that_ignores_it(tmp_path):
                 "print('ready', flush=True)\ntime.sleep(60)")
     tasks = []
     for index, code in enumerate([polite, stubborn]):
-        task = SegmentTask(index, {"experiment_id": 10 + index}, tmp_path)
+        task = SegmentTask(index, {"experiment_id": 10 + index}, tmp_path, "manifest")
         task.start([sys.executable, "-c", code], dict(os.environ))
         tasks.append(task)
     while not all("ready" in task.log_path.read_text() for task in tasks):

@@ -160,7 +160,8 @@ def test_rois_carry_traces_and_the_classifier_output(segmented):
 
 
 def test_plot_written_output_reported_and_no_intermediate_files_left(segmented, movie):
-    plot = movie["directory"] / "segmentation_plots" / f"{EXPERIMENT_ID}.png"
+    plot = (movie["directory"] / "segmentation_plots"
+            / f"{EXPERIMENT_ID}_{segmented['run']['id']}.png")  # one plot per run
     assert segmented["output"]["plot_path"] == str(plot)
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert list(segmented["scratch"].iterdir()) == []
@@ -190,8 +191,10 @@ def test_rerun_is_skipped_and_writes_nothing(segmented, movie, dbconn, env, tmp_
 
 
 @pytest.mark.slow
-def test_overwrite_replaces_the_run_atomically(segmented, movie, dbconn, env, tmp_path):
+def test_overwrite_supersedes_the_run_atomically(segmented, movie, dbconn, env, tmp_path):
     old_run_id = segmented["run"]["id"]
+    old_rois = dbconn.query("SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY id",
+                            (old_run_id,))
 
     result = segment(env, movie["manifest"], "--tmp_dir", tmp_path, "--overwrite",
                      "--output_json", tmp_path / "out.json")
@@ -199,10 +202,13 @@ def test_overwrite_replaces_the_run_atomically(segmented, movie, dbconn, env, tm
     assert result.returncode == 0, result.stderr
     output = json.loads((tmp_path / "out.json").read_text())
     assert output["status"] == "segmented" and output["segmentation_run_id"] != old_run_id
-    assert dbconn.query("SELECT id FROM segmentation_runs") == [
-        {"id": output["segmentation_run_id"]}]
-    assert dbconn.query("SELECT count(*) AS n FROM rois WHERE segmentation_run_id = %s",
-                        (old_run_id,)) == [{"n": 0}]
-    assert dbconn.query("SELECT count(*) AS n FROM rois") == [{"n": output["n_rois"]}]
+    # the old run and its ROI ids stay, superseded by the new run
+    assert dbconn.query("SELECT id, superseded_by FROM segmentation_runs ORDER BY id") == [
+        {"id": old_run_id, "superseded_by": output["segmentation_run_id"]},
+        {"id": output["segmentation_run_id"], "superseded_by": None}]
+    assert dbconn.query("SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY id",
+                        (old_run_id,)) == old_rois
+    assert dbconn.query("SELECT count(*) AS n FROM rois") == [
+        {"n": output["n_rois"] + len(old_rois)}]
     assert output["n_rois"] == len(segmented["rois"])  # same movie, same settings
     assert [path.name for path in tmp_path.iterdir()] == ["out.json"]

@@ -133,7 +133,7 @@ def test_kill_during_the_database_write_leaves_no_run_and_no_roi(
 
     assert process.returncode == -signal.SIGKILL
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
-    assert not (movies.parent / "segmentation_plots" / "701.png").exists()
+    assert not list((movies.parent / "segmentation_plots").glob("701_*.png"))
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing
     assert f"_dfitpack.{SUITE2P_ERROR}" in failure["traceback"]
     assert list(tmp_path.iterdir()) == []
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
-    assert not (movies.parent / "segmentation_plots" / "703.png").exists()
+    assert not list((movies.parent / "segmentation_plots").glob("703_*.png"))
 
 
 @pytest.mark.slow
@@ -208,7 +208,7 @@ def test_movie_without_cells_is_a_run_with_zero_rois(labeling_db, run_cli, movie
 
     assert result.returncode == 0, result.stderr
     reported = json.loads(output.read_text())
-    plot = movies.parent / "segmentation_plots" / "702.png"
+    plot = movies.parent / "segmentation_plots" / f"702_{reported['segmentation_run_id']}.png"
     assert reported == {"experiment_id": 702, "status": "segmented", "n_rois": 0,
                         "segmentation_run_id": reported["segmentation_run_id"],
                         "plot_path": str(plot)}

@@ -5,9 +5,11 @@ needs the movie's fingerprint to match the stored run's. Real tiny movies,
 real Suite2P, the real labeling database, the command as a user runs it.
 """
 import json
+import os
 import shutil
 
 import pytest
+from stored_runs import insert_selection
 
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.suite2p_runner import suite2p_version
@@ -40,9 +42,15 @@ def segment(run_cli, entry, *args):
 
 
 def stored_runs(dbconn):
+    """The current runs (not superseded)."""
     return dbconn.query("SELECT id, parameters_digest, movie_fingerprint, code_label, "
                         "suite2p_settings->'settings'->'detection'->'threshold_scaling' AS ts "
-                        "FROM segmentation_runs ORDER BY id")
+                        "FROM segmentation_runs WHERE superseded_by IS NULL ORDER BY id")
+
+
+def roi_ids(dbconn, run_id):
+    return [row["id"] for row in dbconn.query(
+        "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY id", (run_id,))]
 
 
 def digest(**changes):
@@ -101,17 +109,59 @@ def test_skip_new_run_per_parameters_refusal_of_a_changed_movie_and_overwrite(
             failure["parameters_digest"], failure["manifest_index"]) == (
         EXPERIMENT_ID, "bad_input", lines[0].removeprefix("segment: error: "), digest(), 0)
 
-    # --overwrite replaces the run of that identity (and only that one)
+    # --overwrite supersedes the run of that identity (and only that one): the old run
+    # and its ROIs stay, with superseded_by naming the new run
+    old_rois = roi_ids(labeling_db, run["id"])
+    assert len(old_rois) == first_output["n_rois"]
     replaced, replaced_output = segment(run_cli, entry, "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert replaced_output["status"] == "segmented"
+    new_id = replaced_output["segmentation_run_id"]
     after = stored_runs(labeling_db)
-    assert [row["id"] for row in after] == [swept_output["segmentation_run_id"],
-                                            replaced_output["segmentation_run_id"]]
+    assert [row["id"] for row in after] == [swept_output["segmentation_run_id"], new_id]
     assert after[1]["movie_fingerprint"]["sampled_sha256"] != run["movie_fingerprint"][
         "sampled_sha256"]
+    [old] = labeling_db.query("SELECT superseded_by, superseded_at, parameters_digest "
+                              "FROM segmentation_runs WHERE id = %s", (run["id"],))
+    assert old["superseded_by"] == new_id and old["superseded_at"] is not None
+    assert old["parameters_digest"] == digest()
+    assert roi_ids(labeling_db, run["id"]) == old_rois
+    assert (entry["manifest"].parent / "segmentation_plots"
+            / f"{EXPERIMENT_ID}_{run['id']}.png").exists()
+    assert replaced_output["plot_path"] == str(
+        entry["manifest"].parent / "segmentation_plots" / f"{EXPERIMENT_ID}_{new_id}.png")
     final, final_output = segment(run_cli, entry)
     assert final.returncode == 0 and final_output["status"] == "skipped", final.stderr
+    assert final_output["segmentation_run_id"] == new_id
+
+
+@pytest.mark.slow
+def test_a_touched_movie_is_the_same_movie(labeling_db, run_cli, entry):
+    selection = insert_selection(labeling_db, [EXPERIMENT_ID])
+    document = json.loads(entry["manifest"].read_text())
+    entry["manifest"].write_text(json.dumps({"experiment_selection_id": selection, **document}))
+    first, first_output = segment(run_cli, entry)
+    assert first.returncode == 0, first.stderr
+    # the run records where it came from
+    [provenance] = labeling_db.query("SELECT experiment_selection_id, manifest_path "
+                                     "FROM segmentation_runs")
+    assert provenance == {"experiment_selection_id": selection,
+                          "manifest_path": str(entry["manifest"].resolve())}
+    before = entry["movie"].stat().st_mtime_ns
+    os.utime(entry["movie"], ns=(before + 3 * 10**9, before + 3 * 10**9))  # touch
+
+    again, again_output = segment(run_cli, entry, "--log_level", "INFO")
+
+    assert again.returncode == 0, again.stderr
+    assert again_output == {**first_output, "status": "skipped"}
+    moved = [line for line in again.stderr.splitlines() if "modification time moved" in line]
+    assert len(moved) == 1 and moved[0].startswith("INFO:"), again.stderr
+    [run] = stored_runs(labeling_db)
+    assert run["movie_fingerprint"]["mtime_ns"] == before + 3 * 10**9
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures") == [{"n": 0}]
+    # the fingerprint followed the movie: the next task says nothing about it
+    third, _ = segment(run_cli, entry, "--log_level", "INFO")
+    assert third.returncode == 0 and "modification time" not in third.stderr
 
 
 def test_a_task_on_a_missing_movie_leaves_a_failure_row_for_its_experiment(
@@ -135,13 +185,16 @@ def test_a_task_on_a_missing_movie_leaves_a_failure_row_for_its_experiment(
     assert labeling_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 0}]
 
 
-def test_a_refused_option_leaves_a_failure_row_for_its_experiment(labeling_db, run_cli, entry):
-    result, output = segment(run_cli, entry, "--threshold_scaling", -1)
+@pytest.mark.parametrize("option, message", [
+    (("--threshold_scaling", -1), "invalid input: threshold_scaling: Must be greater than 0."),
+    (("--threshhold_scaling", 0.9), "unrecognized arguments"),
+])
+def test_a_refused_option_is_printed_not_stored_as_the_entrys_failure(
+        labeling_db, run_cli, entry, option, message):
+    result, output = segment(run_cli, entry, *option)
 
     assert result.returncode == 1 and output is None
-    message = "invalid input: threshold_scaling: Must be greater than 0."
-    assert result.stderr.strip() == f"segment: error: {message}"
-    [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
-    assert (failure["ophys_experiment_id"], failure["failure_class"], failure["message"],
-            failure["parameters_digest"], failure["manifest_index"]) == (
-        EXPERIMENT_ID, "bad_input", message, None, 0)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segment: error: ") and message in lines[0]
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures") == [{"n": 0}]
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 0}]

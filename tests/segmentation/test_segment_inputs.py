@@ -11,6 +11,7 @@ import logging
 import h5py
 import numpy as np
 import pytest
+from stored_runs import insert_selection
 
 from slapp.segmentation.segment import Segment, SegmentationException
 from slapp.segmentation.suite2p_runner import Suite2pOutput, estimated_scratch_bytes
@@ -75,14 +76,32 @@ def one_error_line(result):
     return lines[0][len("segment: error: "):]
 
 
-def test_index_out_of_range(labeling_db, run_cli, workspace):
+def test_an_index_beyond_the_manifest_has_nothing_to_do(labeling_db, run_cli, workspace):
     directory, scratch, movie = workspace
     manifest = write_manifest(directory, [{"input_video": str(movie)}] * 3)
 
     result = run_segment(run_cli, manifest, 7, directory, scratch)
 
-    assert one_error_line(result) == ("manifest_index 7 is out of range: "
-                                      "the manifest has 3 entries")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"manifest_index 7: nothing to do, manifest {manifest.resolve()} has 3 entries "
+        "(indices 0-2)"]
+    assert_nothing_written(labeling_db, directory, scratch)
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures") == [{"n": 0}]
+
+
+def test_a_manifest_naming_a_selection_without_its_experiment_is_refused(
+        labeling_db, run_cli, workspace):
+    directory, scratch, movie = workspace
+    manifest = write_manifest(directory, [{"input_video": str(movie)}])
+    selection = insert_selection(labeling_db, [2000])
+    document = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({"experiment_selection_id": selection, **document}))
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch)
+
+    assert one_error_line(result) == (f"experiment selection {selection} does not hold "
+                                      "experiment 1000")
     assert_nothing_written(labeling_db, directory, scratch)
 
 

@@ -20,6 +20,8 @@ from contextlib import closing
 import numpy as np
 import pytest
 
+from stored_runs import insert_selection
+
 from slapp import embedded
 from slapp.segmentation import store
 from slapp.segmentation.plot import outline_overlay, render_roi_plot
@@ -160,7 +162,7 @@ def test_other_code_versions_parameters_and_experiments_are_separate_runs(labeli
     assert store.find_run(labeling_db, 850517344, VERSION, "c" * 64) == skipped(sweep, 2)
 
 
-def test_overwrite_replaces_the_run_and_its_rois(labeling_db):
+def test_overwrite_supersedes_the_run_and_keeps_its_rois(labeling_db):
     old = store.write_run(labeling_db, run_values(), lambda: iter(make_rois(4)[0]))
     other = store.write_run(labeling_db, run_values(version="another"),
                             lambda: iter(make_rois(2)[0]))
@@ -175,12 +177,24 @@ def test_overwrite_replaces_the_run_and_its_rois(labeling_db):
     assert new.status == store.SEGMENTED and new.n_rois == 3
     assert new.movie_fingerprint == changed_movie
     assert new.segmentation_run_id not in (old.segmentation_run_id, other.segmentation_run_id)
-    assert stored_rois(labeling_db, old.segmentation_run_id) == []
+    # the old run and its ROIs stay, superseded by the new run; only it was touched
+    assert len(stored_rois(labeling_db, old.segmentation_run_id)) == 4
     assert len(stored_rois(labeling_db, other.segmentation_run_id)) == 2
     assert len(stored_rois(labeling_db, swept.segmentation_run_id)) == 1
-    assert table_counts(labeling_db) == {"runs": 3, "rois": 6}
-    assert store.find_run(labeling_db, 850517344, VERSION, DIGEST).movie_fingerprint == \
-        changed_movie
+    assert table_counts(labeling_db) == {"runs": 4, "rois": 10}
+    assert {row["id"]: row["superseded_by"] for row in labeling_db.query(
+        "SELECT id, superseded_by FROM segmentation_runs")} == {
+        old.segmentation_run_id: new.segmentation_run_id, other.segmentation_run_id: None,
+        swept.segmentation_run_id: None, new.segmentation_run_id: None}
+    found = store.find_run(labeling_db, 850517344, VERSION, DIGEST)
+    assert (found.segmentation_run_id, found.movie_fingerprint) == (new.segmentation_run_id,
+                                                                    changed_movie)
+    # a second overwrite supersedes the new run in turn
+    newest = store.write_run(labeling_db, run_values(), lambda: iter(make_rois(1)[0]),
+                             overwrite=True)
+    assert labeling_db.query("SELECT superseded_by FROM segmentation_runs WHERE id = %s",
+                             (new.segmentation_run_id,)) == [
+        {"superseded_by": newest.segmentation_run_id}]
 
 
 def test_a_bad_roi_midway_leaves_no_run_and_no_roi(labeling_db):
@@ -212,7 +226,9 @@ def test_every_column_of_a_run_is_stored_and_the_write_time_added(labeling_db):
     extra = {"code_label": "slapp 0.1.0 (git 56adc0c)", "frame_source": "hdf5_stream",
              "stage_seconds": {"read_and_bin": 1.25, "detection": 3.5},
              "peak_rss_bytes": 2 ** 33, "scratch_bytes": 12345, "scheduler_job_id": "4242",
-             "scheduler_task_id": "7"}
+             "scheduler_task_id": "7",
+             "experiment_selection_id": insert_selection(labeling_db, [850517344]),
+             "manifest_path": "/batches/one/manifest.json"}
 
     stored = store.write_run(labeling_db, run_values(**extra), lambda: iter(make_rois(2)[0]))
 

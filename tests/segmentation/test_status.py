@@ -5,12 +5,17 @@ code version is pinned with ``TRANSFORM_HASH`` so that edits other engineers
 make to the package while the test runs do not change what counts as done.
 """
 import dataclasses
+import datetime
 import json
+import sys
 from pathlib import Path
 
 import psycopg2.extras
 import pytest
 
+from slapp.db.runs import EntryState, Failure, Run, RunParameters
+from slapp.segmentation.resubmit import (PASSED_VARIABLES, PBS_SCRIPT, SLURM_SCRIPT,
+                                         resubmission)
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.status import entry_statuses, report_lines
 from slapp.segmentation.suite2p_runner import build_suite2p_inputs, jsonable, suite2p_version
@@ -78,10 +83,15 @@ def test_status_reports_each_entry_and_resubmits_only_the_missing(
     assert lines[5] == ("3  850517368  missing  "
                         "(segmented only by another code version: a-newer-version)")
     assert lines[6] == "2 done, 0 failed, 2 missing"
-    assert f"qsub -t 1,3 -v MANIFEST={manifest} suite2p_array_job_example.pbs" in result.stdout
-    assert "#PBS -t 1,3" in result.stdout
-    assert (f"sbatch --array=1,3 --export=ALL,MANIFEST={manifest} "
-            "suite2p_array_job_example.slurm") in result.stdout
+    assert lines[7] == "resubmit the 2 missing entries:"
+    variables = f"MANIFEST={manifest},SLAPP_PYTHON={sys.executable}"
+    assert lines[8].startswith(f"  SLURM:   sbatch --array=1,3 --export={variables},PATH,")
+    assert lines[8].endswith(f" {SLURM_SCRIPT}")
+    assert lines[9].startswith(f"  Torque:  qsub -t 1,3 -v {variables},PATH,")
+    assert lines[9].endswith(f" {PBS_SCRIPT}")
+    assert lines[10].startswith(f"  PBS Pro: qsub -v {variables},SLAPP_MANIFEST_INDEX=1,PATH,")
+    assert lines[11].startswith(f"           qsub -v {variables},SLAPP_MANIFEST_INDEX=3,PATH,")
+    assert "LABELING_PASSWORD" not in result.stdout and "ALL" not in result.stdout
 
     report = json.loads(output.read_text())
     assert report["code_version"] == VERSION
@@ -159,11 +169,16 @@ def test_help_lists_every_option(run_cli):
         assert option in result.stdout
 
 
-def test_one_missing_entry_is_named_in_the_singular(tmp_path):
-    statuses = entry_statuses([{"experiment_id": 5, "nbinned": NBINNED}], {}, {}, VERSION,
-                              DEFAULTS, suite2p_version())
+PARAMETERS = RunParameters(VERSION, DEFAULTS, "1.1.0")
 
-    lines = report_lines(statuses, {"missing": "0", "failed": None, "transient": None},
+
+def test_one_missing_entry_is_named_in_the_singular(tmp_path):
+    state = EntryState(0, 5, "missing", "digest", None, None, [], [])
+    statuses = entry_statuses([state], PARAMETERS, [NBINNED])
+
+    lines = report_lines(statuses, {"missing": resubmission([0], tmp_path / "m.json",
+                                                            PARAMETERS),
+                                    "failed": None, "transient": None},
                          tmp_path / "m.json", VERSION)
 
     assert lines[1:4] == ["0  5  missing", "0 done, 0 failed, 1 missing",
@@ -221,6 +236,7 @@ def test_failed_entries_show_class_and_message_and_get_their_own_array_specs(
     assert ("resubmit the 2 entries that failed for a transient reason (killed, out of "
             "memory, database unreachable):") in text
     assert "qsub -t 1,3 " in text and "sbatch --array=1,3 " in text
+    assert "qsub -J 1-3 " in text and "qsub -J 4-5 " in text
     report = json.loads(output.read_text())
     assert (report["n_done"], report["n_failed"], report["n_missing"]) == (1, 3, 2)
     assert (report["array_spec"], report["failed_array_spec"],
@@ -247,23 +263,18 @@ def test_status_asks_about_the_parameters_given(labeling_db, run_cli, tmp_path):
     assert lines[3].endswith(": threshold_scaling 0.75)")
 
 
-def test_a_failure_after_the_run_is_noted_and_one_before_it_is_history(tmp_path):
-    import datetime
-
+def test_a_failure_after_the_run_is_noted(tmp_path):
     def at(minute):
         return datetime.datetime(2026, 11, 30, 12, minute, tzinfo=datetime.timezone.utc)
-    digest = parameters_digest(DEFAULTS, NBINNED, suite2p_version())
-    manifest = [{"experiment_id": experiment, "nbinned": NBINNED} for experiment in (1, 2)]
-    runs = {experiment: [{"id": experiment, "ophys_segmentation_commit_hash": VERSION,
-                          "parameters_digest": digest, "created_at": at(10), "n_rois": 3}]
-            for experiment in (1, 2)}
-    failures = {1: [{"parameters_digest": digest, "failure_class": "bad_input",
-                     "message": "movie /m.h5 changed since run 1 was made from it",
-                     "created_at": at(20)}],
-                2: [{"parameters_digest": None, "failure_class": "killed",
-                     "message": "killed by SIGTERM", "created_at": at(5)}]}
 
-    statuses = entry_statuses(manifest, runs, failures, VERSION, DEFAULTS, suite2p_version())
+    def run(run_id):
+        return Run(run_id, run_id, VERSION, "digest", at(10), 3, 3, 4.0, None, None, None, {})
+    failure = Failure(1, at(20), "bad_input", "movie /m.h5 changed since run 1 was made from it",
+                      "/m.json", 0, "node1", None, None, "digest")
+    states = [EntryState(0, 1, "done", "digest", run(1), failure, [], []),
+              EntryState(1, 2, "done", "digest", run(2), None, [], [])]
+
+    statuses = entry_statuses(states, PARAMETERS, [NBINNED, NBINNED])
     lines = report_lines(statuses, {"missing": None, "failed": None, "transient": None},
                          tmp_path / "m.json", VERSION)
 
@@ -272,3 +283,30 @@ def test_a_failure_after_the_run_is_noted_and_one_before_it_is_history(tmp_path)
                         "failed, bad_input: movie /m.h5 changed since run 1 was made from it "
                         "(2026-11-30T12:20:00+00:00)")
     assert lines[2] == "1  2  done     run 2, 3 ROIs, 2026-11-30T12:10:00+00:00"
+
+
+def test_a_sweep_is_resubmitted_with_its_options(labeling_db, run_cli, cli_env, tmp_path):
+    manifest = write_manifest(tmp_path, [301, 302, 303, 304])
+    swept = dataclasses.replace(DEFAULTS, threshold_scaling=0.9)
+    insert_run(labeling_db, 301, VERSION, n_rois=2, options=swept)
+    insert_run(labeling_db, 302, VERSION, n_rois=2)  # the defaults: not the sweep's run
+    output = tmp_path / "status.json"
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--threshold_scaling", 0.9, "--output_json", output, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    commands = json.loads(output.read_text())["resubmit_commands"]["missing"]
+    [slurm], [torque] = commands["SLURM"], commands["Torque"]
+    assert slurm.startswith("sbatch --array=1-3 --export=MANIFEST=")
+    assert slurm.endswith(f" {SLURM_SCRIPT} --threshold_scaling 0.9")
+    assert torque.startswith("qsub -t 1-3 -v MANIFEST=")
+    assert torque.endswith(f" -F '--threshold_scaling 0.9' {PBS_SCRIPT}")
+    named = ",".join(name for name in PASSED_VARIABLES if {**cli_env, **PINNED}.get(name))
+    assert "LABELING_USER" in named and "TRANSFORM_HASH" in named
+    assert commands["PBS Pro"] == [
+        f"qsub -J 1-3 -v 'MANIFEST={manifest},SLAPP_PYTHON={sys.executable},"
+        f"SEGMENT_OPTIONS=--threshold_scaling 0.9,{named}' {PBS_SCRIPT}"]
+    for command in (slurm, torque, *commands["PBS Pro"]):
+        assert command in result.stdout
+        assert "0.9" in command
