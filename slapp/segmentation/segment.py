@@ -365,11 +365,11 @@ class Segment(ArgSchemaParser):
         scratch.remove_stale_directories(tmp_dir, current_task())
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
-        check_frame_count(movie_path, shape[0], entry["nbinned"])
         plot_dir = plot_dir.resolve()
         selection_id = document["experiment_selection_id"]
         if selection_id is not None:  # a manifest naming another database's selection
             check_selection_holds(label_dbconn, selection_id, experiment_id)
+        check_frame_count(movie_path, shape[0], entry["nbinned"])
         version = code_version()
         logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s, "
                     "parameters %s", experiment_id, movie_path, *shape, entry["nbinned"],
