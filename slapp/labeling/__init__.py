@@ -1,0 +1,1 @@
+"""Step 4: labeling jobs and the artifacts a labeler looks at."""
