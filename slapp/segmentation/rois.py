@@ -9,7 +9,6 @@ with thousands of ROIs and 100,000-frame traces is never held in memory at once.
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from slapp.errors import SlappError
@@ -96,6 +95,8 @@ def solidity(rows: np.ndarray, cols: np.ndarray) -> float:
     -------
     float
     """
+    import cv2  # OpenCV comes with Suite2P, which only the segmentation step installs
+
     top, left = int(rows.min()), int(cols.min())
     hull_image = np.zeros((int(rows.max()) - top + 1, int(cols.max()) - left + 1), np.uint8)
     points = np.column_stack([cols - left, rows - top]).astype(np.int32)

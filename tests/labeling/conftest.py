@@ -1,0 +1,49 @@
+"""A synthetic movie and a run of its ground-truth cells, stored without Suite2P."""
+import numpy as np
+import pytest
+from stored_runs import insert_run
+
+from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
+
+# 96 x 96 px: ROIs near the edges get padded 128 x 128 crops; 620 frames = 20 s at 31 Hz.
+MOVIE_SPEC = MovieSpec(nframes=620, height=96, width=96, ncells=8, seed=1)
+EXPERIMENT_ID = 850517344
+
+
+@pytest.fixture(scope="session")
+def movie(tmp_path_factory):
+    """The movie's path and its ground-truth masks (ncells, height, width)."""
+    path = tmp_path_factory.mktemp("labeling_movie") / "motion_corrected_video.h5"
+    truth = read_ground_truth(write_movie(path, MOVIE_SPEC))
+    return path, truth
+
+
+def mask_traces(path, masks):
+    """Each mask's weighted mean of every frame: a trace with the movie's real transients."""
+    import h5py
+    with h5py.File(path, "r") as movie:
+        frames = movie["data"][:].astype(np.float32)
+    weights = masks.reshape(len(masks), -1)
+    return (frames.reshape(len(frames), -1) @ weights.T / weights.sum(axis=1)).T
+
+
+@pytest.fixture
+def truth_run(labeling_db, movie):
+    """A run (without images, as runs stored before segment kept them) whose ROIs are the
+    movie's ground-truth cells, with traces measured in the movie."""
+    path, truth = movie
+    masks = [(*np.nonzero(mask), mask[np.nonzero(mask)].astype(np.float32)) for mask in truth]
+    run_id = insert_run(labeling_db, EXPERIMENT_ID, masks, nframes=MOVIE_SPEC.nframes,
+                        video_shape=(MOVIE_SPEC.height, MOVIE_SPEC.width),
+                        source_video_path=str(path))
+    traces = mask_traces(path, truth)
+    roi_ids = [row["id"] for row in labeling_db.query(
+        "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index",
+        (run_id,))]
+    labeling_db.bulk_insert([
+        ("UPDATE rois SET trace = %s, neuropil_trace = %s, centroid_row = %s, "
+         "centroid_col = %s WHERE id = %s",
+         (trace.tolist(), np.zeros_like(trace).tolist(), float(np.average(rows, weights=w)),
+          float(np.average(cols, weights=w)), roi_id))
+        for roi_id, trace, (rows, cols, w) in zip(roi_ids, traces, masks)])
+    return run_id, roi_ids
