@@ -4,6 +4,13 @@
 
     python -m slapp.labeling.create_job --name pilot --segmentation_run_ids 3 4 7 \\
         --sampling stratified --n_rois 300 --labels_per_roi 3 --random_seed 1
+    python -m slapp.labeling.create_job --name batch1 --manifest_json manifest.json
+    python -m slapp.labeling.create_job --name batch1 --experiment_selection_id 2
+
+The runs are given by id, or as the runs that count (:mod:`slapp.db.runs`) for the
+entries of a segmentation manifest (with the Suite2P options ``segment`` was run
+with, as ``status`` takes them) or for the experiments of a selection; entries
+without such a run are left out, and said so.
 
 writes one ``labeling_jobs`` row and one ``labeling_tasks`` row per drawn ROI (in
 one transaction), prints the job's id, and with ``--output_json`` writes
@@ -15,27 +22,40 @@ Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD`` (and
 """
 import sys
 import warnings
+from pathlib import Path
 
 import argschema
 import marshmallow as mm
 
-from slapp.labeling.jobs import create_job
+from slapp.db.runs import (RunParameters, RunParametersSchema, counted_runs,
+                           counted_runs_of_selection)
+from slapp.labeling.jobs import LabelingJobException, create_job
 from slapp.labeling.sampling import SAMPLINGS
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 
-class CreateJobSchema(argschema.ArgSchema):
+SOURCES = ("segmentation_run_ids", "manifest_json", "experiment_selection_id")
+
+
+class CreateJobSchema(argschema.ArgSchema, RunParametersSchema):
     name = mm.fields.Str(
         required=True, validate=mm.validate.Length(min=1),
         metadata={"description": "the job's unique name: asking again with the same name "
                                  "and inputs finds the job instead of drawing another"})
     segmentation_run_ids = argschema.fields.List(
-        mm.fields.Int(validate=mm.validate.Range(min=1)), required=True,
-        validate=mm.validate.Length(min=1),
+        mm.fields.Int(validate=mm.validate.Range(min=1)), validate=mm.validate.Length(min=1),
         metadata={"description": "segmentation_runs.id of the runs whose ROIs are drawn "
                                  "from, space-separated"})
+    manifest_json = argschema.fields.InputFile(
+        metadata={"description": "instead of run ids: the runs that count for this "
+                                 "segmentation manifest's entries, under the Suite2P "
+                                 "options given (segment's defaults unless changed)"})
+    experiment_selection_id = mm.fields.Int(
+        validate=mm.validate.Range(min=1),
+        metadata={"description": "instead of run ids: the runs that count for this "
+                                 "selection's experiments, under the Suite2P options given"})
     sampling = mm.fields.Str(
         dump_default="all", load_default="all", validate=mm.validate.OneOf(SAMPLINGS),
         metadata={"description": "which ROIs: all, random, stratified (equal numbers from "
@@ -64,6 +84,13 @@ class CreateJobSchema(argschema.ArgSchema):
                                  "bins) and show confident and doubtful ROIs of each class"})
 
 
+    @mm.validates_schema
+    def one_source(self, data, **kwargs):
+        if sum(name in data for name in SOURCES) != 1:
+            raise mm.ValidationError("give --segmentation_run_ids, --manifest_json or "
+                                     "--experiment_selection_id")
+
+
 class CreateJobOutputSchema(mm.Schema):
     labeling_job_id = mm.fields.Int(required=True)
     n_tasks = mm.fields.Int(required=True,
@@ -75,6 +102,31 @@ class CreateJob(argschema.ArgSchemaParser):
 
     default_schema = CreateJobSchema
     default_output_schema = CreateJobOutputSchema
+
+    def _runs(self, label_dbconn: DbConnection) -> tuple[list[int], dict | None]:
+        """The runs asked for, and where they came from (None for run ids)."""
+        args = self.args
+        if "segmentation_run_ids" in args:
+            return args["segmentation_run_ids"], None
+        parameters = RunParameters.from_args(args)
+        if "manifest_json" in args:
+            source = {"manifest_json": str(Path(args["manifest_json"]).resolve())}
+            runs = counted_runs(label_dbconn, args["manifest_json"], parameters)
+        else:
+            source = {"experiment_selection_id": args["experiment_selection_id"]}
+            runs = list(counted_runs_of_selection(
+                label_dbconn, args["experiment_selection_id"], parameters).values())
+        source["parameters"] = parameters.description()
+        what = next(iter(source.items()))
+        done = [run_id for run_id in runs if run_id is not None]
+        if not done:
+            raise LabelingJobException(
+                f"no entry of {what[0]} {what[1]} has a run for this code version and "
+                f"{parameters.description()}: nothing to label")
+        if len(done) < len(runs):
+            print(f"{len(runs) - len(done)} of {len(runs)} entries of {what[0]} {what[1]} "
+                  f"have no run for these parameters: left out")
+        return done, source
 
     def run(self, label_dbconn: DbConnection) -> dict:
         """Create or find the job, print its id, write the output JSON.
@@ -90,9 +142,10 @@ class CreateJob(argschema.ArgSchemaParser):
             ``labeling_job_id`` and ``n_tasks``.
         """
         args = self.args
-        outcome = create_job(label_dbconn, args["name"], args["segmentation_run_ids"],
-                             args["sampling"], args["n_rois"], args["labels_per_roi"],
-                             args["random_seed"], args["strata"])
+        run_ids, source = self._runs(label_dbconn)
+        outcome = create_job(label_dbconn, args["name"], run_ids, args["sampling"],
+                             args["n_rois"], args["labels_per_roi"], args["random_seed"],
+                             args["strata"], source)
         if outcome.created:
             print(f"labeling job {outcome.labeling_job_id} {args['name']!r}: "
                   f"{outcome.n_tasks} ROIs drawn ({args['sampling']}), "

@@ -126,3 +126,54 @@ def test_runs_without_rois_make_no_job(labeling_db):
     with pytest.raises(LabelingJobException, match="no ROI"):
         create_job(labeling_db, "empty", [run_id], "all", None, 3, 0, 4)
     assert labeling_db.query("SELECT count(*) AS n FROM labeling_jobs")[0]["n"] == 0
+
+
+def _counted_run(dbconn, experiment_id, nbinned, seed):
+    from slapp.db.runs import RunParameters
+    parameters = RunParameters.defaults()
+    return insert_run(dbconn, experiment_id, random_masks(np.random.default_rng(seed), SHAPE, 5),
+                      video_shape=SHAPE, seed=seed, nbinned=nbinned,
+                      ophys_segmentation_commit_hash=parameters.code_version,
+                      parameters_digest=parameters.digest(nbinned))
+
+
+def test_a_manifest_gives_its_counted_runs(labeling_db, run_cli, tmp_path):
+    counted = _counted_run(labeling_db, 111, 7, 1)
+    insert_run(labeling_db, 111, random_masks(np.random.default_rng(2), SHAPE, 4),
+               video_shape=SHAPE, seed=2)  # other code version and parameters: not counted
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"manifest": [
+        {"experiment_id": 111, "nbinned": 7, "input_video": "/m/111.h5", "log_level": "INFO"},
+        {"experiment_id": 222, "nbinned": 7, "input_video": "/m/222.h5", "log_level": "INFO"}]}))
+    result = run_cli("slapp.labeling.create_job", "--name", "batch", "--manifest_json",
+                     manifest, "--output_json", tmp_path / "out.json")
+    assert result.returncode == 0, result.stderr
+    assert "1 of 2 entries of manifest_json" in result.stdout
+    assert json.loads((tmp_path / "out.json").read_text())["n_tasks"] == 5
+    job = labeling_db.query("SELECT segmentation_run_ids, inputs FROM labeling_jobs")[0]
+    assert job["segmentation_run_ids"] == [counted]
+    assert job["inputs"]["source"]["manifest_json"] == str(manifest.resolve())
+    other = run_cli("slapp.labeling.create_job", "--name", "batch2", "--manifest_json",
+                    manifest, "--threshold_scaling", 0.9)
+    assert other.returncode == 1 and "nothing to label" in other.stderr
+
+
+def test_a_selection_gives_its_counted_runs(labeling_db, run_cli):
+    from stored_runs import insert_selection
+    selection = insert_selection(labeling_db, [111, 222])
+    runs = [_counted_run(labeling_db, experiment, 9, seed)
+            for seed, experiment in enumerate((111, 222), 3)]
+    result = run_cli("slapp.labeling.create_job", "--name", "sel", "--experiment_selection_id",
+                     selection, "--sampling", "all")
+    assert result.returncode == 0, result.stderr
+    job = labeling_db.query("SELECT segmentation_run_ids FROM labeling_jobs")[0]
+    assert job["segmentation_run_ids"] == sorted(runs)
+    assert len(_tasks(labeling_db, 1)) == 10
+
+
+def test_exactly_one_source_of_runs(labeling_db, run_cli, tmp_path):
+    result = run_cli("slapp.labeling.create_job", "--name", "x", "--segmentation_run_ids", 1,
+                     "--experiment_selection_id", 1)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "give --segmentation_run_ids, --manifest_json or --experiment_selection_id" in (
+        result.stderr)
