@@ -16,7 +16,8 @@
    nothing is redone, and sums the bytes written per ROI.
 
 Every phase is printed with the movie's size and seed. ``--stop_after segment``
-prepares the movie and the run only. ``--delete`` removes the work directory at the
+prepares the movie and the run only. ``--montage PNG`` draws the artifacts of the
+ROI with the highest cell probability (the picture in ``docs/labeling_artifacts.rst``). ``--delete`` removes the work directory at the
 end (the movie is ~2 bytes per pixel per frame: 21 GB at 512 x 512 x 40,000).
 """
 import argparse
@@ -89,6 +90,68 @@ def artifacts(work: Path, run_id: int, env: dict, workers: int) -> dict:
                     env)
 
 
+def draw_montage(line: dict, path: Path) -> None:
+    """One ROI's artifacts side by side: the crops, the mask, the outlines, the clip's
+    middle frame, and the trace JSON on its time axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import av
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    with av.open(line["video-source-ref"]) as container:
+        frames = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
+    trace = json.loads(Path(line["trace-source-ref"]).read_text())
+    panels = [("max-source-ref", "max projection"), ("avg-source-ref", "mean image"),
+              ("correlation-source-ref", "correlation image"), ("roi-mask-source-ref", "mask"),
+              ("source-ref", "outline, 10 um bar")]
+    figure = plt.figure(figsize=(13, 5.2), dpi=100)
+    grid = figure.add_gridspec(2, 6, height_ratios=[1, 1.1])
+    for column, (key, title) in enumerate(panels):
+        axes = figure.add_subplot(grid[0, column])
+        axes.imshow(np.asarray(Image.open(line[key]).convert("L")), cmap="gray", vmin=0,
+                    vmax=255)
+        axes.set_title(title, fontsize=9)
+        axes.axis("off")
+    axes = figure.add_subplot(grid[0, 5])
+    axes.imshow(frames[len(frames) // 2], cmap="gray", vmin=0, vmax=255)
+    axes.set_title(f"clip, frame {len(frames) // 2 + 1} of {len(frames)}", fontsize=9)
+    axes.axis("off")
+    axes = figure.add_subplot(grid[1, 0:2])
+    axes.imshow(np.asarray(Image.open(line["full-outline-source-ref"]).convert("L")),
+                cmap="gray", vmin=0, vmax=255)
+    axes.set_title("full-field outline, 40 um bar", fontsize=9)
+    axes.axis("off")
+    axes = figure.add_subplot(grid[1, 2:6])
+    times = trace["pointStart"] + trace["pointInterval"] * np.arange(trace["dataLength"])
+    axes.plot(times, trace["trace"], color="black", linewidth=1)
+    axes.axvline(times[len(frames) // 2], color="tab:red", linewidth=0.8)
+    axes.set_xlabel("seconds from the movie's start")
+    axes.set_ylabel("F (Suite2P int16 units)")
+    axes.set_title(f"trace JSON: {trace['dataLength']} points, one per clip frame "
+                   f"({1 / trace['pointInterval']:.2f} per s); red: the frame above",
+                   fontsize=9)
+    figure.suptitle(f"experiment {line['experiment-id']}, ROI {line['roi-id']}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def montage(work: Path, env: dict, run_id: int, path: Path) -> None:
+    from slapp.utils.query_utils import DbConnection
+
+    credentials = {"user": env["LABELING_USER"], "password": env["LABELING_PASSWORD"],
+                   "host": env["LABELING_HOST"], "port": int(env["LABELING_PORT"]),
+                   "database": env["LABELING_DATABASE"]}
+    with DbConnection(**credentials) as dbconn:
+        roi_id = dbconn.query("SELECT id FROM rois WHERE segmentation_run_id = %s "
+                              "ORDER BY cell_probability DESC, id LIMIT 1", (run_id,))[0]["id"]
+    lines = [json.loads(line) for line in (work / "manifest.jsonl").read_text().splitlines()]
+    draw_montage(next(line for line in lines if line["roi-id"] == roi_id), path)
+    print(f"montage of ROI {roi_id}: {path}")
+
+
 def tree_bytes(path: Path) -> int:
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
@@ -102,6 +165,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--stop_after", choices=("segment", "artifacts"), default="artifacts")
     parser.add_argument("--delete", action="store_true")
+    parser.add_argument("--montage", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
     from slapp import embedded
@@ -136,6 +200,8 @@ def main() -> None:
               f"{written / 2 ** 20:.1f} MiB written, {written / max(seg['n_rois'], 1) / 1024:.0f}"
               f" KiB per ROI (full-field video included); again: wall {again['wall']:.1f} s, "
               f"peak RSS {again['rss_mib']:.0f} MiB", flush=True)
+        if args.montage:
+            montage(work, env, seg["segmentation_run_id"], args.montage.absolute())
     finally:
         server.stop()
         if args.delete:

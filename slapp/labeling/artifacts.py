@@ -29,7 +29,11 @@ the movie by the mean image's ``movie_quantiles``, each projection by its own
 ``segmentation_images`` (stored by ``segment``); a run stored before has them
 computed from its movie first (one extra streamed pass) and stored with
 ``computed_by = 'artifacts'``. Each run's movie is then streamed once for all its
-ROIs, never held in memory; runs are processed ``--workers`` at a time.
+ROIs, never held in memory: a process holds a few blocks of a few hundred frames,
+the uint8 crops of the clips that the current frame falls in (each clip is encoded
+once its last frame has passed), one ROI's trace at a time and the run's images,
+whatever the movie's length. Runs are processed ``--workers`` at a time, each in
+its own process.
 
 Each ROI gets a ``roi_manifests`` row: the manifest with the original's keys
 (``experiment-id``, ``roi-id``, ``source-ref`` (the outline),
@@ -117,7 +121,7 @@ SET manifest = EXCLUDED.manifest, artifact_dir = EXCLUDED.artifact_dir,
     parameters = EXCLUDED.parameters, created_at = now()
 """
 # ROIs read from the database at a time: their traces are the large part.
-_ROI_BATCH = 64
+_ROI_BATCH = 16
 
 
 class ArtifactsException(SlappError):
@@ -282,12 +286,17 @@ def clip_span(peak: int, clip_bins: int, nbins: int) -> tuple[int, int]:
 
 
 class _Clip:
-    """One ROI's clip: its bins, window and writer (opened when the stream reaches it)."""
+    """One ROI's clip: its bins and window, and its frames while the stream passes them.
+
+    The frames are kept as uint8 crops until the clip's last one has passed and then
+    encoded at once: a crop buffer (16 KiB a frame at 128 x 128) is far smaller than
+    an open VP9 encoder (~9 MiB), and many clips overlap in time.
+    """
 
     def __init__(self, roi_id: int, start: int, stop: int, window: render.Window, path: Path):
         self.roi_id, self.start, self.stop = roi_id, start, stop
         self.window, self.path = window, path
-        self.writer: WebmWriter | None = None
+        self.frames: np.ndarray | None = None
 
 
 def make_run_artifacts(credentials: dict, segmentation_run_id: int, roi_ids: list[int],
@@ -437,10 +446,9 @@ class _RunArtifacts:
         height, width = self.run["video_shape"]
         pending = sorted(clips, key=lambda clip: clip.start)
         active: list[_Clip] = []
-        full = WebmWriter(self.full_video, (height, width), self.clip_rate / self.full_factor,
-                          self.settings["webm_quality"])
-        crop = tuple(self.settings["crop_shape"])
-        try:
+        quality, crop = self.settings["webm_quality"], tuple(self.settings["crop_shape"])
+        with WebmWriter(self.full_video, (height, width), self.clip_rate / self.full_factor,
+                        quality) as full:
             for block in stream_blocks(Path(self.run["source_video_path"]), self.clip_bin,
                                        self.full_factor):
                 whole = len(block.binned) // self.full_factor * self.full_factor
@@ -451,20 +459,17 @@ class _RunArtifacts:
                     index = block.first_bin + offset
                     while pending and pending[0].start == index:
                         clip = pending.pop(0)
-                        clip.writer = WebmWriter(clip.path, crop, self.clip_rate,
-                                                 self.settings["webm_quality"])
+                        clip.frames = np.empty((clip.stop - clip.start, *crop), np.uint8)
                         active.append(clip)
                     for clip in active:
-                        clip.writer.write(render.normalize(clip.window.crop(frame), cutoffs))
+                        clip.frames[index - clip.start] = render.normalize(
+                            clip.window.crop(frame), cutoffs)
                     for clip in [clip for clip in active if clip.stop == index + 1]:
-                        clip.writer.close()
+                        with WebmWriter(clip.path, crop, self.clip_rate, quality) as writer:
+                            for clip_frame in clip.frames:
+                                writer.write(clip_frame)
+                        clip.frames = None
                         active.remove(clip)
-            full.close()
-        except BaseException:
-            full.abort()
-            for clip in active:
-                clip.writer.abort()
-            raise
 
     def _store(self, rows: list, manifests: dict, parameters: dict) -> None:
         values = []
