@@ -18,6 +18,8 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
+    # labeling artifacts (slapp.labeling.artifacts): VP9 WebM clips, PNGs, outlines
+    "labeling": ["av>=14,<19", "pillow>=10,<14", "opencv-python-headless>=4.8,<6"],
     "test": ["pytest>=8,<10"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
