@@ -27,15 +27,14 @@ def mask_traces(path, masks):
     return (frames.reshape(len(frames), -1) @ weights.T / weights.sum(axis=1)).T
 
 
-@pytest.fixture
-def truth_run(labeling_db, movie):
+def insert_truth_run(labeling_db, movie, experiment_id=EXPERIMENT_ID, seed=0):
     """A run (without images, as runs stored before segment kept them) whose ROIs are the
-    movie's ground-truth cells, with traces measured in the movie."""
+    movie's ground-truth cells, with traces measured in the movie; (run id, ROI ids)."""
     path, truth = movie
     masks = [(*np.nonzero(mask), mask[np.nonzero(mask)].astype(np.float32)) for mask in truth]
-    run_id = insert_run(labeling_db, EXPERIMENT_ID, masks, nframes=MOVIE_SPEC.nframes,
+    run_id = insert_run(labeling_db, experiment_id, masks, nframes=MOVIE_SPEC.nframes,
                         video_shape=(MOVIE_SPEC.height, MOVIE_SPEC.width),
-                        source_video_path=str(path))
+                        source_video_path=str(path), seed=seed)
     traces = mask_traces(path, truth)
     roi_ids = [row["id"] for row in labeling_db.query(
         "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index",
@@ -47,3 +46,9 @@ def truth_run(labeling_db, movie):
           float(np.average(cols, weights=w)), roi_id))
         for roi_id, trace, (rows, cols, w) in zip(roi_ids, traces, masks)])
     return run_id, roi_ids
+
+
+@pytest.fixture
+def truth_run(labeling_db, movie):
+    """See :func:`insert_truth_run`."""
+    return insert_truth_run(labeling_db, movie)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPERIMENT_ID, MOVIE_SPEC
+from conftest import EXPERIMENT_ID, MOVIE_SPEC, insert_truth_run
 from PIL import Image
 
 from slapp.labeling import render
@@ -209,3 +209,22 @@ def test_an_unknown_job_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp
     assert result.returncode == 1
     assert result.stderr.strip() == "artifacts: error: there is no labeling job named 'nope'"
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_are_made_in_parallel_workers(labeling_db, movie, run_cli, tmp_path):
+    runs = [insert_truth_run(labeling_db, movie, EXPERIMENT_ID + index, seed=index)[0]
+            for index in range(2)]
+    create_job(labeling_db, "two", runs, "all", None, 3, 0, 4)
+    n_rois = 2 * len(movie[1])
+    result = run_cli("slapp.labeling.artifacts", "--labeling_job", "two", "--output_dir",
+                     tmp_path, "--workers", 2, "--output_manifest", tmp_path / "m.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert f"{n_rois} ROIs of 2 run(s)" in result.stdout and f"{n_rois} made" in result.stdout
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert len(lines) == n_rois
+    assert {line["experiment-id"] for line in lines} == {EXPERIMENT_ID, EXPERIMENT_ID + 1}
+    assert {Path(line["full-video-source-ref"]).parent.name.split("_")[1]
+            for line in lines} == {str(run) for run in runs}
+    for line in lines:
+        assert decoded_frame_count(Path(line["video-source-ref"])) == json.loads(
+            Path(line["trace-source-ref"]).read_text())["dataLength"]
