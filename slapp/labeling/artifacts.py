@@ -256,6 +256,11 @@ def _manifest(experiment_id: int, roi_id: int, paths: dict, full_video: Path) ->
             CORRELATION_KEY: refs[CORRELATION_KEY]}
 
 
+def in_manifest_order(manifest: dict) -> dict:
+    """The manifest with the original's keys in its order (``jsonb`` does not keep it)."""
+    return {key: manifest[key] for key in (*MANIFEST_KEYS, CORRELATION_KEY) if key in manifest}
+
+
 def _files_exist(manifest: dict) -> bool:
     return all(Path(manifest[key]).is_file() for key in (*MANIFEST_KEYS[2:], CORRELATION_KEY)
                if key in manifest)
@@ -347,7 +352,7 @@ class _RunArtifacts:
             "neuropil_coefficient", DEFAULT_NEUROPIL_COEFFICIENT)
 
     def make(self, roi_ids: list[int]) -> RunResult:
-        done = {row["roi_id"]: row["manifest"]
+        done = {row["roi_id"]: in_manifest_order(row["manifest"])
                 for row in self.dbconn.query(_EXISTING, (roi_ids, self.digest, self.version))
                 if _files_exist(row["manifest"])}
         todo = [roi_id for roi_id in roi_ids if roi_id not in done]

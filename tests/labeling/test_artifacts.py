@@ -175,6 +175,12 @@ def test_asking_again_redoes_nothing(made, run_cli):
     assert f"{len(made['roi_ids'])} ROIs of 1 run(s)" in again.stdout
     assert "0 made" in again.stdout
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("*")} == mtimes
+    # the manifest written from the stored rows keeps the original's key order
+    again = run_cli("slapp.labeling.artifacts", "--segmentation_run_id", made["run_id"],
+                    "--output_dir", tmp_path / "out", "--output_manifest", tmp_path / "again.jsonl")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "out" / "manifest.jsonl"
+                                                      ).read_text()
 
 
 def test_a_missing_file_is_made_again(made, run_cli, labeling_db):
