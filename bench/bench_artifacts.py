@@ -17,8 +17,9 @@
 
 Every phase is printed with the movie's size and seed. ``--stop_after segment``
 prepares the movie and the run only. ``--montage PNG`` draws the artifacts of the
-ROI with the highest cell probability (the picture in ``docs/labeling_artifacts.rst``). ``--delete`` removes the work directory at the
-end (the movie is ~2 bytes per pixel per frame: 21 GB at 512 x 512 x 40,000).
+ROI with the highest cell probability (the picture in ``docs/labeling_artifacts.rst``).
+``--delete`` removes the work directory at the end (the movie is ~2 bytes per pixel
+per frame: 21 GB at 512 x 512 x 40,000).
 """
 import argparse
 import json

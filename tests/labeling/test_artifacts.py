@@ -50,7 +50,8 @@ def test_every_roi_has_the_originals_manifest_line_and_row(made):
         for key in [*MANIFEST_KEYS[2:], CORRELATION_KEY]:
             assert Path(line[key]).is_absolute() and Path(line[key]).is_file()
         row = made["rows"][line["roi-id"]]
-        assert row["manifest"] == line and row["artifact_dir"] == str(Path(line["source-ref"]).parent)
+        assert row["manifest"] == line
+        assert row["artifact_dir"] == str(Path(line["source-ref"]).parent)
         assert len(row["code_version"]) == 64
         parameters = row["parameters"]
         assert parameters["images_computed_by"] == "artifacts"
