@@ -153,7 +153,8 @@ class ArtifactsSchema(argschema.ArgSchema):
                                  "128 x 128 as in the original, 100 µm at 0.78 µm/px, a "
                                  "soma and its neighbours"})
     clip_seconds = mm.fields.Float(
-        dump_default=20.0, load_default=20.0, validate=mm.validate.Range(min=0, min_inclusive=False),
+        dump_default=20.0, load_default=20.0,
+        validate=mm.validate.Range(min=0, min_inclusive=False),
         metadata={"description": "length of each ROI's clip, centred on its strongest "
                                  "transient: 20 s shows the transient and the quiet before "
                                  "and after it"})

@@ -1,4 +1,4 @@
-"""Which ROIs a labeling job shows: the samplings ``all``, ``random``, ``stratified``, ``uncertain``.
+"""Which ROIs a labeling job shows: the samplings all, random, stratified and uncertain.
 
 Every sampling takes the candidate ROIs (id, experiment, probability) and returns
 the drawn ones in the order they were drawn, each with the stratum and
