@@ -1,1 +1,1 @@
-"""Step 4: labeling jobs and the artifacts a labeler looks at."""
+"""Steps 4-6: labeling jobs, the artifacts a labeler looks at, and the labels they give."""

@@ -1,54 +1,89 @@
-"""A synthetic movie and a run of its ground-truth cells, stored without Suite2P."""
-import numpy as np
+"""Fixtures of the labeling server's tests: a small job, a running server, signed-in clients."""
+import subprocess
+import sys
+import time
+
+import httpx
 import pytest
-from stored_runs import insert_run
 
-from slapp.demo.synthetic_movie import MovieSpec, read_ground_truth, write_movie
-
-# 96 x 96 px: ROIs near the edges get padded 128 x 128 crops; 620 frames = 20 s at 31 Hz.
-MOVIE_SPEC = MovieSpec(nframes=620, height=96, width=96, ncells=8, seed=1)
-EXPERIMENT_ID = 850517344
+from labeling_job import make_job
+from slapp.labeling.labelers import add_labeler
 
 
-@pytest.fixture(scope="session")
-def movie(tmp_path_factory):
-    """The movie's path and its ground-truth masks (ncells, height, width)."""
-    path = tmp_path_factory.mktemp("labeling_movie") / "motion_corrected_video.h5"
-    truth = read_ground_truth(write_movie(path, MOVIE_SPEC))
-    return path, truth
+class RunningServer:
+    """``python -m slapp.labeling.serve`` in a subprocess, as a lab runs it."""
 
+    def __init__(self, env: dict, *args: str):
+        self.args, self.env = args, env
+        self.process = None
+        self.url = None
+        self.start()
 
-def mask_traces(path, masks):
-    """Each mask's weighted mean of every frame: a trace with the movie's real transients."""
-    import h5py
-    with h5py.File(path, "r") as movie:
-        frames = movie["data"][:].astype(np.float32)
-    weights = masks.reshape(len(masks), -1)
-    return (frames.reshape(len(frames), -1) @ weights.T / weights.sum(axis=1)).T
+    def start(self) -> None:
+        """Start it and wait for the URL it prints."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "slapp.labeling.serve", *self.args],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if "http://" not in line:
+            self.process.kill()
+            raise AssertionError(f"no URL printed: {line!r} {self.process.stderr.read()}")
+        self.url = line.split(" at ")[1].split()[0].rstrip("/")
+        for _ in range(100):
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("the server does not answer")
 
+    def stop(self) -> None:
+        """Stop it (SIGTERM) and wait."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
 
-def insert_truth_run(labeling_db, movie, experiment_id=EXPERIMENT_ID, seed=0):
-    """A run (without images, as runs stored before segment kept them) whose ROIs are the
-    movie's ground-truth cells, with traces measured in the movie; (run id, ROI ids)."""
-    path, truth = movie
-    masks = [(*np.nonzero(mask), mask[np.nonzero(mask)].astype(np.float32)) for mask in truth]
-    run_id = insert_run(labeling_db, experiment_id, masks, nframes=MOVIE_SPEC.nframes,
-                        video_shape=(MOVIE_SPEC.height, MOVIE_SPEC.width),
-                        source_video_path=str(path), seed=seed)
-    traces = mask_traces(path, truth)
-    roi_ids = [row["id"] for row in labeling_db.query(
-        "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index",
-        (run_id,))]
-    labeling_db.bulk_insert([
-        ("UPDATE rois SET trace = %s, neuropil_trace = %s, centroid_row = %s, "
-         "centroid_col = %s WHERE id = %s",
-         (trace.tolist(), np.zeros_like(trace).tolist(), float(np.average(rows, weights=w)),
-          float(np.average(cols, weights=w)), roi_id))
-        for roi_id, trace, (rows, cols, w) in zip(roi_ids, traces, masks)])
-    return run_id, roi_ids
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
 
 @pytest.fixture
-def truth_run(labeling_db, movie):
-    """See :func:`insert_truth_run`."""
-    return insert_truth_run(labeling_db, movie)
+def job(labeling_db, tmp_path):
+    """A job of four ROIs wanting two labels each, with artifact files."""
+    return make_job(labeling_db, tmp_path / "artifacts")
+
+
+@pytest.fixture
+def tokens(labeling_db):
+    """Three labelers' tokens, by name."""
+    return {name: add_labeler(labeling_db, name) for name in ("ann", "ben", "cy")}
+
+
+@pytest.fixture
+def server(cli_env, job):
+    """The server of ``job`` on a free port of 127.0.0.1."""
+    running = RunningServer(cli_env, "--labeling_job", "test-job", "--port", "0")
+    yield running
+    running.stop()
+
+
+def sign_in(url: str, token: str) -> httpx.Client:
+    """An HTTP client signed in with ``token`` (the form a browser posts)."""
+    client = httpx.Client(base_url=url, timeout=30)
+    response = client.post("/signin", data={"token": token})
+    assert response.status_code == 303, response.text
+    return client
+
+
+@pytest.fixture
+def client_for(server):
+    """``client_for(token)``: a signed-in httpx client, closed after the test."""
+    clients = []
+
+    def make(token: str) -> httpx.Client:
+        clients.append(sign_in(server.url, token))
+        return clients[-1]
+    yield make
+    for client in clients:
+        client.close()

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPERIMENT_ID, MOVIE_SPEC, insert_truth_run
 from PIL import Image
+from truth_runs import EXPERIMENT_ID, MOVIE_SPEC, insert_truth_run
 
+from slapp.demo.synthetic_movie import read_ground_truth, write_movie
 from slapp.labeling import render
 from slapp.labeling.artifacts import CORRELATION_KEY, MANIFEST_KEYS
 from slapp.labeling.jobs import create_job
@@ -16,6 +17,20 @@ from slapp.segmentation.images import read_images
 
 CROP = 128
 FS = 31.0
+
+
+@pytest.fixture(scope="session")
+def movie(tmp_path_factory):
+    """The movie's path and its ground-truth masks (ncells, height, width)."""
+    path = tmp_path_factory.mktemp("labeling_movie") / "motion_corrected_video.h5"
+    truth = read_ground_truth(write_movie(path, MOVIE_SPEC))
+    return path, truth
+
+
+@pytest.fixture
+def truth_run(labeling_db, movie):
+    """See :func:`truth_runs.insert_truth_run`."""
+    return insert_truth_run(labeling_db, movie)
 
 
 def _png(path):
