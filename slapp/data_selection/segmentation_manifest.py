@@ -41,8 +41,9 @@ from slapp.data_selection.utils import FindFileException, dataset_shape, find_fu
 from slapp.errors import SlappError
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.files import json_bytes, stage_bytes, write_json_atomically
-from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
-                                     lims_defaults)
+from slapp.utils.query_utils import (INTERACTIVE_CONNECT_SECONDS, DbConnection,
+                                     get_db_credentials, labeling_connection, lims_defaults)
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, OutputFile, StrictInt
 
 SELECTION_QUERY = pgsql.SQL("SELECT sub_selected_ids FROM experiment_selection WHERE id = {}")
 LIMS_QUERY = pgsql.SQL("SELECT id, movie_number_of_frames AS nframes, storage_directory "
@@ -63,14 +64,14 @@ class SegmentationManifestException(SlappError):
     """The manifest cannot be built or read: a bad selection, experiment or file."""
 
 
-class SegmentationManifestSchema(argschema.ArgSchema):
+class SegmentationManifestSchema(ArgSchema):
     """Build the segmentation manifest of one stored experiment selection."""
 
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         required=True, validate=mm.validate.Range(min=1),
         metadata={"description": "id of the experiment_selection row (written by select_data) "
                                  "whose sub_selected_ids are segmented"})
-    bin_size = mm.fields.Int(
+    bin_size = StrictInt(
         dump_default=DEFAULT_BIN_SIZE, validate=mm.validate.Range(min=1),
         metadata={"description": (
             "frames averaged into one binned frame for Suite2P's detection; nbinned = "
@@ -83,19 +84,19 @@ class SegmentationManifestSchema(argschema.ArgSchema):
             "memory, 4,545 x 1 MiB = 4.4 GiB for a 100,000-frame 512x512 movie. 115 is the "
             "original jobs' value (5x less memory): pass --bin_size 115 on memory-bound "
             "nodes")})
-    discovery_workers = mm.fields.Int(
+    discovery_workers = StrictInt(
         dump_default=16, validate=mm.validate.Range(min=1),
         metadata={"description": "movie look-ups run at once. They wait on directory "
                                  "listings of a network file system, not on the CPU, so "
                                  "threads overlap the waits; 16 hides most latency "
                                  "without flooding the file server. 1 searches one "
                                  "directory after another"})
-    output_json = argschema.fields.OutputFile(
+    output_json = OutputFile(
         required=True,
         metadata={"description": "where the manifest is written (replaced atomically, "
                                  "and only when every experiment checks out, or when "
                                  "excluded_json is given)"})
-    excluded_json = argschema.fields.OutputFile(
+    excluded_json = OutputFile(
         load_default=None, dump_default=None, allow_none=True,
         metadata={"description": (
             "Leave experiments with a problem (no movie, an unreadable directory, a frame "
@@ -123,9 +124,9 @@ class SegmentationManifestEntrySchema(mm.Schema):
         validate=mm.validate.OneOf(argschema.fields.LogLevel.options),
         metadata={"description": "log level of this entry's segmentation task; ERROR keeps "
                                  "the logs of hundreds of array tasks short"})
-    experiment_id = mm.fields.Int(
+    experiment_id = StrictInt(
         required=True, metadata={"description": "LIMS ophys_experiments.id"})
-    nbinned = mm.fields.Int(
+    nbinned = StrictInt(
         required=True, validate=mm.validate.Range(min=1),
         metadata={"description": "binned frames Suite2P detects ROIs on "
                                  "(int(nframes / bin_size))"})
@@ -294,7 +295,7 @@ def build_entries(experiments: list[dict], bin_size: int, workers: int,
     return entries, problems
 
 
-class SegmentationManifest(argschema.ArgSchemaParser):
+class SegmentationManifest(ArgSchemaParser):
     """Build and write the segmentation manifest of a stored selection.
 
     ``SegmentationManifest(input_data={...}, args=[]).run(lims_dbconn,
@@ -459,9 +460,10 @@ class SegmentationManifest(argschema.ArgSchemaParser):
 def main() -> None:
     """Build the manifest from the command line, with credentials from the environment."""
     module = SegmentationManifest()
-    with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True) \
+    with DbConnection(**get_db_credentials("LIMS_", **lims_defaults), read_only=True,
+                      connect_seconds=INTERACTIVE_CONNECT_SECONDS) \
             as lims_dbconn, \
-            DbConnection(**get_db_credentials("LABELING_", **label_defaults)) as label_dbconn:
+            labeling_connection(interactive=True) as label_dbconn:
         manifest = module.run(lims_dbconn, label_dbconn)
     excluded = len(module.excluded)
     if excluded:

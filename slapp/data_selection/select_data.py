@@ -37,8 +37,10 @@ from slapp.errors import SlappError
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes, write_bytes_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults, lims_defaults
+from slapp.utils.query_utils import (INTERACTIVE_CONNECT_SECONDS, DbConnection,
+                                     get_db_credentials, labeling_connection, lims_defaults)
 from slapp.utils.read_only_sql import UnsafeQueryException
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 INSERT_SELECTION = pgsql.SQL(
     "INSERT INTO experiment_selection (base64_query_strings, slapp_commit_hash, "
@@ -46,6 +48,15 @@ INSERT_SELECTION = pgsql.SQL(
     "VALUES ({queries}::text[], {commit_hash}, {all_ids}::bigint[], {counts}::int[], "
     "{drawn}::bigint[], {seed}, {comment}) RETURNING id")
 DELETE_SELECTION = pgsql.SQL("DELETE FROM experiment_selection WHERE id = {}")
+# Earlier selections of the same queries, counts and seed that drew the same experiments.
+IDENTICAL_SELECTIONS = (
+    "SELECT earlier.id FROM experiment_selection AS selection "
+    "JOIN experiment_selection AS earlier ON earlier.id <> selection.id "
+    "AND earlier.base64_query_strings = selection.base64_query_strings "
+    "AND earlier.sub_selection_counts = selection.sub_selection_counts "
+    "AND earlier.random_seed = selection.random_seed "
+    "AND earlier.sub_selected_ids = selection.sub_selected_ids "
+    "WHERE selection.id = %s ORDER BY earlier.id")
 MAX_NAMED_DUPLICATES = 10  # keeps the duplicate-experiment error on one readable line
 
 
@@ -53,7 +64,7 @@ class DataSelectionException(SlappError):
     """The experiments cannot be selected as the input asks."""
 
 
-class DataSelectorSchema(argschema.ArgSchema):
+class DataSelectorSchema(ArgSchema):
     query_strings = argschema.fields.List(
         argschema.fields.Str(), required=True, validate=mm.validate.Length(min=1),
         metadata={"cli_as_single_argument": True, "description": (
@@ -62,12 +73,12 @@ class DataSelectorSchema(argschema.ArgSchema):
             "ophys_experiments.id. They run in a read-only transaction exactly as typed, "
             "and are stored exactly as typed.")})
     sub_selection_counts = argschema.fields.List(
-        argschema.fields.Int(validate=mm.validate.Range(min=0)), required=True,
+        StrictInt(validate=mm.validate.Range(min=0)), required=True,
         metadata={"cli_as_single_argument": True, "description": (
             "How many experiments to draw from each query, in query order. 0 is allowed so "
             "that a stratum can be recorded without being sampled; at least one count must "
             "be positive, since an empty selection has nothing to segment.")})
-    random_seed = argschema.fields.Int(
+    random_seed = StrictInt(
         dump_default=42, load_default=42, validate=mm.validate.Range(min=0, max=2 ** 31 - 1),
         metadata={"description": (
             "Seed of numpy.random.default_rng, fresh for each query, so the same queries "
@@ -117,16 +128,16 @@ class DataSelectorSchema(argschema.ArgSchema):
 
 
 class DataSelectorOutputSchema(argschema.schemas.DefaultSchema):
-    experiment_selection_id = argschema.fields.Int(
+    experiment_selection_id = StrictInt(
         required=True, allow_none=True,
         metadata={"description": "id of the new experiment_selection row: the input of step "
                                  "2 (null only when the labeling connection's insert returns "
                                  "no rows, as the original toolkit's did)"})
     sub_selected_ids = argschema.fields.List(
-        argschema.fields.Int(), required=True,
+        StrictInt(), required=True,
         metadata={"description": "the sub-selected ophys_experiments.id, in query order"})
     n_ids_per_query = argschema.fields.List(
-        argschema.fields.Int(), required=True,
+        StrictInt(), required=True,
         metadata={"description": "how many distinct experiments each query returned"})
 
 
@@ -284,7 +295,7 @@ def padded_id_array_literal(id_lists: list[list[int]]) -> str:
     return "{" + ",".join("{" + row + "}" for row in rows) + "}"
 
 
-class DataSelector(argschema.ArgSchemaParser):
+class DataSelector(ArgSchemaParser):
     """Select experiments from LIMS and record the selection in the labeling database.
 
     ``DataSelector(input_data={...}, args=[]).run(lims_dbconn, label_dbconn)``;
@@ -419,15 +430,34 @@ def main(argv: list[str]) -> None:
     may take minutes), run."""
     selector = DataSelector(args=expand_bare_flags(argv, ("--dry_run",)))
     lims_dbconn = DbConnection(**get_db_credentials(env_prefix="LIMS_", **lims_defaults),
-                               read_only=True,
+                               read_only=True, connect_seconds=INTERACTIVE_CONNECT_SECONDS,
                                query_timeout_seconds=selector.args["query_timeout_seconds"])
     label_dbconn = (None if selector.args["dry_run"]
-                    else DbConnection(**get_db_credentials(**label_defaults)))
+                    else labeling_connection(interactive=True))
     with ExitStack() as connections:
         for dbconn in (lims_dbconn, label_dbconn):
             if dbconn is not None:
                 connections.enter_context(dbconn).connect()
-        selector.run(lims_dbconn, label_dbconn)
+        result = selector.run(lims_dbconn, label_dbconn)
+        if label_dbconn is not None:
+            print(outcome_line(label_dbconn, result, len(selector.args["query_strings"])))
+
+
+def outcome_line(label_dbconn, result: dict, n_queries: int) -> str:
+    """``experiment_selection id N: ...``, naming earlier identical selections if any.
+
+    A selection is still recorded when an identical one exists (the seed
+    records every call), but a user who ran the command twice by mistake is told.
+    """
+    selection_id = result["experiment_selection_id"]
+    count = len(result["sub_selected_ids"])
+    line = (f"experiment_selection id {selection_id}: {count} experiment"
+            f"{'s' if count != 1 else ''} from {n_queries} quer{'ies' if n_queries != 1 else 'y'}")
+    identical = [row["id"] for row in label_dbconn.query(IDENTICAL_SELECTIONS, (selection_id,))]
+    if identical:
+        line += (f"; identical to experiment_selection id {', '.join(map(str, identical))} "
+                 "(same queries, counts, seed and experiments)")
+    return line
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 import psycopg2.extras
 
@@ -38,6 +37,7 @@ from slapp.embedded import (LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIM
 from slapp.utils.query_utils import DbConnection
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 DEMO_SEED = 20191209
 # Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell
@@ -179,7 +179,7 @@ def populate_demo_lims(cursor, storage_root: Path) -> tuple[int, int]:
     return added, cursor.rowcount
 
 
-class PopulateLimsSchema(DemoMovieOptions, argschema.ArgSchema):
+class PopulateLimsSchema(DemoMovieOptions, ArgSchema):
     slapp_home = mm.fields.Str(
         metadata={"description": "the embedded server's directory. Default: $SLAPP_HOME, "
                                  "else ./.slapp, the directory `python -m slapp.embedded "
@@ -189,7 +189,7 @@ class PopulateLimsSchema(DemoMovieOptions, argschema.ArgSchema):
                                  "points into. Default: <slapp_home>/demo/storage, so "
                                  "everything the demo makes lives in one directory that "
                                  "is easy to delete"})
-    movies_for_selection = mm.fields.Int(
+    movies_for_selection = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "id of an experiment_selection row (what select_data "
                                  "wrote) whose experiments get a synthetic movie and its "
@@ -199,11 +199,11 @@ class PopulateLimsSchema(DemoMovieOptions, argschema.ArgSchema):
 
 
 class PopulateLimsOutputSchema(mm.Schema):
-    n_experiments = mm.fields.Int(required=True,
+    n_experiments = StrictInt(required=True,
                                   metadata={"description": "demo experiments now in LIMS"})
-    n_added = mm.fields.Int(required=True,
+    n_added = StrictInt(required=True,
                             metadata={"description": "experiments this run added"})
-    n_repointed = mm.fields.Int(required=True, metadata={
+    n_repointed = StrictInt(required=True, metadata={
         "description": "experiments present already whose storage_directory this run "
                        "pointed at storage_root"})
     storage_root = mm.fields.Str(required=True,
@@ -212,7 +212,7 @@ class PopulateLimsOutputSchema(mm.Schema):
         "description": "the movies of --movies_for_selection's experiments, in its order"})
 
 
-class PopulateLims(argschema.ArgSchemaParser):
+class PopulateLims(ArgSchemaParser):
     """Fill the embedded ``lims`` database with the demo experiments."""
 
     default_schema = PopulateLimsSchema

@@ -38,7 +38,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
@@ -54,6 +53,7 @@ from slapp.segmentation.suite2p_runner import suite2p_version
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Lines of a failing step's output kept for the error message.
@@ -64,7 +64,7 @@ class RunDemoException(SlappError):
     """A step of the demo failed."""
 
 
-class RunDemoSchema(DemoMovieOptions, argschema.ArgSchema):
+class RunDemoSchema(DemoMovieOptions, ArgSchema):
     slapp_home = mm.fields.Str(
         metadata={"description": "where the server, the demo LIMS's movies, the manifest and "
                                  "the pictures live. Default: $SLAPP_HOME, else ./.slapp, the "
@@ -75,11 +75,11 @@ class RunDemoSchema(DemoMovieOptions, argschema.ArgSchema):
         metadata={"description": "select_data's --input_json. The default draws one "
                                  "experiment from each of the seed's four example queries: "
                                  "every query shape of the real example, in minutes"})
-    workers = mm.fields.Int(
+    workers = StrictInt(
         dump_default=2, validate=mm.validate.Range(min=1),
         metadata={"description": "movies segmented at once by the local runner; 2 matches "
                                  "a 2-core laptop"})
-    bin_size = mm.fields.Int(
+    bin_size = StrictInt(
         dump_default=DEFAULT_BIN_SIZE, validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_manifest's --bin_size, and its default: 22 "
                                  "frames, Suite2P's own smallest bin (tau 0.7 s x 31 Hz), "
@@ -89,7 +89,7 @@ class RunDemoSchema(DemoMovieOptions, argschema.ArgSchema):
 
 
 class RunDemoOutputSchema(mm.Schema):
-    experiment_selection_id = mm.fields.Int(required=True)
+    experiment_selection_id = StrictInt(required=True)
     manifest_json = mm.fields.Str(required=True)
     plot_dir = mm.fields.Str(required=True)
     report_html = mm.fields.Str(required=True, metadata={
@@ -112,7 +112,7 @@ def _heading(text: str) -> None:
     print(f"\n== {text} ==", flush=True)
 
 
-class RunDemo(argschema.ArgSchemaParser):
+class RunDemo(ArgSchemaParser):
     """Run the demo's steps in order; stop at the first that fails."""
 
     default_schema = RunDemoSchema

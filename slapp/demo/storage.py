@@ -24,6 +24,7 @@ from slapp.demo.synthetic_movie import (PRESETS, MovieSpec, ground_truth_path, p
                                         read_movie_spec, write_movie)
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
+from slapp.utils.schema import StrictInt
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class DemoMovie:
 class DemoMovieOptions(mm.Schema):
     """The options of the commands that write demo movies (run_demo, populate_lims)."""
 
-    frame_size = mm.fields.Int(
+    frame_size = StrictInt(
         dump_default=128, validate=mm.validate.Range(min=32),
         metadata={"description": "height and width of generated movies in pixels. 128 px "
                                  "is a 100 um crop of an Allen field: a few dozen cells, "

@@ -28,22 +28,33 @@ The segmentation deliberately over-detects (``threshold_scaling`` 0.75) so that
 the labelers see every candidate, and most of the extra ROIs are neuropil
 patches the classifier rejects. ``--only_cells False`` scores every ROI, which
 measures what the labelers are shown.
+
+A ground truth is refused, in one line, when its masks are not the run's frame
+shape (also by their ``height`` / ``width`` attributes when the file records
+them), when they fit the run only transposed (a square frame), or when it
+holds no cell.
 """
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import argschema
+import h5py
 import marshmallow as mm
 import numpy as np
 import scipy.sparse
 
-from slapp.demo.synthetic_movie import read_ground_truth
+from slapp.demo.synthetic_movie import MASKS_DATASET, read_ground_truth
 from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
+
+
+# Ground-truth masks that match the run at least this well (F1) once transposed,
+# and twice as well as stored, were written with height and width swapped.
+TRANSPOSED_F1 = 0.5
 
 
 class CompareException(SlappError):
@@ -313,7 +324,68 @@ def load_truth_masks(path: Path, video_shape: tuple) -> np.ndarray:
         raise CompareException(
             f"ground truth masks in {path} are {truth.shape[1]} x {truth.shape[2]} px but the "
             f"segmentation run's movie is {video_shape[0]} x {video_shape[1]} px")
+    stored = _stored_frame_shape(path)
+    if stored is not None and stored != tuple(video_shape):
+        raise CompareException(
+            f"ground truth masks in {path} were made for {stored[0]} x {stored[1]} px frames "
+            f"(their height and width attributes) but the segmentation run's movie is "
+            f"{video_shape[0]} x {video_shape[1]} px")
+    if not np.any(truth):
+        raise CompareException(f"ground truth {path} holds no cells ({len(truth)} masks, "
+                               "none with a pixel): there is nothing to score against")
     return truth
+
+
+def _stored_frame_shape(path: Path) -> tuple[int, int] | None:
+    """The frame ``(height, width)`` the masks' attributes record (as the synthetic
+    movies' ground truth does), or None when they record none."""
+    with h5py.File(path, "r") as stream:
+        attributes = stream[MASKS_DATASET].attrs
+        if "height" in attributes and "width" in attributes:
+            return int(attributes["height"]), int(attributes["width"])
+    return None
+
+
+def check_orientation(scored: list, truth: np.ndarray, iou_threshold: float,
+                      path: Path) -> MatchResult:
+    """Match ROIs to the ground truth, refusing masks that fit only when transposed.
+
+    On a square frame, masks written as (cells, width, height) have the
+    right shape and score F1 near 0; they are detected by matching them
+    transposed as well.
+
+    Parameters
+    ----------
+    scored : list
+        The run's scored ROI masks.
+    truth : numpy.ndarray
+        (cells, height, width) ground-truth masks.
+    iou_threshold : float
+        As for :func:`match_rois`.
+    path : Path
+        The ground-truth file, for the message.
+
+    Returns
+    -------
+    MatchResult
+        The match of ``scored`` to ``truth`` as stored.
+
+    Raises
+    ------
+    CompareException
+        When the transposed masks match at least half the cells (F1 >= 0.5)
+        and more than twice as well as the stored ones.
+    """
+    match = match_rois(scored, truth, iou_threshold=iou_threshold)
+    if truth.shape[1] != truth.shape[2]:
+        return match
+    transposed = match_rois(scored, truth.transpose(0, 2, 1), iou_threshold=iou_threshold)
+    if transposed.f1 >= TRANSPOSED_F1 and transposed.f1 > 2 * match.f1:
+        raise CompareException(
+            f"ground truth masks in {path} look transposed: F1 {match.f1:.2f} as stored, "
+            f"{transposed.f1:.2f} with height and width swapped; store them as "
+            "(cells, height, width)")
+    return match
 
 
 def compare_run(label_dbconn: DbConnection, segmentation_run_id: int, ground_truth: Path,
@@ -347,7 +419,7 @@ def compare_run(label_dbconn: DbConnection, segmentation_run_id: int, ground_tru
     masks, is_cell, video_shape = load_run_masks(label_dbconn, segmentation_run_id)
     truth = load_truth_masks(ground_truth, video_shape)
     scored = [mask for mask, cell in zip(masks, is_cell) if cell or not only_cells]
-    return RunComparison(match=match_rois(scored, truth, iou_threshold=iou_threshold),
+    return RunComparison(match=check_orientation(scored, truth, iou_threshold, ground_truth),
                          only_cells=only_cells, n_rois_in_run=len(masks))
 
 
@@ -373,14 +445,14 @@ def format_result(comparison: RunComparison) -> str:
             f"({match.true_positives} of {match.n_truth} cells, {scored})")
 
 
-class CompareSchema(argschema.ArgSchema):
-    segmentation_run_id = mm.fields.Int(
+class CompareSchema(ArgSchema):
+    segmentation_run_id = StrictInt(
         required=True, validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_runs.id of the run to score"})
     ground_truth = mm.fields.Str(
         metadata={"description": "HDF5 file with the true cell masks, dataset 'masks' "
                                  "(cells, height, width) in the movie's frame"})
-    reference_run_id = mm.fields.Int(
+    reference_run_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of --ground_truth: segmentation_runs.id of another "
                                  "run of the same experiment to compare with, every ROI of "
@@ -405,51 +477,51 @@ class CompareSchema(argschema.ArgSchema):
 
 
 class CompareOutputSchema(mm.Schema):
-    segmentation_run_id = mm.fields.Int(required=True)
+    segmentation_run_id = StrictInt(required=True)
     ground_truth = mm.fields.Str(required=True)
     iou_threshold = mm.fields.Float(required=True)
     only_cells = mm.fields.Bool(required=True)
-    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs scored"})
-    n_rois_in_run = mm.fields.Int(required=True,
-                                  metadata={"description": "all ROIs of the run"})
-    n_cells = mm.fields.Int(required=True, metadata={"description": "true cells"})
-    true_positives = mm.fields.Int(required=True,
-                                   metadata={"description": "ROI-cell pairs matched"})
+    n_rois = StrictInt(required=True, metadata={"description": "ROIs scored"})
+    n_rois_in_run = StrictInt(required=True,
+                              metadata={"description": "all ROIs of the run"})
+    n_cells = StrictInt(required=True, metadata={"description": "true cells"})
+    true_positives = StrictInt(required=True,
+                               metadata={"description": "ROI-cell pairs matched"})
     precision = mm.fields.Float(required=True)
     recall = mm.fields.Float(required=True)
     f1 = mm.fields.Float(required=True)
 
 
 class CellAgreementSchema(mm.Schema):
-    both = mm.fields.Int(required=True)
-    neither = mm.fields.Int(required=True)
-    run_only = mm.fields.Int(required=True)
-    reference_only = mm.fields.Int(required=True)
+    both = StrictInt(required=True)
+    neither = StrictInt(required=True)
+    run_only = StrictInt(required=True)
+    reference_only = StrictInt(required=True)
 
 
 class RunAgainstRunOutputSchema(mm.Schema):
-    segmentation_run_id = mm.fields.Int(required=True)
-    reference_run_id = mm.fields.Int(required=True)
-    experiment_id = mm.fields.Int(required=True)
+    segmentation_run_id = StrictInt(required=True)
+    reference_run_id = StrictInt(required=True)
+    experiment_id = StrictInt(required=True)
     iou_threshold = mm.fields.Float(required=True)
-    n_rois = mm.fields.Int(required=True, metadata={"description": "ROIs of the run"})
-    n_reference_rois = mm.fields.Int(required=True)
-    n_matched = mm.fields.Int(required=True, metadata={"description": "ROI pairs"})
+    n_rois = StrictInt(required=True, metadata={"description": "ROIs of the run"})
+    n_reference_rois = StrictInt(required=True)
+    n_matched = StrictInt(required=True, metadata={"description": "ROI pairs"})
     matched_fraction = mm.fields.Float(required=True,
                                        metadata={"description": "n_matched / n_rois"})
     reference_matched_fraction = mm.fields.Float(
         required=True, metadata={"description": "n_matched / n_reference_rois"})
     mean_iou = mm.fields.Float(allow_none=True, required=True,
                                metadata={"description": "null when nothing matched"})
-    roi_count_shift = mm.fields.Int(required=True,
-                                    metadata={"description": "n_rois - n_reference_rois"})
+    roi_count_shift = StrictInt(required=True,
+                                metadata={"description": "n_rois - n_reference_rois"})
     classification_agreement = mm.fields.Float(
         allow_none=True, required=True,
         metadata={"description": "fraction of pairs classified alike; null without pairs"})
     cell_agreement = mm.fields.Nested(CellAgreementSchema, required=True)
 
 
-class CompareSegmentation(argschema.ArgSchemaParser):
+class CompareSegmentation(ArgSchemaParser):
     """Score one stored segmentation run against ground truth or against another run."""
 
     default_schema = CompareSchema
@@ -514,7 +586,7 @@ class CompareSegmentation(argschema.ArgSchemaParser):
 def main() -> None:  # pragma: no cover - thin CLI
     """Run the command with the labeling database from the environment."""
     parser = CompareSegmentation(logger_name="CompareSegmentation")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 

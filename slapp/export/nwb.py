@@ -36,7 +36,6 @@ import uuid
 import warnings
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 import numpy as np
 
@@ -47,7 +46,8 @@ from slapp.segmentation.images import RunImages, read_images
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import stage_bytes, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger(__name__)
 
@@ -334,8 +334,8 @@ def selection_runs(label_dbconn: DbConnection, experiment_selection_id: int
     return runs, [eid for eid in experiment_ids if eid not in newest]
 
 
-class NwbExportSchema(argschema.ArgSchema):
-    segmentation_run_id = mm.fields.Int(
+class NwbExportSchema(ArgSchema):
+    segmentation_run_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "segmentation_runs.id of the run to export (with "
                                  "--output_nwb)"})
@@ -343,7 +343,7 @@ class NwbExportSchema(argschema.ArgSchema):
         metadata={"description": "the NWB file to write for --segmentation_run_id; its "
                                  "directory must exist. Ends in .nwb, as NWB readers and "
                                  "DANDI expect"})
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "with --output_dir: export the newest run of every "
                                  "experiment of this selection. With --segmentation_run_id: "
@@ -377,18 +377,18 @@ class NwbExportSchema(argschema.ArgSchema):
 
 
 class ExportedFileSchema(mm.Schema):
-    experiment_id = mm.fields.Int(required=True)
-    segmentation_run_id = mm.fields.Int(required=True)
-    n_rois = mm.fields.Int(required=True)
+    experiment_id = StrictInt(required=True)
+    segmentation_run_id = StrictInt(required=True)
+    n_rois = StrictInt(required=True)
     nwb_path = mm.fields.Str(required=True)
 
 
 class NwbExportOutputSchema(mm.Schema):
     files = mm.fields.Nested(ExportedFileSchema, many=True, required=True)
-    experiments_without_run = mm.fields.List(mm.fields.Int(), required=True)
+    experiments_without_run = mm.fields.List(StrictInt(), required=True)
 
 
-class NwbExport(argschema.ArgSchemaParser):
+class NwbExport(ArgSchemaParser):
     """Export one run, or the newest run of every experiment of a selection."""
 
     default_schema = NwbExportSchema
@@ -445,7 +445,7 @@ class NwbExport(argschema.ArgSchemaParser):
 def main() -> None:  # pragma: no cover - thin CLI
     """Run the command with the labeling database from the environment."""
     parser = NwbExport(logger_name="NwbExport")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 

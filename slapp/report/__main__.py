@@ -25,7 +25,8 @@ from slapp.report.page import render_page
 from slapp.report.statistics import add_derived_figures, flag_outliers
 from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 REPORT_NAME = "index.html"
 
@@ -34,11 +35,11 @@ class ReportException(SlappError):
     """The report cannot be made as asked."""
 
 
-class ReportSchema(argschema.ArgSchema):
+class ReportSchema(ArgSchema):
     manifest_json = argschema.fields.InputFile(
         metadata={"description": "the segmentation manifest whose entries the report lists, "
                                  "in array-index order"})
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of a manifest: every experiment of this "
                                  "selection, in sub_selected_ids order"})
@@ -57,13 +58,13 @@ class ReportSchema(argschema.ArgSchema):
 
 class ReportOutputSchema(mm.Schema):
     index_html = mm.fields.Str(required=True)
-    n_entries = mm.fields.Int(required=True)
-    n_done = mm.fields.Int(required=True)
-    n_missing = mm.fields.Int(required=True)
-    n_failed = mm.fields.Int(required=True)
-    n_zero_roi_runs = mm.fields.Int(required=True)
-    n_flagged = mm.fields.Int(required=True,
-                              metadata={"description": "entries with any flag"})
+    n_entries = StrictInt(required=True)
+    n_done = StrictInt(required=True)
+    n_missing = StrictInt(required=True)
+    n_failed = StrictInt(required=True)
+    n_zero_roi_runs = StrictInt(required=True)
+    n_flagged = StrictInt(required=True,
+                          metadata={"description": "entries with any flag"})
 
 
 def selection_experiments(label_dbconn: DbConnection, experiment_selection_id: int) -> list:
@@ -82,7 +83,7 @@ def selection_experiments(label_dbconn: DbConnection, experiment_selection_id: i
     return rows[0]["sub_selected_ids"]
 
 
-class BatchReport(argschema.ArgSchemaParser):
+class BatchReport(ArgSchemaParser):
     """Write the HTML report of a batch."""
 
     default_schema = ReportSchema
@@ -142,7 +143,7 @@ class BatchReport(argschema.ArgSchemaParser):
 def main() -> None:  # pragma: no cover - thin CLI
     """Run the command with the labeling database from the environment."""
     parser = BatchReport(logger_name="BatchReport")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 

@@ -39,7 +39,6 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-import argschema
 import marshmallow as mm
 import psycopg2
 
@@ -53,6 +52,7 @@ from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import (get_db_credentials, is_permanent_connect_error,
                                      label_defaults)
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.failures")
 
@@ -253,8 +253,9 @@ def record_refused_command(arguments: Sequence[str], error: Exception,
                            duration_seconds: float) -> None:
     """Record a segment command line that was refused (a bad option) as a ``bad_input`` row.
 
-    Only when the manifest and index can be read from ``arguments``; the
-    parameters digest stays unknown (None). Never raises.
+    Only when the manifest and index can be read from ``arguments`` and name an
+    entry (a missing manifest, or an index beyond it, is no entry's failure);
+    the parameters digest stays unknown (None). Never raises.
     """
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--manifest_json")
@@ -269,8 +270,8 @@ def record_refused_command(arguments: Sequence[str], error: Exception,
     manifest_path = Path(known.manifest_json).resolve()
     try:
         experiment_id = load_manifest(manifest_path)[known.manifest_index]["experiment_id"]
-    except (Exception, SystemExit):  # noqa: BLE001 - the row is written all the same
-        experiment_id = None
+    except (Exception, SystemExit):  # noqa: BLE001 - no entry: the error is its command's
+        return
     record(failure_row(manifest_path=manifest_path, manifest_index=known.manifest_index,
                        failure_class=classify_exception(error), message=one_line(error),
                        experiment_id=experiment_id, traceback_text=format_traceback(error),
@@ -320,15 +321,15 @@ def record_ended_task(manifest_path: Path, manifest_index: int, returncode: int,
     return failure
 
 
-class RecordFailureSchema(argschema.ArgSchema):
+class RecordFailureSchema(ArgSchema):
     """Record a task process that ended by a signal (called by the job scripts)."""
 
     manifest_json = mm.fields.Str(
         required=True, metadata={"description": "the task's manifest (as given to segment)"})
-    manifest_index = mm.fields.Int(
+    manifest_index = StrictInt(
         required=True, validate=mm.validate.Range(min=0),
         metadata={"description": "the task's array index"})
-    exit_status = mm.fields.Int(
+    exit_status = StrictInt(
         required=True,
         metadata={"description": "the task's exit status as the shell saw it ($?): 128 + N "
                                  "for signal N. 0 and 1 record nothing, because the task "
@@ -336,7 +337,7 @@ class RecordFailureSchema(argschema.ArgSchema):
     duration_seconds = mm.fields.Float(
         allow_none=True, dump_default=None,
         metadata={"description": "how long the task ran"})
-    oom_kills_before = mm.fields.Int(
+    oom_kills_before = StrictInt(
         dump_default=0, validate=mm.validate.Range(min=0),
         metadata={"description": "the cgroup's OOM kill count when the task started; 0, "
                                  "because a batch job gets a fresh cgroup"})
@@ -349,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "--" in arguments:
         split = arguments.index("--")
         arguments, segment_arguments = arguments[:split], arguments[split + 1:]
-    parser = argschema.ArgSchemaParser(schema_type=RecordFailureSchema, args=arguments)
+    parser = ArgSchemaParser(schema_type=RecordFailureSchema, args=arguments)
     logging.getLogger("slapp").setLevel(parser.args["log_level"])
     oom_kills = max((oom_kill_count() or 0) - parser.args["oom_kills_before"], 0)
     record_ended_task(Path(parser.args["manifest_json"]), parser.args["manifest_index"],

@@ -16,7 +16,12 @@ over the movie's ``data`` dataset:
   computes on the current one (read-ahead);
 * it accumulates the mean image, frame by frame in Suite2P's batches and in
   float32, as the converter does, while the blocks go by
-  (:meth:`H5Frames.mean_image`).
+  (:meth:`H5Frames.mean_image`);
+* it refuses a floating-point movie holding NaN or infinity (which the int16
+  conversion would turn into arbitrary numbers that Suite2P segments as
+  cells): the first block that holds one raises :class:`NonFiniteMovieException`,
+  naming how many values in which frames, so checking costs no extra pass
+  over a good movie.
 """
 import logging
 import threading
@@ -28,6 +33,7 @@ import h5py
 import numpy as np
 
 from slapp.data_selection.utils import MOVIE_DATASET
+from slapp.errors import SlappError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,101 @@ MAX_CHUNK_BATCHES = 4
 # the GIL during a read, so reading a block in pieces lets Suite2P's thread run
 # between them.
 READ_PIECE_BYTES = 8 << 20
+# Frame ranges a non-finite movie's message names before "(and N more frames)".
+NAMED_RANGES = 3
+
+
+class NonFiniteMovieException(SlappError):
+    """A floating-point movie holds NaN or infinity."""
+
+
+def nonfinite_per_frame(frames: np.ndarray) -> np.ndarray:
+    """How many values of each frame are NaN or infinite (zeros for an integer movie).
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(frames, height, width)`` in the movie's dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        One count per frame.
+    """
+    if frames.dtype.kind != "f":
+        return np.zeros(len(frames), np.int64)
+    return np.count_nonzero(~np.isfinite(frames), axis=(1, 2))
+
+
+def _frame_ranges(frames: list[int]) -> list[tuple[int, int]]:
+    """Sorted frame indices as ranges: [3, 100, 101, 102] -> [(3, 3), (100, 102)]."""
+    ranges: list[list[int]] = []
+    for frame in frames:
+        if ranges and frame == ranges[-1][1] + 1:
+            ranges[-1][1] = frame
+        else:
+            ranges.append([frame, frame])
+    return [(low, high) for low, high in ranges]
+
+
+def nonfinite_exception(path: Path, counts: dict[int, int]) -> NonFiniteMovieException:
+    """The one-line refusal of a movie with ``counts[frame]`` non-finite values per frame.
+
+    Parameters
+    ----------
+    path : Path
+        The movie.
+    counts : dict
+        Frame index -> number of NaN or infinite values in it (only frames with any).
+
+    Returns
+    -------
+    NonFiniteMovieException
+        e.g. ``movie m.h5 has 10,100 non-finite values (NaN or infinity) in frames
+        7, 100-199: ...``; past three ranges, ``(and N more frames)``.
+    """
+    ranges = _frame_ranges(sorted(counts))
+    named = ", ".join(f"{low}" if low == high else f"{low}-{high}"
+                      for low, high in ranges[:NAMED_RANGES])
+    more = sum(high - low + 1 for low, high in ranges[NAMED_RANGES:])
+    if more:
+        named += f" (and {more} more frame{'s' if more > 1 else ''})"
+    total = sum(counts.values())
+    return NonFiniteMovieException(
+        f"movie {path} has {total:,} non-finite value{'s' if total > 1 else ''} (NaN or "
+        f"infinity) in frame{'s' if len(counts) > 1 else ''} {named}: Suite2P needs finite "
+        "numbers; fix or exclude the movie")
+
+
+def check_finite(path: Path, batch_frames: int) -> None:
+    """Read a floating-point movie once and refuse it if it holds NaN or infinity.
+
+    For Suite2P's binary path, whose converter reads the frames itself; the
+    stream checks as it reads (:class:`H5Frames`). An integer movie is not read.
+
+    Parameters
+    ----------
+    path : Path
+        The HDF5 movie.
+    batch_frames : int
+        Frames read at once.
+
+    Raises
+    ------
+    NonFiniteMovieException
+        Naming how many values in which frames.
+    """
+    with h5py.File(path, "r") as movie:
+        dataset = movie[MOVIE_DATASET]
+        if dataset.dtype.kind != "f":
+            return
+        counts: dict[int, int] = {}
+        for start in range(0, dataset.shape[0], batch_frames):
+            per_frame = nonfinite_per_frame(dataset[start:start + batch_frames])
+            counts.update({start + int(index): int(per_frame[index])
+                           for index in np.flatnonzero(per_frame)})
+    if counts:
+        raise nonfinite_exception(path, counts)
 
 
 def suite2p_int16(frames: np.ndarray) -> np.ndarray:
@@ -200,6 +301,13 @@ class H5Frames:
         whole chunks, and the mean image is summed in batches of it.
     read_ahead : bool
         Read the next block in a background thread while the caller computes.
+
+    Raises
+    ------
+    NonFiniteMovieException
+        From a read (``frames[...]``, :meth:`mean_image`) of a block holding NaN
+        or infinity, once the rest of the movie has been counted too, so the
+        message names every such frame.
     """
 
     dtype = np.dtype(np.int16)
@@ -313,16 +421,30 @@ class H5Frames:
         started = time.perf_counter()
         block_start, block_stop = self._block_span(index)
         raw = np.empty((block_stop - block_start, *self.shape[1:]), self._stored_dtype)
+        nonfinite: dict[int, int] = {}
         for low in range(block_start, block_stop, self._piece_frames):
             high = min(low + self._piece_frames, block_stop)
             self._dataset.read_direct(raw, np.s_[low:high],
                                       np.s_[low - block_start:high - block_start])
+            per_frame = nonfinite_per_frame(raw[low - block_start:high - block_start])
+            nonfinite.update({low + int(index): int(per_frame[index])
+                              for index in np.flatnonzero(per_frame)})
+        if nonfinite:
+            self._refuse_nonfinite(nonfinite, block_stop)
         block = suite2p_int16(raw)
         with self._lock:
             self._mean.add(block_start, block)
             self.read_seconds += time.perf_counter() - started
             self.blocks_read += 1
         return block
+
+    def _refuse_nonfinite(self, counts: dict[int, int], scanned_to: int) -> None:
+        """Count the non-finite values of the frames after ``scanned_to`` too, then raise."""
+        for low in range(scanned_to, self.shape[0], self._piece_frames):
+            per_frame = nonfinite_per_frame(self._dataset[low:low + self._piece_frames])
+            counts.update({low + int(index): int(per_frame[index])
+                           for index in np.flatnonzero(per_frame)})
+        raise nonfinite_exception(self.path, counts)
 
     def mean_image(self) -> np.ndarray:
         """Suite2P's ``meanImg`` of the movie, reading the frames it has not seen yet.

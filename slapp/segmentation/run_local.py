@@ -45,6 +45,7 @@ from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.utils.files import write_json_atomically
 from slapp.utils.cli import expand_bare_flags, run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.run_local")
 
@@ -62,7 +63,7 @@ class RunLocalException(SlappError):
     """The local run cannot start, or some of its tasks failed."""
 
 
-class RunLocalSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class RunLocalSchema(ArgSchema, Suite2pSettingsSchema):
     """Segment every manifest entry on this machine, ``workers`` at a time.
 
     The Suite2P options (the segment command's, same names and defaults) are
@@ -73,7 +74,7 @@ class RunLocalSchema(argschema.ArgSchema, Suite2pSettingsSchema):
         required=True,
         metadata={"description": "the segmentation manifest (written by "
                                  "slapp.data_selection.segmentation_manifest)"})
-    workers = mm.fields.Int(
+    workers = StrictInt(
         dump_default=1, validate=mm.validate.Range(min=1),
         metadata={"description": "entries segmented at once. 1, because Suite2P already "
                                  "uses every core for one movie and a 512x512 Allen movie "
@@ -106,12 +107,12 @@ class RunLocalSchema(argschema.ArgSchema, Suite2pSettingsSchema):
 class TaskOutcomeSchema(mm.Schema):
     """How one manifest entry ended."""
 
-    manifest_index = mm.fields.Int(required=True)
-    experiment_id = mm.fields.Int(required=True)
+    manifest_index = StrictInt(required=True)
+    experiment_id = StrictInt(required=True)
     outcome = mm.fields.Str(required=True,
                             validate=mm.validate.OneOf(["done", "skipped", "failed"]))
-    segmentation_run_id = mm.fields.Int(allow_none=True)
-    n_rois = mm.fields.Int(allow_none=True)
+    segmentation_run_id = StrictInt(allow_none=True)
+    n_rois = StrictInt(allow_none=True)
     error = mm.fields.Str(allow_none=True,
                           metadata={"description": "the failed task's one-line error"})
     log_path = mm.fields.Str(required=True)
@@ -120,9 +121,9 @@ class TaskOutcomeSchema(mm.Schema):
 class RunLocalOutputSchema(mm.Schema):
     """What ``--output_json`` holds."""
 
-    n_done = mm.fields.Int(required=True)
-    n_skipped = mm.fields.Int(required=True)
-    n_failed = mm.fields.Int(required=True)
+    n_done = StrictInt(required=True)
+    n_skipped = StrictInt(required=True)
+    n_failed = StrictInt(required=True)
     tasks = mm.fields.Nested(TaskOutcomeSchema, many=True, required=True)
 
 
@@ -302,7 +303,7 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-class RunLocal(argschema.ArgSchemaParser):
+class RunLocal(ArgSchemaParser):
     """``python -m slapp.segmentation.run_local``: see the module docstring."""
 
     default_schema = RunLocalSchema

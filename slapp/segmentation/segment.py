@@ -10,8 +10,11 @@ version, parameters digest); the digest covers every Suite2P option, the
 entry's ``nbinned`` and the Suite2P version. The command
 
 1. reads and checks the entry, its settings and its movie (a bad one fails at
-   once, with one line on stderr, and writes no run), and takes the movie's
-   fingerprint (size, mtime, shape, dtype, a hash of sampled frames);
+   once, with one line on stderr, and writes no run; so does a movie of fewer
+   than 50 frames or fewer than the entry's ``nbinned``, before Suite2P is
+   loaded, and a float movie holding NaN or infinity, as its frames are read),
+   and takes the movie's fingerprint (size, mtime, shape, dtype, a hash of
+   sampled frames);
 2. looks for a stored run of the same identity. Found, with the same movie
    fingerprint (or one stored before fingerprints existed): it stops with
    status ``skipped`` (exit 0), so resubmitting a whole array is cheap and
@@ -33,7 +36,9 @@ entry's ``nbinned`` and the Suite2P version. The command
 The outcome is printed as one line on stdout and, with ``--output_json``,
 written as ``{"experiment_id", "segmentation_run_id", "status", "n_rois",
 "plot_path"}``. A task that fails writes one ``segmentation_failures`` row
-(see :mod:`slapp.segmentation.failures`) and, when stderr is not a terminal
+(see :mod:`slapp.segmentation.failures`; not for an error that names no
+entry, such as an unreadable manifest, an index beyond it, an option typo
+or an unwritable ``--output_json``) and, when stderr is not a terminal
 (a job's log), the full traceback before the one error line; bad input stays
 one line. Credentials come from ``LABELING_USER`` / ``LABELING_PASSWORD`` (and
 ``LABELING_HOST``, ``LABELING_PORT``, ``LABELING_DATABASE``).
@@ -63,12 +68,14 @@ from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
                                          parameters_digest)
-from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
-                                               suite2p_outputs, suite2p_version)
-from slapp.utils.cli import expand_bare_flags, one_line, run_main
+from slapp.segmentation.suite2p_runner import (MIN_FRAMES, Suite2pOutput,
+                                               estimated_scratch_bytes, suite2p_outputs,
+                                               suite2p_version)
+from slapp.utils.cli import UsageError, expand_bare_flags, one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.segment")
 
@@ -85,14 +92,14 @@ class MovieChangedException(SegmentationException):
     """The movie differs from the one the stored run of the same identity was made from."""
 
 
-class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentSchema(ArgSchema, Suite2pSettingsSchema):
     """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
 
     manifest_json = argschema.fields.InputFile(
         required=True,
         metadata={"description": "the segmentation manifest (written by "
                                  "slapp.data_selection.segmentation_manifest)"})
-    manifest_index = mm.fields.Int(
+    manifest_index = StrictInt(
         required=True, validate=mm.validate.Range(min=0),
         metadata={"description": "which entry to segment, counted from 0: the job "
                                  "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
@@ -138,14 +145,14 @@ class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
 class SegmentOutputSchema(mm.Schema):
     """The outcome of segmenting one entry."""
 
-    experiment_id = mm.fields.Int(required=True)
-    segmentation_run_id = mm.fields.Int(
+    experiment_id = StrictInt(required=True)
+    segmentation_run_id = StrictInt(
         required=True, metadata={"description": "segmentation_runs.id of the stored run"})
     status = mm.fields.Str(
         required=True, validate=mm.validate.OneOf([store.SEGMENTED, store.SKIPPED]),
         metadata={"description": "segmented: written now; skipped: this code version "
                                  "had already stored it with the same parameters"})
-    n_rois = mm.fields.Int(required=True)
+    n_rois = StrictInt(required=True)
     plot_path = mm.fields.Str(
         allow_none=True, metadata={"description": "the PNG of ROI outlines, if it exists"})
 
@@ -182,6 +189,41 @@ def movie_shape(path: Path) -> tuple[int, int, int]:
         raise SegmentationException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape "
                                     f"{shape}, not (frames, height, width)")
     return shape
+
+
+def check_frame_count(movie_path: Path, nframes: int, nbinned: int) -> None:
+    """Refuse a movie too short for Suite2P, or shorter than the entry's ``nbinned``.
+
+    Raises
+    ------
+    SegmentationException
+        Naming the frame count and what it falls short of.
+    """
+    if nframes < MIN_FRAMES:
+        raise SegmentationException(f"movie {movie_path} has {nframes} frame"
+                                    f"{'s' if nframes > 1 else ''}: Suite2P needs at least "
+                                    f"{MIN_FRAMES}")
+    if nframes < nbinned:
+        raise SegmentationException(
+            f"movie {movie_path} has {nframes} frames, fewer than the entry's nbinned "
+            f"{nbinned}: the manifest was not made from this movie; make it again")
+
+
+class OutputJsonException(SlappError):
+    """``--output_json`` could not be written (the run itself is stored)."""
+
+
+def belongs_to_the_entry(error: Exception) -> bool:
+    """Whether a refused command line is a failure of its manifest entry.
+
+    An option typo, and an ``--output_json`` that cannot be written, are the
+    submitter's to fix, whatever the entry: printed (and in the job's log),
+    not stored as the entry's failure.
+    """
+    if isinstance(error, (UsageError, OutputJsonException)):
+        return False
+    return not (isinstance(error, mm.ValidationError) and isinstance(error.messages, dict)
+                and set(error.messages) <= {"output_json"})
 
 
 def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> None:
@@ -234,7 +276,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class Segment(argschema.ArgSchemaParser):
+class Segment(ArgSchemaParser):
     """``python -m slapp.segmentation.segment``: see the module docstring."""
 
     default_schema = SegmentSchema
@@ -286,6 +328,7 @@ class Segment(argschema.ArgSchemaParser):
         scratch.remove_stale_directories(tmp_dir, current_task())
         plot_dir = Path(self.args["plot_dir"] or manifest_path.parent / PLOT_DIRECTORY_NAME)
         _check_writable_directory(plot_dir, "plot_dir", create=True)
+        check_frame_count(movie_path, shape[0], entry["nbinned"])
         plot_path = plot_dir.resolve() / f"{experiment_id}.png"
         version = code_version()
         logger.info("experiment %d: %s (%d frames of %dx%d), nbinned %d, code version %s, "
@@ -308,7 +351,10 @@ class Segment(argschema.ArgSchemaParser):
                                                    tmp_dir, plot_path, started)
         print(_outcome_line(result, kept_directory))
         if self.args.get("output_json"):
-            write_json_atomically(self.args["output_json"], self.get_output_json(result))
+            try:
+                write_json_atomically(self.args["output_json"], self.get_output_json(result))
+            except OSError as error:
+                raise OutputJsonException(f"cannot write output_json: {error}") from error
         return result
 
     def _segment(self, label_dbconn: DbConnection, run: dict, options: Suite2pOptions,
@@ -411,17 +457,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         segment = Segment(args=arguments)
     except Exception as error:  # a refused option: still a failed task of its entry
-        failures.record_refused_command(arguments, error, time.perf_counter() - started)
+        if belongs_to_the_entry(error):
+            failures.record_refused_command(arguments, error, time.perf_counter() - started)
         raise
     try:
-        with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+        with labeling_connection(interactive=False) as dbconn:
             segment.run(dbconn)
     except Exception as error:
         if (failures.classify_exception(error) != failures.BAD_INPUT
                 and not sys.stderr.isatty() and not os.environ.get("SLAPP_TRACEBACK")):
             sys.stderr.write(failures.format_traceback(error))
             sys.stderr.flush()
-        segment.record_failure(error, time.perf_counter() - started)
+        if belongs_to_the_entry(error) and segment.known["experiment_id"] is not None:
+            segment.record_failure(error, time.perf_counter() - started)
         raise
 
 

@@ -21,6 +21,7 @@ import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
+from slapp.utils.schema import StrictInt
 
 
 class SettingsException(SlappError):
@@ -62,7 +63,7 @@ class Suite2pSettingsSchema(argschema.schemas.DefaultSchema):
             "raised recall over all ROIs from 0.78 to 0.89 (512x512 x 5,000 frames, seeds "
             "0-1, bench/bench_quality.py; F1 0.68 vs 0.72, over classified cells 0.79 vs "
             "0.78) and from 0.77 to 0.86 (256x256, 3 seeds; F1 0.68 vs 0.72)")})
-    spatial_scale = mm.fields.Int(
+    spatial_scale = StrictInt(
         dump_default=2, validate=mm.validate.Range(min=0, max=4),
         metadata={"description": (
             "sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, 48 px; 0 lets Suite2P "
@@ -74,7 +75,7 @@ class Suite2pSettingsSchema(argschema.schemas.DefaultSchema):
             "picked 6 px on one of the two movies, giving 1,420 ROIs at precision 0.22 "
             "(550 at 0.55 with 2). At 256x256 it picked 6 px on every movie (3 seeds: 371 "
             "ROIs at precision 0.21 vs 129 at 0.56)")})
-    highpass_neuropil = mm.fields.Int(
+    highpass_neuropil = StrictInt(
         dump_default=25, validate=mm.validate.Range(min=5),
         metadata={"description": "width in pixels of the spatial high-pass filter that "
                                  "removes neuropil before detection; Suite2P's default 25 "

@@ -45,7 +45,8 @@ from slapp.segmentation.suite2p_runner import suite2p_version as installed_suite
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 PBS_SCRIPT = "suite2p_array_job_example.pbs"
 SLURM_SCRIPT = "suite2p_array_job_example.slurm"
@@ -76,14 +77,14 @@ class StatusException(SlappError):
     """The status cannot be worked out from these inputs."""
 
 
-class SegmentationStatusSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentationStatusSchema(ArgSchema, Suite2pSettingsSchema):
     """Report which manifest entries are done for this code version and these parameters."""
 
     manifest_json = argschema.fields.InputFile(
         required=True,
         metadata={"description": "the segmentation manifest the array job runs over "
                                  "(written by slapp.data_selection.segmentation_manifest)"})
-    max_concurrent = mm.fields.Int(
+    max_concurrent = StrictInt(
         dump_default=10, validate=mm.validate.Range(min=0),
         metadata={"description": "at most this many tasks at once in the printed "
                                  "resubmission (the array spec's throttle suffix). 10, as "
@@ -101,15 +102,15 @@ class SegmentationStatusSchema(argschema.ArgSchema, Suite2pSettingsSchema):
 class EntryStatusSchema(mm.Schema):
     """The state of one manifest entry."""
 
-    manifest_index = mm.fields.Int(
+    manifest_index = StrictInt(
         required=True, metadata={"description": "array task id of the entry"})
-    experiment_id = mm.fields.Int(required=True)
+    experiment_id = StrictInt(required=True)
     status = mm.fields.Str(required=True, validate=mm.validate.OneOf([DONE, FAILED, MISSING]))
     parameters_digest = mm.fields.Str(
         required=True, metadata={"description": "the run identity's parameters digest"})
-    segmentation_run_id = mm.fields.Int(
+    segmentation_run_id = StrictInt(
         allow_none=True, metadata={"description": "the run of this identity, if done"})
-    n_rois = mm.fields.Int(allow_none=True)
+    n_rois = StrictInt(allow_none=True)
     created_at = mm.fields.Str(
         allow_none=True, metadata={"description": "when the run was written (ISO 8601)"})
     failure_class = mm.fields.Str(
@@ -134,13 +135,13 @@ class SegmentationStatusOutputSchema(mm.Schema):
     code_version = mm.fields.Str(required=True)
     suite2p_version = mm.fields.Str(required=True)
     entries = mm.fields.Nested(EntryStatusSchema, many=True, required=True)
-    n_done = mm.fields.Int(required=True)
-    n_failed = mm.fields.Int(required=True)
-    n_missing = mm.fields.Int(required=True)
-    missing_indices = mm.fields.List(mm.fields.Int(), required=True)
-    failed_indices = mm.fields.List(mm.fields.Int(), required=True)
+    n_done = StrictInt(required=True)
+    n_failed = StrictInt(required=True)
+    n_missing = StrictInt(required=True)
+    missing_indices = mm.fields.List(StrictInt(), required=True)
+    failed_indices = mm.fields.List(StrictInt(), required=True)
     transient_failed_indices = mm.fields.List(
-        mm.fields.Int(), required=True,
+        StrictInt(), required=True,
         metadata={"description": "failed for a transient reason: " + ", ".join(
             TRANSIENT_CLASSES)})
     array_spec = mm.fields.Str(
@@ -375,7 +376,7 @@ def options_description(options: Suite2pOptions, suite2p_version: str) -> str:
         f"{', '.join(changed)} (other options default)" if changed else "default options")
 
 
-class SegmentationStatus(argschema.ArgSchemaParser):
+class SegmentationStatus(ArgSchemaParser):
     """``python -m slapp.segmentation.status``: see the module docstring."""
 
     default_schema = SegmentationStatusSchema
@@ -442,7 +443,7 @@ class SegmentationStatus(argschema.ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and report."""
     status = SegmentationStatus()
-    with DbConnection(**get_db_credentials(**label_defaults), read_only=True) as dbconn:
+    with labeling_connection(interactive=True, read_only=True) as dbconn:
         status.run(dbconn)
 
 

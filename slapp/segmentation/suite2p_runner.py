@@ -41,7 +41,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from slapp.errors import SlappError
-from slapp.segmentation.h5_frames import H5Frames, stream_problem
+from slapp.segmentation.h5_frames import H5Frames, check_finite, stream_problem
 from slapp.segmentation.images import RunImages, full_frame
 from slapp.segmentation.scratch import directory_bytes
 from slapp.segmentation.settings import Suite2pOptions
@@ -53,6 +53,9 @@ _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
 # all (suite2p/detection/detect.py). For us that is a valid result: a run
 # with zero ROIs.
 _NO_ROIS_FOUND = "no ROIs were found"
+# Suite2P refuses fewer frames ("number of frames should be at least 50"); slapp
+# refuses them before Suite2P and PyTorch are loaded.
+MIN_FRAMES = 50
 
 HDF5_STREAM = "hdf5_stream"
 BINARY = "binary"
@@ -463,6 +466,8 @@ def _call_suite2p(run, movie_path: Path, db: dict, settings: dict) -> None:
                 for warning in caught:
                     _SUITE2P_WARNINGS.warning("%s: %s", warning.category.__name__,
                                               warning.message)
+    except SlappError:  # the movie refused while Suite2P read it: not Suite2P's failure
+        raise
     except ValueError as error:
         if str(error).startswith(_NO_ROIS_FOUND):
             logger.info("Suite2P found no ROI in %s", movie_path)
@@ -474,9 +479,14 @@ def _call_suite2p(run, movie_path: Path, db: dict, settings: dict) -> None:
 
 
 def _run_binary(movie_path: Path, db: dict, settings: dict) -> None:
-    """Plain ``suite2p.run_s2p``: binary copy of the movie, then the pipeline on it."""
+    """Plain ``suite2p.run_s2p``: binary copy of the movie, then the pipeline on it.
+
+    Suite2P's converter reads the frames itself, so a floating-point movie is
+    read once before, to refuse NaN or infinity (:func:`check_finite`).
+    """
     from suite2p import run_s2p
 
+    check_finite(movie_path, db["batch_size"])
     run_s2p(db=db, settings=settings)
 
 

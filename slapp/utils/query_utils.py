@@ -8,8 +8,11 @@ string must parse, with PostgreSQL's own parser, as exactly one query that only
 reads and calls no VOLATILE function (:mod:`slapp.utils.read_only_sql`), and it
 runs in a read-only transaction whose statement timeout it cannot change; such
 a connection refuses every write. Writes are all-or-nothing. Connecting retries with backoff,
-because a job array opens hundreds of connections at once. Passwords never
-appear in a log line, a ``repr`` or an exception message.
+because a job array opens hundreds of connections at once; a command a person
+waits for gives up within :data:`INTERACTIVE_CONNECT_SECONDS`
+(:func:`labeling_connection`). A table or column of the labeling database that
+is missing is reported as such, naming ``python -m slapp.db.init``, not as
+raw SQL. Passwords never appear in a log line, a ``repr`` or an exception message.
 """
 import logging
 import os
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql as pgsql
@@ -45,6 +49,21 @@ _PERMANENT_CONNECT_ERRORS = (
     "invalid port",
     "could not translate host name",
 )
+
+
+# How long a command a person waits for (status, report, compare, export.nwb,
+# select_data, segmentation_manifest) tries to reach a server: two or three
+# tries, enough for a server that is briefly out of connection slots, and an
+# answer well within ten seconds (Python's start and imports included) when it
+# is down or the port is wrong. Job-array tasks keep DbConnection's longer retries.
+INTERACTIVE_CONNECT_SECONDS = 4.0
+# libpq's shortest connect_timeout.
+_MIN_CONNECT_TIMEOUT = 2
+_INIT_COMMAND = "python -m slapp.db.init"
+
+
+class MissingTableException(SlappError):
+    """The labeling database lacks a table or column of slapp's schema."""
 
 
 class CredentialsException(SlappError):
@@ -187,13 +206,23 @@ class DbConnection:
     backoff_seconds : float
         First wait between tries; it doubles each time (with jitter, so the
         tasks of a job array do not retry in lockstep), capped at 15 s.
+    connect_seconds : float, optional
+        Give up connecting after about this long in all (each try's timeout
+        included); None: ``connect_attempts`` tries of up to 10 s each.
+    slapp_tables : bool
+        The database's tables are slapp's own (the labeling database): a
+        statement that finds one of them, or one of their columns, missing
+        raises :class:`MissingTableException` naming ``python -m slapp.db.init``.
     """
 
     def __init__(self, user: str, host: str, database: str, password: str, port: int = 5432,
                  *, read_only: bool = False, query_timeout_seconds: float = 300.0,
-                 connect_attempts: int = 8, backoff_seconds: float = 0.5):
+                 connect_attempts: int = 8, backoff_seconds: float = 0.5,
+                 connect_seconds: float | None = None, slapp_tables: bool = False):
         self.user, self.host, self.database, self.port = user, host, database, int(port)
         self.read_only = read_only
+        self.slapp_tables = slapp_tables
+        self._connect_seconds = connect_seconds
         self.query_timeout_seconds = query_timeout_seconds
         self._password = password
         self._connect_attempts = max(1, connect_attempts)
@@ -206,19 +235,26 @@ class DbConnection:
 
     def _connect(self):
         options = "-c default_transaction_read_only=on" if self.read_only else None
+        deadline = (None if self._connect_seconds is None
+                    else time.monotonic() + self._connect_seconds)
         for attempt in range(1, self._connect_attempts + 1):
+            timeout = 10 if deadline is None else max(
+                _MIN_CONNECT_TIMEOUT, min(10, int(deadline - time.monotonic())))
             try:
                 connection = psycopg2.connect(
                     user=self.user, password=self._password, host=self.host,
                     dbname=self.database, port=self.port, options=options,
-                    connect_timeout=10, application_name="slapp", client_encoding="UTF8")
+                    connect_timeout=timeout, application_name="slapp", client_encoding="UTF8")
                 connection.autocommit = False
                 return connection
             except psycopg2.OperationalError as error:
-                if is_permanent_connect_error(error) or attempt == self._connect_attempts:
-                    raise
                 delay = min(15.0, self._backoff_seconds * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.5)
+                out_of_time = deadline is not None and (
+                    time.monotonic() + delay + _MIN_CONNECT_TIMEOUT > deadline)
+                if (is_permanent_connect_error(error) or attempt == self._connect_attempts
+                        or out_of_time):
+                    raise
                 logger.warning("cannot connect to %s (try %d of %d), retrying in %.1f s: %s",
                                self.database, attempt, self._connect_attempts, delay,
                                str(error).strip().splitlines()[0])
@@ -262,9 +298,14 @@ class DbConnection:
             with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
                 yield cursor
             connection.commit()
-        except BaseException:
+        except BaseException as error:
             if not connection.closed:
                 connection.rollback()
+            if self.slapp_tables and isinstance(error, (psycopg2.errors.UndefinedTable,
+                                                        psycopg2.errors.UndefinedColumn)):
+                raise MissingTableException(
+                    f"{error.diag.message_primary} in the labeling database {self.database}: "
+                    f"run {_INIT_COMMAND} to create or upgrade its tables") from error
             raise
 
     def _run(self, work, retry_if_lost: bool):
@@ -441,3 +482,25 @@ class DbConnection:
             work(cursor)
         else:
             self._run(work, retry_if_lost=False)
+
+
+def labeling_connection(*, interactive: bool, read_only: bool = False) -> DbConnection:
+    """The labeling database, with the credentials of ``LABELING_*`` (:func:`get_db_credentials`).
+
+    Parameters
+    ----------
+    interactive : bool
+        A command a person waits for: give up connecting after
+        :data:`INTERACTIVE_CONNECT_SECONDS`. False for a job-array task, which
+        keeps :class:`DbConnection`'s longer retries.
+    read_only : bool
+        Refuse writes (see :class:`DbConnection`).
+
+    Returns
+    -------
+    DbConnection
+        Not yet connected; a missing table is reported naming ``python -m slapp.db.init``.
+    """
+    return DbConnection(**get_db_credentials(**label_defaults), read_only=read_only,
+                        connect_seconds=INTERACTIVE_CONNECT_SECONDS if interactive else None,
+                        slapp_tables=True)

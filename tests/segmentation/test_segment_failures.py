@@ -31,6 +31,10 @@ VERSION = "segment-failure-test-version"
 PINNED = {"TRANSFORM_HASH": VERSION}
 SEGMENT = "slapp.segmentation.segment"
 WAIT_SECONDS = 600
+# What Suite2P's detection raises (from scipy's spline smoothing) on 4 x 4 frames; a
+# movie of fewer than 50 frames, the old way to make Suite2P fail, is now refused
+# before Suite2P (tests/segmentation/test_bad_movies.py).
+SUITE2P_ERROR = "error: (1<=kx && kx<=5) failed for 5th keyword kx: regrid_smth:kx=0"
 
 WAITING_BACKENDS = """
 SELECT pid, query, wait_event FROM pg_stat_activity
@@ -49,14 +53,15 @@ def movies(tmp_path_factory):
     with h5py.File(noise, "w") as movie:
         movie.create_dataset("data", data=(100 + 20 * rng.poisson(5, (600, 64, 64)))
                              .astype(np.uint16))
-    too_short = directory / "too_short.h5"
-    with h5py.File(too_short, "w") as movie:
-        movie.create_dataset("data", data=rng.integers(0, 500, (8, 32, 32), dtype=np.uint16))
+    # Enough frames for slapp's checks, a frame too small for Suite2P's detection.
+    too_small = directory / "too_small.h5"
+    with h5py.File(too_small, "w") as movie:
+        movie.create_dataset("data", data=rng.integers(0, 500, (60, 4, 4), dtype=np.uint16))
     manifest = directory / "manifest.json"
     manifest.write_text(json.dumps({"manifest": [
         {"experiment_id": 701, "nbinned": 45, "input_video": str(cells)},
         {"experiment_id": 702, "nbinned": 27, "input_video": str(noise)},
-        {"experiment_id": 703, "nbinned": 1, "input_video": str(too_short)}]}))
+        {"experiment_id": 703, "nbinned": 1, "input_video": str(too_small)}]}))
     return manifest
 
 
@@ -178,8 +183,8 @@ def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing
                      "--tmp_dir", tmp_path, env=PINNED)
 
     assert result.returncode == 1
-    too_short = json.loads(movies.read_text())["manifest"][2]["input_video"]
-    message = f"Suite2P failed on {too_short}: number of frames should be at least 50"
+    too_small = json.loads(movies.read_text())["manifest"][2]["input_video"]
+    message = f"Suite2P failed on {too_small}: {SUITE2P_ERROR}"
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == f"segment: error: {message}"
     # stderr is not a terminal (a job's log): the full traceback comes first
@@ -188,7 +193,7 @@ def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing
     [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
     assert (failure["ophys_experiment_id"], failure["failure_class"], failure["message"]) == (
         703, "suite2p_error", message)
-    assert "ValueError: number of frames should be at least 50" in failure["traceback"]
+    assert f"_dfitpack.{SUITE2P_ERROR}" in failure["traceback"]
     assert list(tmp_path.iterdir()) == []
     assert table_counts(labeling_db) == {"runs": 0, "rois": 0}
     assert not (movies.parent / "segmentation_plots" / "703.png").exists()
@@ -223,7 +228,7 @@ def test_kept_suite2p_files_are_named_in_the_error(labeling_db, run_cli, movies,
     assert result.returncode == 1
     [kept] = list(tmp_path.iterdir())
     assert result.stderr.strip().splitlines()[-1].endswith(
-        f"number of frames should be at least 50 (Suite2P's files kept in {kept})")
+        f"{SUITE2P_ERROR} (Suite2P's files kept in {kept})")
     # frames are streamed from the HDF5 file: Suite2P's plane folder, no binary copy
     assert (kept / "suite2p" / "plane0").is_dir()
     assert not list(kept.rglob("*.bin"))

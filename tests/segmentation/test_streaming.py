@@ -10,8 +10,9 @@ import numpy as np
 import h5py
 import pytest
 
-from slapp.segmentation.h5_frames import (H5Frames, MAX_CHUNK_BATCHES, chunk_cache_settings,
-                                          stream_problem, suite2p_int16)
+from slapp.segmentation.h5_frames import (H5Frames, MAX_CHUNK_BATCHES, NonFiniteMovieException,
+                                          check_finite, chunk_cache_settings, stream_problem,
+                                          suite2p_int16)
 
 NFRAMES, HEIGHT, WIDTH = 1130, 24, 40  # three Suite2P batches of 500, the last one short
 
@@ -135,3 +136,40 @@ def test_stream_problem_names_what_the_stream_cannot_serve(tmp_path):
     long_chunks = write(tmp_path / "long.h5", np.zeros((3000, 4, 4), np.uint16),
                         chunks=(MAX_CHUNK_BATCHES * 500 + 1, 4, 4))
     assert "chunks span 2001 frames" in stream_problem(long_chunks, 500)
+
+
+@pytest.mark.parametrize("read_ahead", [True, False])
+@pytest.mark.parametrize("layout", [{}, {"chunks": (100, HEIGHT, WIDTH)}])
+def test_non_finite_values_stop_the_first_read_that_meets_them_counting_the_whole_movie(
+        tmp_path, read_ahead, layout):
+    frames = random_frames(np.float32)
+    frames[600, 3, 4] = np.nan   # in the second batch of 500
+    frames[601:603] = np.inf     # 2 x 960 values
+    frames[1129, 0, :5] = -np.inf  # in the last, short batch: counted all the same
+    path = write(tmp_path / "movie.h5", frames, **layout)
+
+    with H5Frames(path, batch_frames=500, read_ahead=read_ahead) as served:
+        first = served[0:500]  # a clean batch is served as usual
+        with pytest.raises(NonFiniteMovieException) as refused:
+            served[500:1000]
+
+    assert np.array_equal(first, suite2p_int16(frames[:500].copy()))
+    assert str(refused.value) == (
+        f"movie {path} has 1,926 non-finite values (NaN or infinity) in frames 600-602, 1129: "
+        "Suite2P needs finite numbers; fix or exclude the movie")
+
+
+def test_check_finite_reads_only_float_movies_and_names_every_frame(tmp_path):
+    integers = write(tmp_path / "integers.h5", random_frames(np.uint16))
+    frames = random_frames(np.float64)
+    for frame in (1, 3, 5, 7, 8):
+        frames[frame, 0, 0] = np.nan
+    floats = write(tmp_path / "floats.h5", frames)
+
+    check_finite(integers, 500)
+    with pytest.raises(NonFiniteMovieException) as refused:
+        check_finite(floats, 500)
+
+    assert str(refused.value) == (
+        f"movie {floats} has 5 non-finite values (NaN or infinity) in frames 1, 3, 5 (and 2 "
+        "more frames): Suite2P needs finite numbers; fix or exclude the movie")
