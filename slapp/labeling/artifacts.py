@@ -71,6 +71,8 @@ from slapp.utils.cli import require_one_of, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import (ArgSchema, ArgSchemaParser, StrictInt,
+                                check_writable_location)
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +130,10 @@ class ArtifactsException(SlappError):
     """The artifacts cannot be made as asked."""
 
 
-class ArtifactsSchema(argschema.ArgSchema):
+class ArtifactsSchema(ArgSchema):
     labeling_job = mm.fields.Str(
         metadata={"description": "name of the labeling job whose ROIs get artifacts"})
-    segmentation_run_id = mm.fields.Int(
+    segmentation_run_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of a job: every ROI of this run"})
     output_dir = mm.fields.Str(
@@ -140,13 +142,13 @@ class ArtifactsSchema(argschema.ArgSchema):
     output_manifest = mm.fields.Str(
         metadata={"description": "also write the manifests as the original's JSON-lines "
                                  "file, one line per ROI in task order"})
-    workers = mm.fields.Int(
+    workers = StrictInt(
         dump_default=1, load_default=1, validate=mm.validate.Range(min=1),
         metadata={"description": "runs processed at once, each in its own process reading "
                                  "its own movie. 1 by default: one movie read at a time "
                                  "keeps a shared file server's load and the memory small"})
     crop_shape = argschema.fields.List(
-        mm.fields.Int(validate=mm.validate.Range(min=8)), dump_default=[128, 128],
+        StrictInt(validate=mm.validate.Range(min=8)), dump_default=[128, 128],
         load_default=[128, 128], validate=mm.validate.Length(equal=2),
         metadata={"cli_as_single_argument": True,
                   "description": "[height, width] of the crops and clips around a ROI: "
@@ -169,7 +171,7 @@ class ArtifactsSchema(argschema.ArgSchema):
         metadata={"description": "about how many frames per second the full-field video has "
                                  "(a whole number of clip bins per frame): 4 as the "
                                  "original's downsampled movie"})
-    webm_quality = mm.fields.Int(
+    webm_quality = StrictInt(
         dump_default=40, load_default=40, validate=mm.validate.Range(min=0, max=63),
         metadata={"description": "VP9 constant quality (0-63, lower is better, bigger and "
                                  "slower to encode). 40 rather than the original's 30: "
@@ -206,11 +208,11 @@ class ArtifactsSchema(argschema.ArgSchema):
     full_scale_size_um = mm.fields.Float(
         dump_default=40.0, load_default=40.0,
         metadata={"description": "scale bar of the full-field outline (µm), as the original"})
-    scale_offset = mm.fields.Int(
+    scale_offset = StrictInt(
         dump_default=3, load_default=3,
         metadata={"description": "pixels from the crop's lower left corner to the bar's "
                                  "corner, as the original"})
-    full_scale_offset = mm.fields.Int(
+    full_scale_offset = StrictInt(
         dump_default=12, load_default=12,
         metadata={"description": "the same for the full-field outline, as the original"})
 
@@ -512,7 +514,7 @@ def rois_by_run(dbconn: DbConnection, labeling_job: str | None,
     return [row["roi_id"] for row in rows], by_run
 
 
-class Artifacts(argschema.ArgSchemaParser):
+class Artifacts(ArgSchemaParser):
     """Write the labeling artifacts."""
 
     default_schema = ArtifactsSchema
@@ -542,6 +544,9 @@ class Artifacts(argschema.ArgSchemaParser):
         for run_id in by_run:  # a bad run fails before any file is written
             recorded_rate(load_run(label_dbconn, run_id))
         output_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = args.get("output_manifest")
+        if manifest_path:  # checked before the work (it may go in output_dir, made just now)
+            check_writable_location(manifest_path)
         settings = {name: args[name] for name in SETTING_NAMES}
         jobs = [(credentials, run_id, roi_ids, str(output_dir), settings)
                 for run_id, roi_ids in by_run.items()]
@@ -554,7 +559,6 @@ class Artifacts(argschema.ArgSchemaParser):
         manifests = {roi_id: manifest for result in results
                      for roi_id, manifest in result.manifests.items()}
         made = sum(result.n_made for result in results)
-        manifest_path = args.get("output_manifest")
         if manifest_path:
             lines = "".join(json.dumps(manifests[roi_id]) + "\n" for roi_id in order)
             write_bytes_atomically(manifest_path, lines.encode("utf-8"))

@@ -34,25 +34,26 @@ from slapp.labeling.sampling import SAMPLINGS
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 
 SOURCES = ("segmentation_run_ids", "manifest_json", "experiment_selection_id")
 
 
-class CreateJobSchema(argschema.ArgSchema, RunParametersSchema):
+class CreateJobSchema(ArgSchema, RunParametersSchema):
     name = mm.fields.Str(
         required=True, validate=mm.validate.Length(min=1),
         metadata={"description": "the job's unique name: asking again with the same name "
                                  "and inputs finds the job instead of drawing another"})
     segmentation_run_ids = argschema.fields.List(
-        mm.fields.Int(validate=mm.validate.Range(min=1)), validate=mm.validate.Length(min=1),
+        StrictInt(validate=mm.validate.Range(min=1)), validate=mm.validate.Length(min=1),
         metadata={"description": "segmentation_runs.id of the runs whose ROIs are drawn "
                                  "from, space-separated"})
     manifest_json = argschema.fields.InputFile(
         metadata={"description": "instead of run ids: the runs that count for this "
                                  "segmentation manifest's entries, under the Suite2P "
                                  "options given (segment's defaults unless changed)"})
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         validate=mm.validate.Range(min=1),
         metadata={"description": "instead of run ids: the runs that count for this "
                                  "selection's experiments, under the Suite2P options given"})
@@ -63,21 +64,21 @@ class CreateJobSchema(argschema.ArgSchema, RunParametersSchema):
                                  "experiment, so both classes appear) or uncertain "
                                  "(closest to 0.5 under the newest trained classifier). "
                                  "all by default: a first job usually labels every ROI"})
-    n_rois = mm.fields.Int(
+    n_rois = StrictInt(
         allow_none=True, dump_default=None, load_default=None,
         validate=mm.validate.Range(min=1),
         metadata={"description": "at most this many ROIs, whatever the sampling; no cap "
                                  "by default"})
-    labels_per_roi = mm.fields.Int(
+    labels_per_roi = StrictInt(
         dump_default=3, load_default=3, validate=mm.validate.Range(min=1),
         metadata={"description": "how many labelers judge each ROI. 3, as the original "
                                  "labeling jobs asked: an odd number, so a majority exists"})
-    random_seed = mm.fields.Int(
+    random_seed = StrictInt(
         dump_default=42, load_default=42, validate=mm.validate.Range(min=0, max=2 ** 31 - 1),
         metadata={"description": "seeds the draw of random and stratified, so the same "
                                  "inputs draw the same ROIs. 42 as select_data's default; "
                                  "it must fit the int column random_seed"})
-    strata = mm.fields.Int(
+    strata = StrictInt(
         dump_default=4, load_default=4, validate=mm.validate.Range(min=2),
         metadata={"description": "bins of the probability for stratified. 4 equal-width "
                                  "bins put an edge at 0.5 (cells and non-cells in separate "
@@ -97,7 +98,7 @@ class CreateJobOutputSchema(mm.Schema):
                             metadata={"description": "ROIs drawn (one task per ROI)"})
 
 
-class CreateJob(argschema.ArgSchemaParser):
+class CreateJob(ArgSchemaParser):
     """Create (or find) a labeling job."""
 
     default_schema = CreateJobSchema

@@ -250,3 +250,14 @@ def test_runs_are_made_in_parallel_workers(labeling_db, movie, run_cli, tmp_path
     for line in lines:
         assert decoded_frame_count(Path(line["video-source-ref"])) == json.loads(
             Path(line["trace-source-ref"]).read_text())["dataLength"]
+
+
+def test_an_unwritable_manifest_is_refused_before_any_work(labeling_db, truth_run, run_cli,
+                                                           tmp_path):
+    result = run_cli("slapp.labeling.artifacts", "--segmentation_run_id", truth_run[0],
+                     "--output_dir", tmp_path / "out", "--output_manifest",
+                     tmp_path / "missing" / "m.jsonl")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "does not exist" in result.stderr
+    assert not list((tmp_path / "out").rglob("*.png"))
+    assert labeling_db.query("SELECT count(*) AS n FROM roi_manifests")[0]["n"] == 0

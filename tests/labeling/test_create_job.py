@@ -177,3 +177,11 @@ def test_exactly_one_source_of_runs(labeling_db, run_cli, tmp_path):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "give --segmentation_run_ids, --manifest_json or --experiment_selection_id" in (
         result.stderr)
+
+
+def test_a_fractional_count_is_refused(labeling_db, two_runs, run_cli):
+    result = run_cli("slapp.labeling.create_job", "--name", "x", "--segmentation_run_ids",
+                     *two_runs, "--n_rois", 2.5)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "n_rois" in result.stderr
+    assert labeling_db.query("SELECT count(*) AS n FROM labeling_jobs")[0]["n"] == 0
