@@ -18,9 +18,10 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
-    # the labeling server (slapp.labeling.serve) and its page's correlation crops
+    # the labeling server (slapp.labeling.serve) and its page's correlation crops, and the
+    # artifacts (slapp.labeling.artifacts): VP9 WebM clips (PyAV), PNGs, outlines (OpenCV)
     "labeling": ["starlette>=0.40,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.9",
-                 "pillow>=10,<14"],
+                 "pillow>=10,<14", "av>=14,<19", "opencv-python-headless>=4.8,<6"],
     # the browser tests drive Debian's chromium through Playwright (no browser download);
     # httpx is the labeling server's test and benchmark client, PyAV writes test clips
     "test": ["pytest>=8,<10", "playwright>=1.50,<2", "httpx>=0.27,<1", "av>=12,<19"],

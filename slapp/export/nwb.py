@@ -32,7 +32,10 @@ fields carry the headline: ``session_id`` is the experiment id,
 destination under a temporary name and renamed into place, so a file at the
 destination is always whole.
 
-The labeling database keeps no mean image, so the files have none.
+The run's mean image, max projection and correlation image, when the database has
+them (``segmentation_images``), are the ``GrayscaleImage`` objects ``mean_image``,
+``max_projection`` and ``correlation_image`` of the ``Images`` container
+``suite2p_images`` in ``ophys``.
 """
 import json
 import logging
@@ -49,6 +52,7 @@ from slapp.db.runs import RunParameters, RunParametersSchema, counted_runs_of_se
 from slapp.errors import SlappError
 from slapp.export.run_record import (SHAPE_COLUMNS, RunRois, load_rois, load_run,
                                      load_selection, provenance, recorded_rate)
+from slapp.segmentation.images import RunImages, read_images
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import stage_bytes, write_json_atomically
@@ -59,6 +63,12 @@ logger = logging.getLogger(__name__)
 
 PROVENANCE_NAME = "slapp_provenance"
 PLANE_SEGMENTATION_NAME = "suite2p_rois"
+IMAGES_NAME = "suite2p_images"
+_IMAGE_DESCRIPTIONS = {
+    "mean_image": "mean of the movie's frames",
+    "max_projection": "Suite2P's maximum projection of the binned, high-pass filtered movie",
+    "correlation_image": "Suite2P's correlation map (Vcorr) that ROIs were detected on",
+}
 # The Allen Institute's two-photon experiments that LIMS holds are of mice.
 DEFAULT_SPECIES = "Mus musculus"
 # Namespace of the files' identifiers: one run identity, one identifier.
@@ -86,7 +96,8 @@ def _identifier(run: dict) -> str:
     return str(uuid.uuid5(_IDENTIFIER_NAMESPACE, identity))
 
 
-def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT_SPECIES):
+def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT_SPECIES,
+                  images: RunImages | None = None):
     """Assemble the in-memory NWB file of one run.
 
     Parameters
@@ -100,6 +111,8 @@ def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT
     species : str
         The subject's species (Latin binomial), which the labeling database does
         not record.
+    images : RunImages, optional
+        The run's images, added to ``ophys`` as :data:`IMAGES_NAME`.
 
     Returns
     -------
@@ -128,6 +141,8 @@ def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT
                f"setting, source movie and fingerprint, host, timings) is JSON text in "
                f"scratch/{PROVENANCE_NAME}."))
     plane_segmentation = _image_segmentation(nwbfile, run, rois)
+    if images is not None:
+        _add_images(nwbfile, images)
     if plane_segmentation is not None:
         _fluorescence(nwbfile, run, rois, plane_segmentation)
     nwbfile.add_scratch(json.dumps(record, sort_keys=True, default=str), name=PROVENANCE_NAME,
@@ -188,6 +203,19 @@ def _image_segmentation(nwbfile, run: dict, rois: RunRois):
             cell_probability=float(rois.cell_probability[position]),
             **{name: float(rois.shape[name][position]) for name in SHAPE_COLUMNS})
     return plane_segmentation
+
+
+def _add_images(nwbfile, images: RunImages) -> None:
+    from pynwb.base import Images
+    from pynwb.image import GrayscaleImage
+
+    container = Images(name=IMAGES_NAME, description=(
+        f"the run's images in the movie's frame, as computed by the {images.computed_by} "
+        f"step"))
+    for name, description in _IMAGE_DESCRIPTIONS.items():
+        container.add_image(GrayscaleImage(name=name, data=getattr(images, name),
+                                           description=description))
+    nwbfile.processing["ophys"].add(container)
 
 
 def _fluorescence(nwbfile, run: dict, rois: RunRois, plane_segmentation) -> None:
@@ -269,7 +297,8 @@ def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb:
     selection = load_selection(label_dbconn, run, experiment_selection_id)
     rois = load_rois(label_dbconn, run)
     record = provenance(run, selection, code_version())
-    write_nwbfile(build_nwbfile(run, rois, record, species), output_nwb)
+    write_nwbfile(build_nwbfile(run, rois, record, species,
+                                read_images(label_dbconn, segmentation_run_id)), output_nwb)
     logger.info("wrote run %s (%d ROIs) to %s", segmentation_run_id, len(rois.roi_ids),
                 output_nwb)
     return {"experiment_id": run["ophys_experiment_id"],

@@ -31,7 +31,15 @@ ROI_COLUMNS = (
     ("aspect_ratio", "float4"),
     ("compactness", "float4"),
     ("skew", "float4"),
+    ("npix_norm", "float4"),
+    ("npix_soma", "int4"),
+    ("std", "float4"),
+    ("footprint", "float4"),
+    ("solidity", "float4"),
 )
+# The Suite2P stat features stored beside the shape statistics, as Suite2P names them;
+# a stat that lacks one (older Suite2P versions) stores NULL.
+STAT_FEATURES = ("npix_norm", "npix_soma", "std", "footprint")
 
 
 class RoiException(SlappError):
@@ -57,13 +65,45 @@ class Roi:
     aspect_ratio: float
     compactness: float
     skew: float
+    npix_norm: float | None = None
+    npix_soma: int | None = None
+    std: float | None = None
+    footprint: float | None = None
+    solidity: float | None = None
 
     def copy_row(self, segmentation_run_id: int) -> tuple:
         """The values of :data:`ROI_COLUMNS`, in order, for a run."""
         return (segmentation_run_id, self.suite2p_roi_index, self.coo_row, self.coo_col,
                 self.coo_data, self.trace, self.neuropil_trace, self.is_cell,
                 self.cell_probability, self.npix, self.centroid_row, self.centroid_col,
-                self.radius, self.aspect_ratio, self.compactness, self.skew)
+                self.radius, self.aspect_ratio, self.compactness, self.skew,
+                self.npix_norm, self.npix_soma, self.std, self.footprint, self.solidity)
+
+
+def solidity(rows: np.ndarray, cols: np.ndarray) -> float:
+    """The mask's pixels over the pixels of its convex hull (1 for a convex mask).
+
+    Suite2P 1.x no longer computes it; this is scikit-image's ``solidity`` of the
+    mask's pixel set.
+
+    Parameters
+    ----------
+    rows, cols : numpy.ndarray
+        The mask's pixel coordinates (each pixel once).
+
+    Returns
+    -------
+    float
+    """
+    import cv2  # OpenCV comes with Suite2P, which only the segmentation step installs
+
+    top, left = int(rows.min()), int(cols.min())
+    hull_image = np.zeros((int(rows.max()) - top + 1, int(cols.max()) - left + 1), np.uint8)
+    points = np.column_stack([cols - left, rows - top]).astype(np.int32)
+    cv2.fillConvexPoly(hull_image, cv2.convexHull(points), 1)
+    hull_image[rows - top, cols - left] = 1  # a line-like mask: its pixels are its hull
+    return float(len(np.unique(rows.astype(np.int64) * hull_image.shape[1] + cols))
+                 / hull_image.sum())
 
 
 def roi_from_suite2p(index: int, stat: dict, trace: np.ndarray, neuropil_trace: np.ndarray,
@@ -76,7 +116,8 @@ def roi_from_suite2p(index: int, stat: dict, trace: np.ndarray, neuropil_trace: 
         The ROI's index in ``stat.npy`` (and row of ``F.npy``, ``iscell.npy``).
     stat : dict
         Its ``stat.npy`` entry (``ypix``, ``xpix``, ``lam``, ``radius``,
-        ``aspect_ratio``, ``compact``, ``skew``).
+        ``aspect_ratio``, ``compact``, ``skew``, and where present the features of
+        :data:`STAT_FEATURES`).
     trace, neuropil_trace : numpy.ndarray
         Its rows of ``F.npy`` and ``Fneu.npy``.
     iscell : sequence of float
@@ -119,6 +160,10 @@ def roi_from_suite2p(index: int, stat: dict, trace: np.ndarray, neuropil_trace: 
         aspect_ratio=float(stat["aspect_ratio"]),
         compactness=float(stat["compact"]),
         skew=float(stat["skew"]),
+        **{name: (None if stat.get(name) is None else
+                  (int if name == "npix_soma" else float)(stat[name]))
+           for name in STAT_FEATURES},
+        solidity=solidity(rows, cols),
     )
 
 

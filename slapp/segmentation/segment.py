@@ -443,7 +443,8 @@ class Segment(ArgSchemaParser):
                 return rois_from_suite2p(output.stat, output.traces, output.neuropil_traces,
                                          output.iscell, output.video_shape)
             stored = store.write_run(label_dbconn, run, rois, overwrite=self.args["overwrite"],
-                                     retry_seconds=self.args["write_retry_seconds"])
+                                     retry_seconds=self.args["write_retry_seconds"],
+                                     images=output.images)
         if stored.status == store.SEGMENTED and png is not None:
             plot_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomically(plot_file(plot_dir, experiment_id,

@@ -28,6 +28,7 @@ from psycopg2 import sql as pgsql
 
 from slapp.db.runs import RunIdentity, find_current_run
 from slapp.errors import SlappError
+from slapp.segmentation.images import RunImages, insert_images
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
 from slapp.utils.cli import one_line
 from slapp.utils.query_utils import DbConnection, is_permanent_connect_error
@@ -199,7 +200,7 @@ def _run_parameters(run: dict) -> dict:
 
 
 def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
-                overwrite: bool) -> StoredRun | None:
+                overwrite: bool, images: RunImages | None) -> StoredRun | None:
     """One attempt: the whole write in one transaction; None when the identity exists."""
     started = time.perf_counter()
     identity = tuple(params[name] for name in IDENTITY_COLUMNS)
@@ -227,6 +228,8 @@ def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
                         "ROIs stay)", inserted["id"], old["id"])
         rows = _CountedRows(inserted["id"], rois)
         dbconn.copy_rows("rois", ROI_COLUMNS, rows, cursor=cursor)
+        if images is not None:
+            insert_images(cursor, inserted["id"], images)
         cursor.execute(_RECORD_WRITE_SECONDS, (time.perf_counter() - started, inserted["id"]))
         return StoredRun(inserted["id"], SEGMENTED, rows.count,
                          params["movie_fingerprint"].adapted)
@@ -244,7 +247,8 @@ def _is_connection_trouble(error: Exception) -> bool:
 
 
 def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterable[Roi]], *,
-              overwrite: bool = False, retry_seconds: float = 600) -> StoredRun:
+              overwrite: bool = False, retry_seconds: float = 600,
+              images: RunImages | None = None) -> StoredRun:
     """Store a run row and all its ROIs, all or nothing, waiting out a database outage.
 
     Parameters
@@ -273,6 +277,9 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
         How long to keep retrying after the first connection failure. Only
         connection trouble is retried (see :func:`_is_connection_trouble`);
         any other error is raised at once.
+    images : RunImages, optional
+        The run's mean image, max projection and correlation image, stored in
+        ``segmentation_images`` in the same transaction.
 
     Returns
     -------
@@ -294,7 +301,7 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
     deadline, wait = None, _FIRST_WAIT_SECONDS
     while True:
         try:
-            stored = _write_once(dbconn, params, rois_factory(), overwrite)
+            stored = _write_once(dbconn, params, rois_factory(), overwrite, images)
             if stored is None:
                 stored = find_run(dbconn, *identity)
                 if stored is None:  # unreachable while runs are superseded, never deleted

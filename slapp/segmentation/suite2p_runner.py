@@ -42,6 +42,7 @@ import numpy as np
 
 from slapp.errors import SlappError
 from slapp.segmentation.h5_frames import H5Frames, check_finite, stream_problem
+from slapp.segmentation.images import RunImages, full_frame
 from slapp.segmentation.scratch import directory_bytes
 from slapp.segmentation.settings import Suite2pOptions
 
@@ -87,7 +88,9 @@ class Suite2pOutput:
     float32 arrays (``None`` when no ROI was found); they stay readable only
     inside :func:`suite2p_outputs`. ``frame_source`` is ``"hdf5_stream"`` or
     ``"binary"``; ``stage_seconds`` has the keys of :data:`STAGES`;
-    ``scratch_bytes`` is what Suite2P wrote under the working directory.
+    ``scratch_bytes`` is what Suite2P wrote under the working directory;
+    ``images`` are the mean image, max projection and correlation image in the
+    movie's frame (None when Suite2P found no ROI, and so kept no detection images).
     """
 
     stat: list[dict]
@@ -104,6 +107,7 @@ class Suite2pOutput:
     stage_seconds: dict
     scratch_bytes: int
     kept_directory: Path | None = None
+    images: RunImages | None = None
 
     @property
     def n_rois(self) -> int:
@@ -281,12 +285,35 @@ def _read_outputs(plane: Path, settings: dict, run: dict,
         raise Suite2pRunException(
             f"Suite2P's outputs in {plane} disagree: {len(stat)} ROIs, {len(traces)} traces, "
             f"{len(neuropil_traces)} neuropil traces, {len(iscell)} classifications")
+    mean_image = np.asarray(db["meanImg"], dtype=np.float32)
+    video_shape = (int(db["Ly"]), int(db["Lx"]))
     return Suite2pOutput(
         stat=stat, traces=traces, neuropil_traces=neuropil_traces, iscell=iscell,
-        mean_image=np.asarray(db["meanImg"], dtype=np.float32),
-        nframes=int(db["nframes"]), video_shape=(int(db["Ly"]), int(db["Lx"])),
+        mean_image=mean_image, nframes=int(db["nframes"]), video_shape=video_shape,
         settings=settings, suite2p_version=suite2p_version(), kept_directory=kept_directory,
-        **run)
+        images=_read_images(plane, mean_image, video_shape), **run)
+
+
+def _read_images(plane: Path, mean_image: np.ndarray,
+                 video_shape: tuple[int, int]) -> RunImages | None:
+    """The run's three images in the full frame, from the plane's detection outputs
+    (``max_proj`` and ``Vcorr`` of the crop ``reg_outputs.npy`` names); None without
+    detection outputs (no ROI found)."""
+    detect_path, reg_path = plane / "detect_outputs.npy", plane / "reg_outputs.npy"
+    if not detect_path.exists():
+        return None
+    try:
+        detected = np.load(detect_path, allow_pickle=True).item()
+        crop = np.load(reg_path, allow_pickle=True).item() if reg_path.exists() else {}
+        yrange = crop.get("yrange", (0, video_shape[0]))
+        xrange = crop.get("xrange", (0, video_shape[1]))
+        return RunImages(
+            mean_image=mean_image,
+            max_projection=full_frame(detected["max_proj"], yrange, xrange, video_shape),
+            correlation_image=full_frame(detected["Vcorr"], yrange, xrange, video_shape))
+    except (OSError, ValueError, KeyError) as error:
+        raise Suite2pRunException(
+            f"cannot read Suite2P's detection images in {plane}: {error}") from error
 
 
 @contextmanager
