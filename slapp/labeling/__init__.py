@@ -1,0 +1,1 @@
+"""Labels back into the pipeline: consensus, agreement, classifiers, predictions, Ground Truth."""
