@@ -22,6 +22,7 @@ digest in the run's parameters (:func:`classifier_parameters`).
 """
 import hashlib
 import io
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -109,11 +110,15 @@ def load_classifier(source: str | Path | bytes):
     """
     from suite2p.classification import Classifier
 
-    classifier = Classifier(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    what = "the classifier data" if isinstance(source, bytes) else str(source)
+    try:  # Suite2P catches some errors of a bad file itself (and then says so), not all
+        classifier = Classifier(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError,
+            TypeError) as error:
+        raise ClassifierFileException(f"{what} is not a Suite2P classifier file: "
+                                      f"{type(error).__name__}") from error
     if not classifier.loaded:
-        raise ClassifierFileException(
-            f"{'the classifier data' if isinstance(source, bytes) else source} is not a "
-            "Suite2P classifier file")
+        raise ClassifierFileException(f"{what} is not a Suite2P classifier file")
     return classifier
 
 

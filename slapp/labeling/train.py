@@ -57,8 +57,7 @@ class TrainSchema(argschema.ArgSchema):
     labeling_jobs = mm.fields.List(
         mm.fields.Str(), required=True, validate=mm.validate.Length(min=1),
         metadata={"description": "names of the labeling jobs whose consensus labels are "
-                                 "learned (space-separated)",
-                  "cli_as_single_argument": True})
+                                 "learned (space-separated)"})
     output_classifier = mm.fields.Str(
         required=True, metadata={"description": "where Suite2P's classifier file (.npy) is "
                                                 "written; its directory must exist"})
@@ -76,8 +75,7 @@ class TrainSchema(argschema.ArgSchema):
         metadata={"description": "ROI features (Suite2P stat names) the classifier uses. "
                                  "Default: the three Suite2P's pipeline classifies with, so "
                                  "that segment --classifier_path gives the probabilities "
-                                 "predict stores; Suite2P's pipeline ignores any other key",
-                  "cli_as_single_argument": True})
+                                 "predict stores; Suite2P's pipeline ignores any other key"})
     cv_folds = mm.fields.Int(
         dump_default=5, validate=mm.validate.Range(min=2),
         metadata={"description": "folds of the cross-validation; 5 trains each fold on 80 "
