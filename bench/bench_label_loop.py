@@ -105,7 +105,9 @@ def segment(env: dict, work_dir: Path, paths: dict[int, Path], nframes: int) -> 
     for index, seed in enumerate(seeds):
         output = work_dir / f"segment_{seed}.json"
         started = time.perf_counter()
-        run_command(env, "slapp.segmentation.segment", "--manifest_json", manifest,
+        # a fixed code version: a rerun after editing slapp reuses the stored runs
+        run_command({**env, "TRANSFORM_HASH": "bench_label_loop"},
+                    "slapp.segmentation.segment", "--manifest_json", manifest,
                     "--manifest_index", index, "--keep_suite2p_results", "True",
                     "--tmp_dir", work_dir / "suite2p" / str(seed), "--output_json", output)
         result = json.loads(output.read_text())
