@@ -4,6 +4,13 @@
 
     python -m slapp.labeling.predict --classifier_model_id 3 --segmentation_run_id 17 \\
         [--threshold 0.5] [--output_json out.json]
+    python -m slapp.labeling.predict --classifier_model_id 3 --manifest_json manifest.json
+    python -m slapp.labeling.predict --classifier_model_id 3 --experiment_selection_id 5
+
+The runs are one run, or the runs that count (:mod:`slapp.db.runs`) for the
+entries of a segmentation manifest or the experiments of a selection, under
+this code version and the Suite2P options given (segment's, with its
+defaults); entries without such a run are counted and skipped.
 
 The model's classifier file (``classifier_models.file_path``) must still have
 the digest recorded when it was trained; Suite2P's own ``Classifier`` loads it
@@ -26,6 +33,8 @@ import numpy as np
 from psycopg2 import sql as pgsql
 from psycopg2.extras import execute_values
 
+from slapp.db.runs import (RunParameters, RunParametersSchema, counted_runs,
+                           counted_runs_of_selection)
 from slapp.errors import SlappError
 from slapp.labeling.classifier_file import (ClassifierFileException, file_digest,
                                             load_classifier, predict_probabilities)
@@ -56,18 +65,32 @@ class PredictException(SlappError):
     """The predictions cannot be made as asked."""
 
 
-class PredictSchema(argschema.ArgSchema):
+RUN_OPTIONS = ("segmentation_run_id", "manifest_json", "experiment_selection_id")
+
+
+class PredictSchema(argschema.ArgSchema, RunParametersSchema):
     """Store a trained classifier's predictions for runs' ROIs."""
 
     classifier_model_id = mm.fields.Int(
         required=True, metadata={"description": "classifier_models.id, as train printed it"})
     segmentation_run_id = mm.fields.Int(
-        required=True, metadata={"description": "segmentation_runs.id whose ROIs are "
-                                                "classified"})
+        metadata={"description": "segmentation_runs.id whose ROIs are classified"})
+    manifest_json = argschema.fields.InputFile(
+        metadata={"description": "classify the counted runs of this segmentation manifest's "
+                                 "entries (with the Suite2P options given)"})
+    experiment_selection_id = mm.fields.Int(
+        metadata={"description": "classify the counted runs of this selection's experiments "
+                                 "(with the Suite2P options given)"})
     threshold = mm.fields.Float(
         dump_default=0.5, validate=mm.validate.Range(min=0, max=1),
         metadata={"description": "a ROI is a cell when its probability is above this; 0.5, "
                                  "as Suite2P's own classification"})
+
+    @mm.validates_schema
+    def one_source_of_runs(self, data, **kwargs):
+        """Exactly one of the three ways to name the runs."""
+        if sum(name in data for name in RUN_OPTIONS) != 1:
+            raise mm.ValidationError("give one of --" + ", --".join(RUN_OPTIONS))
 
 
 class PredictOutputSchema(mm.Schema):
@@ -82,6 +105,8 @@ class PredictOutputSchema(mm.Schema):
     n_cells = mm.fields.Int(required=True, metadata={
         "description": "ROIs whose stored prediction calls them cells"})
     n_without_features = mm.fields.Int(required=True)
+    n_entries_not_done = mm.fields.Int(metadata={
+        "description": "manifest entries or selected experiments without a counted run"})
 
 
 def find_model(dbconn: DbConnection, classifier_model_id: int) -> dict:
@@ -191,10 +216,31 @@ class Predict(argschema.ArgSchemaParser):
     default_schema = PredictSchema
     default_output_schema = PredictOutputSchema
 
+    def run_ids(self, dbconn: DbConnection) -> tuple[list[int], int]:
+        """The runs asked for, and how many entries or experiments have none."""
+        if "segmentation_run_id" in self.args:
+            return [self.args["segmentation_run_id"]], 0
+        parameters = RunParameters.from_args(self.args)
+        if "manifest_json" in self.args:
+            counted = counted_runs(dbconn, self.args["manifest_json"], parameters)
+        else:
+            counted = list(counted_runs_of_selection(
+                dbconn, self.args["experiment_selection_id"], parameters).values())
+        found = [run_id for run_id in counted if run_id is not None]
+        if not found:
+            raise PredictException(f"none of the {len(counted)} entries has a run of this "
+                                   f"code version and these parameters "
+                                   f"({parameters.description()})")
+        return list(dict.fromkeys(found)), len(counted) - len(found)
+
     def run(self, dbconn: DbConnection) -> dict:
         """Predict, print one line and write ``--output_json``."""
-        result = predict(dbconn, self.args["classifier_model_id"],
-                         [self.args["segmentation_run_id"]], self.args["threshold"])
+        run_ids, not_done = self.run_ids(dbconn)
+        result = predict(dbconn, self.args["classifier_model_id"], run_ids,
+                         self.args["threshold"])
+        result["n_entries_not_done"] = not_done
+        if not_done:
+            print(f"{not_done} entries have no counted run and are skipped")
         print(f"classifier model {result['classifier_model_id']} on run(s) "
               f"{', '.join(map(str, result['segmentation_run_ids']))}: {result['n_rois']} ROIs, "
               f"{result['n_cells']} cells; {result['n_stored']} predictions stored now, "

@@ -168,3 +168,46 @@ def test_segment_settings_and_digest_parameters(trained, tmp_path):
         suite2p_classification_settings(broken)
     with pytest.raises(ClassifierFileException, match="does not exist"):
         suite2p_classification_settings(tmp_path / "missing.npy")
+
+
+@pytest.mark.slow
+def test_predict_classifies_the_counted_runs_of_a_manifest(labeling_db, trained, run_cli,
+                                                           tmp_path):
+    from stored_runs import insert_run, random_masks
+
+    from slapp.db.runs import RunParameters
+
+    parameters = RunParameters.defaults(suite2p_version="1.1.0")
+    rng = np.random.default_rng(4)
+    counted = insert_run(labeling_db, 850000020, random_masks(rng, (32, 48), 12),
+                         ophys_segmentation_commit_hash=parameters.code_version,
+                         parameters_digest=parameters.digest(40), nbinned=40)
+    other_parameters = insert_run(labeling_db, 850000020, random_masks(rng, (32, 48), 5),
+                                  seed=1, ophys_segmentation_commit_hash=parameters.code_version)
+    for run_id in (counted, other_parameters):
+        labeling_db.execute("UPDATE rois SET npix_norm = 1.0 WHERE segmentation_run_id = %s",
+                            (run_id,))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"manifest": [
+        {"experiment_id": 850000020, "nbinned": 40, "input_video": "/movies/a.h5"},
+        {"experiment_id": 850000021, "nbinned": 40, "input_video": "/movies/b.h5"}]}))
+    output = tmp_path / "predict.json"
+    done = run_cli("slapp.labeling.predict", "--classifier_model_id",
+                   trained["train"]["classifier_model_id"], "--manifest_json", manifest,
+                   "--suite2p_version", "1.1.0", "--output_json", output)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(output.read_text())
+    assert result["segmentation_run_ids"] == [counted]
+    assert (result["n_rois"], result["n_stored"], result["n_entries_not_done"]) == (12, 12, 1)
+    assert "1 entries have no counted run" in done.stdout
+    stored = predictions_for_runs(labeling_db, trained["train"]["classifier_model_id"],
+                                  [counted, other_parameters])
+    assert {row["segmentation_run_id"] for row in stored} == {counted}
+
+
+def test_predict_needs_one_way_to_name_runs(run_cli, labeling_db, tmp_path):
+    done = run_cli("slapp.labeling.predict", "--classifier_model_id", "1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("predict: error: invalid input: give one of "
+                                   "--segmentation_run_id, --manifest_json, "
+                                   "--experiment_selection_id")
