@@ -63,6 +63,8 @@ LABELERS = {
     "sloppy": (0.20, 0.20, 0.0),
     "biased": (0.05, 0.40, 0.0),
 }
+# Every stored feature that Suite2P's stat holds (solidity is slapp's own).
+EXTENDED_KEYS = tuple(key for key in FEATURE_KEYS if key != "solidity")
 LABELING_TABLES = ("roi_predictions, classifier_models, label_consensus, roi_labels, "
                    "labeler_sessions, labelers, labeling_tasks, labeling_jobs")
 
@@ -128,10 +130,10 @@ def fill_features(dbconn: DbConnection, work_dir: Path, runs: dict[int, int]) ->
             "slapp_suite2p_*/suite2p/plane0/stat.npy"), key=os.path.getmtime)
         stat = np.load(stat_files[-1], allow_pickle=True)
         dbconn.bulk_insert([(
-            "UPDATE rois SET npix_norm = %s, npix_soma = %s, std = %s, footprint = %s, "
-            "solidity = %s WHERE segmentation_run_id = %s AND suite2p_roi_index = %s",
+            "UPDATE rois SET npix_norm = %s, npix_soma = %s, std = %s, footprint = %s "
+            "WHERE segmentation_run_id = %s AND suite2p_roi_index = %s",
             (float(roi["npix_norm"]), int(roi["npix_soma"]), float(roi["std"]),
-             float(roi["footprint"]), float(roi["solidity"]), run_id, index))
+             float(roi["footprint"]), run_id, index))
             for index, roi in enumerate(stat)])
         log(f"seed {seed}: features of {len(stat)} ROIs read from {stat_files[-1]}")
 
@@ -311,7 +313,7 @@ def loop(dbconn, env, work_dir, args, runs, paths, rng) -> dict:
             ("trained on consensus", "bench consensus", 3, SUITE2P_KEYS),
             ("trained on single labels", "bench single", 1, SUITE2P_KEYS),
             ("trained on ground truth", "bench truth", 1, SUITE2P_KEYS),
-            ("consensus, all 9 features", "bench consensus", 3, FEATURE_KEYS)):
+            ("consensus, 8 Suite2P features", "bench consensus", 3, EXTENDED_KEYS)):
         output = work_dir / "train.json"
         run_command(env, "slapp.labeling.train", "--labeling_jobs", job, "--min_labels",
                     min_labels, "--output_classifier",
@@ -336,136 +338,7 @@ def loop(dbconn, env, work_dir, args, runs, paths, rng) -> dict:
                                          if cell], truth_masks[seed])
                        for seed in args.test_seeds} for label, calls in called.items()}
     task_roi = {task_id: roi_id for roi_id, task_id in tasks.items()}
-    extra = {}
-    for row in dbconn.query("SELECT id FROM labeling_tasks WHERE extra_labels > 0 AND id = "
-                            "ANY(%s)", (list(task_roi),)):
-        task_id = row["id"]
-        done = {name for name, _ in given[task_id]}
-        free = [name for name in LABELERS if name not in done and LABELERS[name][2] == 0]
-        name = free[rng.integers(len(free))]
-        extra[task_id] = [(name, simulated_label(rng, name, truth[task_roi[task_id]]))]
-        given[task_id] += extra[task_id]
-    write_labels(dbconn, extra, labeler_ids)
-    return len(extra)
-
-
-def single_label_job(dbconn, name, run_ids, tasks, labels_of_task, labeler_ids):
-    """A job over the same ROIs whose tasks carry one given label each."""
-    job_id = dbconn.insert(
-        "INSERT INTO labeling_jobs (name, labels_per_roi, sampling, random_seed, n_rois, "
-        "segmentation_run_ids, inputs, inputs_digest) VALUES (%s, 1, 'stratified', 0, %s, %s, "
-        "%s, 'bench') RETURNING id",
-        (name, len(tasks), run_ids, json.dumps({"bench": name})))[0]["id"]
-    given = {}
-    for roi_id, task_id in tasks.items():
-        new_task = dbconn.insert("INSERT INTO labeling_tasks (labeling_job_id, roi_id) "
-                                 "VALUES (%s, %s) RETURNING id", (job_id, roi_id))[0]["id"]
-        given[new_task] = [labels_of_task(roi_id, task_id)]
-    write_labels(dbconn, given, labeler_ids)
-
-
-def f1_of_cells(masks: list, called: np.ndarray, truth_path: Path) -> tuple[float, int]:
-    """F1 over the ROIs called cells against the true cells, and how many were called."""
-    scored = [mask for mask, cell in zip(masks, called) if cell]
-    return match_rois(scored, read_ground_truth(truth_path)).f1, int(np.sum(called))
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--nframes", type=int, default=4000)
-    parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--test_seeds", type=int, nargs="+", default=[3, 4, 5])
-    parser.add_argument("--labeler_seed", type=int, default=0)
-    parser.add_argument("--job_fraction", type=float, default=0.8,
-                        help="fraction of the training movies' ROIs in the labeling job")
-    parser.add_argument("--work_dir", type=Path, default=Path("/work/scratch/loop/bench"))
-    args = parser.parse_args()
-    work_dir = args.work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.labeler_seed)
-    seeds = args.train_seeds + args.test_seeds
-    paths = movies(work_dir, seeds, args.size, args.nframes)
-    server = embedded.EmbeddedServer(work_dir / "server")
-    server.start()
-    env = {**os.environ, **server.environment()}
-    try:
-        with DbConnection(**server.credentials(embedded.LABELING_ROLE,
-                                               embedded.LABELING_DATABASE)) as dbconn:
-            create_tables(dbconn)
-            dbconn.execute(f"TRUNCATE {LABELING_TABLES} RESTART IDENTITY CASCADE")
-            runs = segment(env, work_dir, paths, args.nframes)
-            fill_features(dbconn, work_dir, runs)
-            report = loop(dbconn, env, work_dir, args, runs, paths, rng)
-    finally:
-        server.stop()
-    print_report(args, report)
-    return 0
-
-
-def loop(dbconn, env, work_dir, args, runs, paths, rng) -> dict:
-    truth_path = {seed: ground_truth_path(path) for seed, path in paths.items()}
-    rois, truth, masks, builtin = [], {}, {}, {}
-    for seed in args.train_seeds + args.test_seeds:
-        rows, seed_masks, is_cell = roi_truth(dbconn, runs[seed], truth_path[seed])
-        masks[seed] = seed_masks
-        builtin[seed] = np.array([row["is_cell"] for row in rows])
-        for row, cell in zip(rows, is_cell):
-            truth[row["id"]] = bool(cell)
-            if seed in args.train_seeds:
-                rois.append({**row, "run_id": runs[seed]})
-    train_runs = [runs[seed] for seed in args.train_seeds]
-    n_job = int(len(rois) * args.job_fraction)
-    tasks = make_job(dbconn, "bench consensus", train_runs, rois, n_job, rng)
-    labeler_ids = {name: dbconn.insert("INSERT INTO labelers (name) VALUES (%s) RETURNING id",
-                                       (name,))[0]["id"] for name in [*LABELERS, "truth"]}
-    given = label_job(dbconn, tasks, truth, labeler_ids, rng)
-    first = json.loads(_consolidate(env, work_dir, "bench consensus", 3))
-    requeued = answer_requeued(dbconn, tasks, truth, labeler_ids, given, rng)
-    consolidated = json.loads(_consolidate(env, work_dir, "bench consensus", 3))
-    single_label_job(dbconn, "bench single", train_runs, tasks,
-                     lambda roi_id, task_id: next(item for item in given[task_id]
-                                                  if item[1] is not None), labeler_ids)
-    single_label_job(dbconn, "bench truth", train_runs, tasks,
-                     lambda roi_id, task_id: ("truth", "cell" if truth[roi_id] else "not cell"),
-                     labeler_ids)
-    for job in ("bench single", "bench truth"):
-        _consolidate(env, work_dir, job, 1)
-    models = {}
-    for label, job, min_labels, keys in (
-            ("trained on consensus", "bench consensus", 3, SUITE2P_KEYS),
-            ("trained on single labels", "bench single", 1, SUITE2P_KEYS),
-            ("trained on ground truth", "bench truth", 1, SUITE2P_KEYS),
-            ("consensus, all 9 features", "bench consensus", 3, FEATURE_KEYS)):
-        output = work_dir / "train.json"
-        run_command(env, "slapp.labeling.train", "--labeling_jobs", job, "--min_labels",
-                    min_labels, "--output_classifier",
-                    work_dir / f"classifier_{len(models)}.npy", "--feature_keys", *keys,
-                    "--output_json", output)
-        models[label] = json.loads(output.read_text())
-        log(f"{label}: model {models[label]['classifier_model_id']}, cv accuracy "
-            f"{models[label]['cv_accuracy']:.3f}, F1 {models[label]['cv_f1']:.3f}")
-    scores = {"Suite2P built-in": {}}
-    for seed in args.test_seeds:
-        scores["Suite2P built-in"][seed] = f1_of_cells(masks[seed], builtin[seed],
-                                                       truth_path[seed])
-    for label, model in models.items():
-        scores[label] = {}
-        for seed in args.test_seeds:
-            run_command(env, "slapp.labeling.predict", "--classifier_model_id",
-                        model["classifier_model_id"], "--segmentation_run_id", runs[seed])
-            called = np.array([row["is_cell"] for row in dbconn.query(
-                "SELECT predictions.is_cell FROM roi_predictions AS predictions JOIN rois ON "
-                "rois.id = predictions.roi_id WHERE predictions.classifier_model_id = %s AND "
-                "rois.segmentation_run_id = %s ORDER BY rois.suite2p_roi_index",
-                (model["classifier_model_id"], runs[seed]))], dtype=bool)
-            scores[label][seed] = f1_of_cells(masks[seed], called, truth_path[seed])
-    pooled = {label: _pooled(dbconn, label, models, runs, args.test_seeds, masks, builtin,
-                             truth_path) for label in scores}
     labels_vs_truth = {}
-    for task_labels in given.values():
-        pass
-    task_roi = {task_id: roi_id for roi_id, task_id in tasks.items()}
     for task_id, items in given.items():
         for name, label in items:
             if label is not None:
