@@ -216,6 +216,10 @@ def train(dbconn: DbConnection, job_names: list[str], output_classifier: str | P
             f"of at least {min_labels} labels: run slapp.labeling.consolidate first")
     complete = [row for row in rows if all(row[key] is not None for key in keys)]
     n_without = len(rows) - len(complete)
+    if not complete:
+        raise TrainException(
+            f"none of the {len(rows)} labelled ROIs has stored {', '.join(keys)}: their runs "
+            "were stored before segment kept Suite2P's features")
     if n_without:
         logger.warning("%d labelled ROIs have no stored %s (runs stored before the features "
                        "were kept) and are left out", n_without, "/".join(keys))

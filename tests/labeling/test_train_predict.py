@@ -211,3 +211,14 @@ def test_predict_needs_one_way_to_name_runs(run_cli, labeling_db, tmp_path):
     assert done.stderr.strip() == ("predict: error: invalid input: give one of "
                                    "--segmentation_run_id, --manifest_json, "
                                    "--experiment_selection_id")
+
+
+def test_rois_without_stored_features_are_named(labeling_db, labelled_job, tmp_path):
+    from slapp.labeling.train import TrainException
+
+    consolidate(labeling_db, labelled_job["job"])
+    labeling_db.execute("UPDATE rois SET npix_norm = NULL")
+    with pytest.raises(TrainException, match="none of the 150 labelled ROIs has stored skew, "
+                                             "compact, npix_norm"):
+        train(labeling_db, [labelled_job["job"]], tmp_path / "c.npy")
+    assert list(tmp_path.iterdir()) == []
