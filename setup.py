@@ -18,7 +18,10 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
-    "test": ["pytest>=8,<10"],
+    # export_gt's upload of a Ground Truth job's files to S3
+    "groundtruth": ["boto3>=1.34,<2"],
+    # moto's S3 server is what the upload is tested against
+    "test": ["pytest>=8,<10", "moto[server]>=5,<6"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
