@@ -20,8 +20,11 @@ EXTRAS = {
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
     # export_gt's upload of a Ground Truth job's files to S3
     "groundtruth": ["boto3>=1.34,<2"],
-    # moto's S3 server is what the upload is tested against
-    "test": ["pytest>=8,<10", "moto[server]>=5,<6"],
+    # the browser test drives Debian's chromium through Playwright (no browser download);
+    # moto's S3 server is what the Ground Truth upload is tested against
+    "test": ["pytest>=8,<10", "playwright>=1.50,<2", "moto[server]>=5,<6"],
+    # the docs site: sphinx-build -W -b html docs <dir>
+    "docs": ["sphinx>=7,<10", "numpydoc>=1.6,<2"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
