@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import add_labels, make_job, make_labeler, make_run
+from loop_rows import add_labels, make_job, make_labeler, make_run
 
 from slapp.labeling.consolidate import consolidate
 

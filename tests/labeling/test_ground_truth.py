@@ -3,7 +3,7 @@ import json
 
 import boto3
 import pytest
-from conftest import make_job, make_run
+from loop_rows import make_job, make_run
 
 from slapp.labeling.consolidate import consolidate
 from slapp.labeling.export_gt import ExportException, export_gt

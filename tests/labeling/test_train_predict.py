@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_run
+from loop_rows import labelled_job, make_run  # noqa: F401 (a fixture)
 
 from slapp.labeling.classifier_file import (ClassifierFileException, classifier_bytes,
                                             classifier_parameters,

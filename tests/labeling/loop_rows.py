@@ -1,4 +1,5 @@
-"""Labeling jobs, labelers, labels and ROI features written with SQL for the labeling tests."""
+"""Labeling jobs, labelers, labels and ROI features written with SQL for the loop tests
+(consolidate, train, predict, Ground Truth); the fixture is imported by those modules."""
 import json
 
 import numpy as np
