@@ -222,3 +222,22 @@ def test_rois_without_stored_features_are_named(labeling_db, labelled_job, tmp_p
                                              "compact, npix_norm"):
         train(labeling_db, [labelled_job["job"]], tmp_path / "c.npy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_suite2ps_pipeline_classification_gives_the_stored_probabilities(labeling_db, trained):
+    """What segment --classifier_path runs (suite2p.classification.classify, which reads
+    only skew, npix_norm and compact of each ROI's stat) agrees with predict."""
+    from suite2p.classification import classify
+
+    model_id = trained["train"]["classifier_model_id"]
+    predict(labeling_db, model_id, [trained["run_id"]])
+    stored = predictions_for_runs(labeling_db, model_id, [trained["run_id"]])
+    rois = labeling_db.query("SELECT * FROM rois WHERE segmentation_run_id = %s "
+                             "ORDER BY suite2p_roi_index", (trained["run_id"],))
+    stat = np.array([{key: float(roi[key]) for key in ("skew", "compact", "npix_norm", "std",
+                                                       "footprint", "radius")}
+                     for roi in rois])
+    iscell = classify(stat=stat, classfile=suite2p_classification_settings(
+        trained["file"])["classifier_path"])
+    assert np.allclose(iscell[:, 1], [row["probability"] for row in stored], atol=1e-6)
+    assert (iscell[:, 0] > 0.5).tolist() == [row["is_cell"] for row in stored]
