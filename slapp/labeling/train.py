@@ -25,6 +25,7 @@ put in place only after the row is committed. ``--output_json`` gives
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import argschema
@@ -286,6 +287,9 @@ class Train(argschema.ArgSchemaParser):
 
 def main() -> None:
     """Parse the command line, connect to the labeling database and train."""
+    # space-separated lists (--labeling_jobs A B) are what argschema calls old-style
+    warnings.filterwarnings("ignore", message=".*old-style command-line syntax",
+                            category=FutureWarning)
     command = Train()
     with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
         command.run(dbconn)
