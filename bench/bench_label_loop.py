@@ -217,7 +217,7 @@ def write_labels(dbconn: DbConnection, given: dict[int, list], labeler_ids: dict
 def answer_requeued(dbconn: DbConnection, tasks: dict[int, int], truth: dict[int, bool],
                     labeler_ids: dict[str, int], given: dict[int, list],
                     rng: np.random.Generator) -> int:
-    """Give each re-queued task one label from a labeler who has not labelled it yet."""
+    """Give each re-queued task one label from a labeler who has not labeled it yet."""
     task_roi = {task_id: roi_id for roi_id, task_id in tasks.items()}
     extra = {}
     for row in dbconn.query("SELECT id FROM labeling_tasks WHERE extra_labels > 0 AND id = "

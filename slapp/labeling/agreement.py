@@ -137,7 +137,7 @@ def precision_recall(labels: Sequence[str], reference: Sequence[str]) -> dict:
         ``n_rois``, ``precision`` (of the labeler's cells, the fraction the
         reference calls cells; None when the labeler called none), ``recall``
         (of the reference's cells, the fraction the labeler called cells; None
-        when there are none) and ``agreement`` (fraction labelled alike).
+        when there are none) and ``agreement`` (fraction labeled alike).
     """
     given = np.array([label == CELL for label in labels], dtype=bool)
     truth = np.array([label == CELL for label in reference], dtype=bool)

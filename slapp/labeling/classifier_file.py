@@ -45,7 +45,7 @@ class ClassifierFileException(SlappError):
 
 
 def classifier_bytes(stats: np.ndarray, iscell: np.ndarray, keys: Sequence[str]) -> bytes:
-    """Suite2P's classifier file for labelled ROIs, as the bytes of its ``.npy``.
+    """Suite2P's classifier file for labeled ROIs, as the bytes of its ``.npy``.
 
     Parameters
     ----------
@@ -77,11 +77,11 @@ def classifier_bytes(stats: np.ndarray, iscell: np.ndarray, keys: Sequence[str])
             f"{len(keys)} keys")
     if len(iscell) < MIN_TRAINING_ROIS:
         raise ClassifierFileException(
-            f"{len(iscell)} labelled ROIs are too few: Suite2P's classifier needs at least "
+            f"{len(iscell)} labeled ROIs are too few: Suite2P's classifier needs at least "
             f"{MIN_TRAINING_ROIS}")
     if len(np.unique(iscell)) != 2:
         raise ClassifierFileException(
-            "the labelled ROIs are all of one class: a classifier needs cells and not cells")
+            "the labeled ROIs are all of one class: a classifier needs cells and not cells")
     if not np.isfinite(stats).all():
         raise ClassifierFileException("the classifier data has missing or infinite values")
     buffer = io.BytesIO()

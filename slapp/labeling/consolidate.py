@@ -78,7 +78,7 @@ class LabelerAgreementSchema(mm.Schema):
     labeler_id = mm.fields.Int(required=True)
     name = mm.fields.Str(required=True)
     n_rois = mm.fields.Int(required=True, metadata={
-        "description": "ROIs this labeler labelled that have a consensus"})
+        "description": "ROIs this labeler labeled that have a consensus"})
     precision = mm.fields.Float(allow_none=True, metadata={
         "description": "of this labeler's cells, the fraction the consensus calls cells"})
     recall = mm.fields.Float(allow_none=True, metadata={

@@ -1,4 +1,4 @@
-"""Train a cell classifier on labelling jobs' consensus labels: Suite2P's own file, and its row.
+"""Train a cell classifier on labeling jobs' consensus labels: Suite2P's own file, and its row.
 
 ::
 
@@ -145,7 +145,7 @@ def folds_needed(n_rois: int, asked: int) -> int:
     """The fold count: ``asked``, or more so that each training part has 100 ROIs."""
     if n_rois <= MIN_TRAINING_ROIS:
         raise TrainException(
-            f"{n_rois} labelled ROIs are too few to train and cross-validate Suite2P's "
+            f"{n_rois} labeled ROIs are too few to train and cross-validate Suite2P's "
             f"classifier: it needs more than {MIN_TRAINING_ROIS}")
     needed = int(np.ceil(n_rois / (n_rois - MIN_TRAINING_ROIS)))
     return min(max(asked, needed), n_rois)
@@ -219,10 +219,10 @@ def train(dbconn: DbConnection, job_names: list[str], output_classifier: str | P
     n_without = len(rows) - len(complete)
     if not complete:
         raise TrainException(
-            f"none of the {len(rows)} labelled ROIs has stored {', '.join(keys)}: their runs "
+            f"none of the {len(rows)} labeled ROIs has stored {', '.join(keys)}: their runs "
             "were stored before segment kept Suite2P's features")
     if n_without:
-        logger.warning("%d labelled ROIs have no stored %s (runs stored before the features "
+        logger.warning("%d labeled ROIs have no stored %s (runs stored before the features "
                        "were kept) and are left out", n_without, "/".join(keys))
     stats = np.array([[row[key] for key in keys] for row in complete], dtype=np.float64)
     iscell = np.array([row["label"] == CELL for row in complete], dtype=np.float32)

@@ -77,7 +77,7 @@ def add_labels(dbconn, task_id, labels, source="page"):
 
 
 @pytest.fixture
-def labelled_job(labeling_db):
+def labeled_job(labeling_db):
     """A 150-ROI run and a job whose three labelers label every ROI; a few mistakes.
 
     Returns a dict with run_id, job name, truth (ROI id -> bool) and labeler ids.

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from loop_rows import labelled_job, make_run  # noqa: F401 (a fixture)
+from loop_rows import labeled_job, make_run  # noqa: F401 (a fixture)
 
 from slapp.labeling.classifier_file import (ClassifierFileException, classifier_bytes,
                                             classifier_parameters,
@@ -15,12 +15,12 @@ from slapp.labeling.train import cross_validate, fold_assignment, train
 
 
 @pytest.fixture
-def trained(labeling_db, labelled_job, tmp_path):
-    """The labelled job consolidated and trained (in this process: importing Suite2P
+def trained(labeling_db, labeled_job, tmp_path):
+    """The labeled job consolidated and trained (in this process: importing Suite2P
     takes long, so only the commands' own tests start them)."""
-    consolidate(labeling_db, labelled_job["job"])
-    result = train(labeling_db, [labelled_job["job"]], tmp_path / "classifier.npy")
-    return {**labelled_job, "train": result, "file": tmp_path / "classifier.npy"}
+    consolidate(labeling_db, labeled_job["job"])
+    result = train(labeling_db, [labeled_job["job"]], tmp_path / "classifier.npy")
+    return {**labeled_job, "train": result, "file": tmp_path / "classifier.npy"}
 
 
 def test_train_writes_suite2ps_file_and_a_model_row(labeling_db, trained):
@@ -52,10 +52,10 @@ def test_train_writes_suite2ps_file_and_a_model_row(labeling_db, trained):
 
 
 @pytest.mark.slow
-def test_the_train_command(labeling_db, labelled_job, run_cli, tmp_path):
-    consolidate(labeling_db, labelled_job["job"])
+def test_the_train_command(labeling_db, labeled_job, run_cli, tmp_path):
+    consolidate(labeling_db, labeled_job["job"])
     output = tmp_path / "train.json"
-    done = run_cli("slapp.labeling.train", "--labeling_jobs", labelled_job["job"],
+    done = run_cli("slapp.labeling.train", "--labeling_jobs", labeled_job["job"],
                    "--output_classifier", tmp_path / "classifier.npy", "--feature_keys",
                    "skew", "compact", "npix_norm", "std", "--output_json", output)
     assert done.returncode == 0, done.stderr
@@ -131,8 +131,8 @@ def test_a_changed_classifier_file_is_refused(labeling_db, trained):
 
 
 @pytest.mark.slow
-def test_training_without_consensus_is_refused(labeling_db, labelled_job, run_cli, tmp_path):
-    done = run_cli("slapp.labeling.train", "--labeling_jobs", labelled_job["job"],
+def test_training_without_consensus_is_refused(labeling_db, labeled_job, run_cli, tmp_path):
+    done = run_cli("slapp.labeling.train", "--labeling_jobs", labeled_job["job"],
                    "--output_classifier", tmp_path / "c.npy")
     assert done.returncode == 1
     assert "run slapp.labeling.consolidate first" in done.stderr
@@ -213,14 +213,14 @@ def test_predict_needs_one_way_to_name_runs(run_cli, labeling_db, tmp_path):
                                    "--experiment_selection_id")
 
 
-def test_rois_without_stored_features_are_named(labeling_db, labelled_job, tmp_path):
+def test_rois_without_stored_features_are_named(labeling_db, labeled_job, tmp_path):
     from slapp.labeling.train import TrainException
 
-    consolidate(labeling_db, labelled_job["job"])
+    consolidate(labeling_db, labeled_job["job"])
     labeling_db.execute("UPDATE rois SET npix_norm = NULL")
-    with pytest.raises(TrainException, match="none of the 150 labelled ROIs has stored skew, "
+    with pytest.raises(TrainException, match="none of the 150 labeled ROIs has stored skew, "
                                              "compact, npix_norm"):
-        train(labeling_db, [labelled_job["job"]], tmp_path / "c.npy")
+        train(labeling_db, [labeled_job["job"]], tmp_path / "c.npy")
     assert list(tmp_path.iterdir()) == []
 
 
