@@ -30,7 +30,7 @@ from psycopg2.extras import execute_values
 
 from slapp.labeling.agreement import (CELL, NOT_CELL, STRATEGIES, Consensus, consensus_label,
                                       fleiss_kappa, precision_recall)
-from slapp.labeling.jobs import find_job, task_labels
+from slapp.labeling.job_labels import find_job, task_labels
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
@@ -111,7 +111,7 @@ def labeler_agreement(tasks: list[dict], consensus: list[Consensus],
     Parameters
     ----------
     tasks : list of dict
-        As :func:`slapp.labeling.jobs.task_labels` gives them.
+        As :func:`slapp.labeling.job_labels.task_labels` gives them.
     consensus : list of Consensus
         One per task, in the same order.
     names : dict

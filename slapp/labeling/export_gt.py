@@ -31,7 +31,7 @@ import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
-from slapp.labeling.jobs import find_job
+from slapp.labeling.job_labels import find_job
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults

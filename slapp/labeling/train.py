@@ -39,7 +39,7 @@ from slapp.labeling.agreement import CELL, STRATEGIES
 from slapp.labeling.classifier_file import (FEATURE_KEYS, MIN_TRAINING_ROIS, SUITE2P_KEYS,
                                             classifier_bytes, content_digest, load_classifier,
                                             predict_probabilities)
-from slapp.labeling.jobs import find_job
+from slapp.labeling.job_labels import find_job
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import stage_bytes, write_json_atomically

@@ -1,10 +1,10 @@
-"""Reading labeling jobs and their current labels, for the commands that use them."""
+"""A labeling job by name, and the current labels of its tasks: what the loop commands read."""
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
 
-class LabelingJobException(SlappError):
-    """A labeling job that is not there or cannot be used as asked."""
+class UnknownJobException(SlappError):
+    """There is no labeling job of the name given."""
 
 
 # Every task of a job with its current labels (a label changed by its labeler is
@@ -25,12 +25,12 @@ def find_job(dbconn: DbConnection, name: str) -> dict:
 
     Raises
     ------
-    LabelingJobException
+    UnknownJobException
         When there is no such job.
     """
     rows = dbconn.query("SELECT * FROM labeling_jobs WHERE name = %s", (name,))
     if not rows:
-        raise LabelingJobException(f"there is no labeling job named {name!r}")
+        raise UnknownJobException(f"there is no labeling job named {name!r}")
     return rows[0]
 
 
