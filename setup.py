@@ -22,9 +22,13 @@ EXTRAS = {
     # artifacts (slapp.labeling.artifacts): VP9 WebM clips (PyAV), PNGs, outlines (OpenCV)
     "labeling": ["starlette>=0.40,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.9",
                  "pillow>=10,<14", "av>=14,<19", "opencv-python-headless>=4.8,<6"],
+    # export_gt's upload of a Ground Truth job's files to S3
+    "groundtruth": ["boto3>=1.34,<2"],
     # the browser tests drive Debian's chromium through Playwright (no browser download);
-    # httpx is the labeling server's test and benchmark client, PyAV writes test clips
-    "test": ["pytest>=8,<10", "playwright>=1.50,<2", "httpx>=0.27,<1", "av>=12,<19"],
+    # httpx is the labeling server's test and benchmark client, PyAV writes test clips,
+    # moto's S3 server is what the Ground Truth upload is tested against
+    "test": ["pytest>=8,<10", "playwright>=1.50,<2", "httpx>=0.27,<1", "av>=14,<19",
+             "moto[server]>=5,<6"],
     # the docs site: sphinx-build -W -b html docs <dir>
     "docs": ["sphinx>=7,<10", "numpydoc>=1.6,<2"],
 }
