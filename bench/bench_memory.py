@@ -1,0 +1,153 @@
+"""Benchmark: segment's peak memory and scratch against the binned movie's size, and the fit.
+
+::
+
+    python bench/bench_memory.py --movie 512x512x8000 --bin_sizes 115 22 4 2 \\
+        [--seed 0] [--movie_dir DIR] [--results memory_points.jsonl]
+
+For each ``--bin_sizes`` value, segment's Suite2P run (``suite2p_outputs`` with
+segment's default options, frames streamed from the HDF5 movie, as a segment
+task runs it) segments one realistic synthetic movie (``slapp.demo.synthetic_movie``)
+of the given ``HEIGHTxWIDTHxFRAMES`` with ``nbinned = nframes // bin_size``,
+each time in a fresh process that reports its peak resident memory
+(``ru_maxrss``: Python, PyTorch, Suite2P and the run, what a job's memory limit
+sees), the bytes Suite2P wrote to scratch, its wall time and ROIs.
+
+Each point is appended as one JSON line to ``--results``; then every point in
+that file is printed and the model of :mod:`slapp.segmentation.memory_model`
+is fitted to them by least squares::
+
+    peak = a + b * nbinned * height * width * 4 bytes
+
+with its residuals and its predictions for a 512x512 x 100,000-frame movie.
+Run points one at a time (one invocation per point, e.g. under ``flock``) on a
+busy machine; a 512x512 point with 4,000 bins peaks near 10 GB. A movie of
+fewer frames with the same bin count stands in for a long one: the streamed run
+holds only the binned movie and blocks of frames, not the whole movie.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, DEFAULT_BIN_SIZE
+from slapp.demo.synthetic_movie import ground_truth_path, preset_spec, write_movie
+from slapp.segmentation import memory_model
+
+LONG_SESSION = (100_000, 512, 512)
+
+
+def _segment_in_this_process(movie_path: Path, nbinned: int, scratch: Path) -> dict:
+    """Run in a fresh process: segment's Suite2P run and this process's peak RSS."""
+    import logging
+
+    from slapp.segmentation.settings import Suite2pOptions
+    from slapp.segmentation.suite2p_runner import suite2p_outputs
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("suite2p").setLevel(logging.ERROR)
+    with suite2p_outputs(movie_path, nbinned, Suite2pOptions.defaults(), scratch) as output:
+        result = {"seconds": output.seconds, "stage_seconds": output.stage_seconds,
+                  "scratch_bytes": output.scratch_bytes, "n_rois": output.n_rois}
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def measure_point(movie_path: Path, nbinned: int, scratch: Path) -> dict:
+    """One segment run in a new (spawned) process, so that its peak RSS is its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_segment_in_this_process, movie_path, nbinned, scratch).result()
+
+
+def fit(points: list[dict]) -> tuple[float, float]:
+    """Least-squares ``peak = a + b * binned bytes`` over the points; returns (a, b)."""
+    binned = np.array([point["binned_bytes"] for point in points], float)
+    peak = np.array([point["peak_rss_bytes"] for point in points], float)
+    design = np.stack([np.ones_like(binned), binned], axis=1)
+    (base, slope), *_ = np.linalg.lstsq(design, peak, rcond=None)
+    return float(base), float(slope)
+
+
+def print_points_and_fit(points: list[dict]) -> None:
+    print(f"\n{'movie':>17} {'bin':>4} {'nbinned':>7} {'binned GB':>9} {'peak GB':>8} "
+          f"{'scratch MB':>10} {'ROIs':>5} {'wall s':>6}  load")
+    for point in sorted(points, key=lambda point: point["binned_bytes"]):
+        movie = f"{point['height']}x{point['width']}x{point['nframes']}"
+        print(f"{movie:>17} {point['bin_size']:4d} {point['nbinned']:7d} "
+              f"{point['binned_bytes'] / 1e9:9.2f} {point['peak_rss_bytes'] / 1e9:8.2f} "
+              f"{point['scratch_bytes'] / 1e6:10.1f} {point['n_rois']:5d} "
+              f"{point['seconds']:6.0f}  {point['load']:.1f}")
+    if len({point["binned_bytes"] for point in points}) < 2:
+        print("(at least two binned sizes are needed for a fit)")
+        return
+    base, slope = fit(points)
+    print(f"\nfit over {len(points)} points: peak = {base / 1e9:.2f} GB + {slope:.2f} x "
+          f"binned bytes (nbinned x height x width x 4)")
+    for point in points:
+        predicted = base + slope * point["binned_bytes"]
+        print(f"  {point['height']}x{point['width']}x{point['nframes']} bin {point['bin_size']}: "
+              f"measured {point['peak_rss_bytes'] / 1e9:.2f} GB, fitted {predicted / 1e9:.2f} GB "
+              f"({(point['peak_rss_bytes'] - predicted) / 1e9:+.2f})")
+    nframes, height, width = LONG_SESSION
+    for bin_size in (DEFAULT_BIN_SIZE, DECAY_BIN_SIZE):
+        nbinned = int(nframes / bin_size)
+        predicted = base + slope * memory_model.binned_movie_bytes(nbinned, height, width)
+        print(f"{height}x{width} x {nframes:,} frames, bin_size {bin_size} ({nbinned} bins): "
+              f"this fit {predicted / 1e9:.1f} GB; slapp's memory_model "
+              f"{memory_model.predicted_peak_rss_bytes(nframes, nbinned, height, width) / 1e9:.1f}"
+              f" GB, request {memory_model.memory_request(memory_model.predicted_peak_rss_bytes(nframes, nbinned, height, width))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movie", default="512x512x8000",
+                        help="HEIGHTxWIDTHxFRAMES of the realistic synthetic movie")
+    parser.add_argument("--bin_sizes", type=int, nargs="+", default=[DEFAULT_BIN_SIZE])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--movie_dir", type=Path, required=True,
+                        help="where the movie is written and kept (reused when there, "
+                             "named as bench_quality.py names its movies) and Suite2P's "
+                             "scratch goes")
+    parser.add_argument("--results", type=Path, default=Path("memory_points.jsonl"),
+                        help="JSON lines of every point measured so far; new points are "
+                             "appended, and the fit is over all of them")
+    parser.add_argument("--fit_only", action="store_true",
+                        help="measure nothing: print the points in --results and the fit")
+    args = parser.parse_args()
+    points = ([json.loads(line) for line in args.results.read_text().splitlines() if line]
+              if args.results.exists() else [])
+    if not args.fit_only:
+        height, width, nframes = (int(size) for size in args.movie.split("x"))
+        movie_path = args.movie_dir / f"realistic_{height}x{width}x{nframes}_{args.seed}.h5"
+        args.movie_dir.mkdir(parents=True, exist_ok=True)
+        if not (movie_path.exists() and ground_truth_path(movie_path).exists()):
+            started = time.perf_counter()
+            write_movie(movie_path, preset_spec("realistic", nframes, height, width, args.seed))
+            print(f"wrote {movie_path} in {time.perf_counter() - started:.0f} s", flush=True)
+        for bin_size in args.bin_sizes:
+            nbinned = nframes // bin_size
+            result = measure_point(movie_path, nbinned, args.movie_dir)
+            point = {"height": height, "width": width, "nframes": nframes, "seed": args.seed,
+                     "bin_size": bin_size, "nbinned": nbinned,
+                     "binned_bytes": memory_model.binned_movie_bytes(nbinned, height, width),
+                     "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                     **result}
+            print(f"{args.movie} bin {bin_size} ({nbinned} bins): peak "
+                  f"{point['peak_rss_bytes'] / 1e9:.2f} GB, scratch "
+                  f"{point['scratch_bytes'] / 1e6:.1f} MB, {point['n_rois']} ROIs, "
+                  f"{point['seconds']:.0f} s, load {point['load']:.1f}", flush=True)
+            with open(args.results, "a") as results:
+                results.write(json.dumps(point) + "\n")
+            points.append(point)
+    print_points_and_fit(points)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
