@@ -43,6 +43,7 @@ table gives the mean and the range over seeds. Wall times depend on the
 machine's load, which is printed alongside.
 """
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -151,6 +152,10 @@ def main() -> None:
                         help="write the movies here and keep them (a movie already there "
                              "with its ground truth is reused); a temporary directory, "
                              "emptied as it goes, when not given")
+    parser.add_argument("--results", type=Path,
+                        help="append each run's scores as a JSON line to this file, and "
+                             "summarise every run in it of this movie size: seeds run by "
+                             "separate invocations make one table")
     parser.add_argument("--log", type=Path, help="also append the output to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -161,6 +166,12 @@ def main() -> None:
            f"x {args.nframes} frames, seeds {args.seeds}, presets {args.presets}, "
            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results = {}
+    size_key = [args.size, args.size, args.nframes]
+    if args.results and args.results.exists():
+        for line in args.results.read_text().splitlines():
+            row = json.loads(line)
+            if row["movie"] == size_key:
+                results.setdefault((row["preset"], row["configuration"]), []).append(row)
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as work:
         work = Path(work)
         for preset in args.presets:
@@ -184,7 +195,7 @@ def main() -> None:
                     segmentation, peak_rss = segment_in_fresh_process(
                         configuration, movie_path, args.nframes, work)
                     scores = score(segmentation, truth)
-                    row = {"n_rois": len(segmentation.masks),
+                    row = {"seed": seed, "n_rois": len(segmentation.masks),
                            "n_cells": int(segmentation.is_cell.sum()),
                            "precision_all": scores.all_rois.precision,
                            "recall_all": scores.all_rois.recall,
@@ -194,6 +205,12 @@ def main() -> None:
                            "f1_cells": scores.cells.f1, "seconds": segmentation.seconds,
                            "peak_rss_bytes": peak_rss}
                     results.setdefault((preset, configuration), []).append(row)
+                    if args.results:
+                        with open(args.results, "a") as stored:
+                            stored.write(json.dumps({"movie": size_key, "preset": preset,
+                                                     "seed": seed,
+                                                     "configuration": configuration,
+                                                     **row}) + "\n")
                     report(f"  {configuration:32} {row['n_rois']:4d} ROIs "
                            f"{row['n_cells']:4d} cells | all: P {row['precision_all']:.2f} "
                            f"R {row['recall_all']:.2f} F1 {row['f1_all']:.2f} | cells: "
@@ -204,7 +221,8 @@ def main() -> None:
                     movie_path.unlink()
                     ground_truth_path(movie_path).unlink()
     summary_table(results, report)
-    report(f"(IoU >= 0.5, one to one; mean [min-max] over {len(args.seeds)} seeds; "
+    seeds = sorted({row["seed"] for rows in results.values() for row in rows})
+    report(f"(IoU >= 0.5, one to one; mean [min-max] over seeds {seeds}; "
            f"wall s: Suite2P seconds; RSS GB: peak resident memory of the configuration's "
            f"process, 1e9 bytes; total {time.perf_counter() - started:.0f} s)")
 
