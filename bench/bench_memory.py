@@ -2,8 +2,9 @@
 
 ::
 
-    python bench/bench_memory.py --movie 512x512x8000 --bin_sizes 115 22 4 2 \\
-        [--seed 0] [--movie_dir DIR] [--results memory_points.jsonl]
+    python bench/bench_memory.py --movie 512x512x8000 --bin_sizes 115 22 \\
+        [--tau 0.7] [--seed 0] --movie_dir DIR [--results memory_points.jsonl]
+    python bench/bench_memory.py --movie 512x512x8000 --bin_sizes 2 --tau 0.05 ...
 
 For each ``--bin_sizes`` value, segment's Suite2P run (``suite2p_outputs`` with
 segment's default options, frames streamed from the HDF5 movie, as a segment
@@ -13,11 +14,16 @@ each time in a fresh process that reports its peak resident memory
 (``ru_maxrss``: Python, PyTorch, Suite2P and the run, what a job's memory limit
 sees), the bytes Suite2P wrote to scratch, its wall time and ROIs.
 
+Suite2P never bins fewer than ``round(tau * fs)`` frames together (22 at
+segment's default tau 0.7 s), so bins shorter than that need a smaller
+``--tau`` (0.05 s: 2 frames); the point records the bins Suite2P allocated
+(``memory_model.detection_bins``), and the fit uses them.
+
 Each point is appended as one JSON line to ``--results``; then every point in
 that file is printed and the model of :mod:`slapp.segmentation.memory_model`
 is fitted to them by least squares::
 
-    peak = a + b * nbinned * height * width * 4 bytes
+    peak = a + b * bins * height * width * 4 bytes
 
 with its residuals and its predictions for a 512x512 x 100,000-frame movie.
 Run points one at a time (one invocation per point, e.g. under ``flock``) on a
@@ -33,6 +39,7 @@ import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +51,8 @@ from slapp.segmentation import memory_model
 LONG_SESSION = (100_000, 512, 512)
 
 
-def _segment_in_this_process(movie_path: Path, nbinned: int, scratch: Path) -> dict:
+def _segment_in_this_process(movie_path: Path, nbinned: int, tau: float,
+                             scratch: Path) -> dict:
     """Run in a fresh process: segment's Suite2P run and this process's peak RSS."""
     import logging
 
@@ -53,17 +61,19 @@ def _segment_in_this_process(movie_path: Path, nbinned: int, scratch: Path) -> d
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("suite2p").setLevel(logging.ERROR)
-    with suite2p_outputs(movie_path, nbinned, Suite2pOptions.defaults(), scratch) as output:
+    options = replace(Suite2pOptions.defaults(), tau=tau)
+    with suite2p_outputs(movie_path, nbinned, options, scratch) as output:
         result = {"seconds": output.seconds, "stage_seconds": output.stage_seconds,
                   "scratch_bytes": output.scratch_bytes, "n_rois": output.n_rois}
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result
 
 
-def measure_point(movie_path: Path, nbinned: int, scratch: Path) -> dict:
+def measure_point(movie_path: Path, nbinned: int, tau: float, scratch: Path) -> dict:
     """One segment run in a new (spawned) process, so that its peak RSS is its own."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_segment_in_this_process, movie_path, nbinned, scratch).result()
+        return pool.submit(_segment_in_this_process, movie_path, nbinned, tau,
+                           scratch).result()
 
 
 def fit(points: list[dict]) -> tuple[float, float]:
@@ -76,11 +86,11 @@ def fit(points: list[dict]) -> tuple[float, float]:
 
 
 def print_points_and_fit(points: list[dict]) -> None:
-    print(f"\n{'movie':>17} {'bin':>4} {'nbinned':>7} {'binned GB':>9} {'peak GB':>8} "
+    print(f"\n{'movie':>17} {'bin':>4} {'bins':>5} {'binned GB':>9} {'peak GB':>8} "
           f"{'scratch MB':>10} {'ROIs':>5} {'wall s':>6}  load")
     for point in sorted(points, key=lambda point: point["binned_bytes"]):
         movie = f"{point['height']}x{point['width']}x{point['nframes']}"
-        print(f"{movie:>17} {point['bin_size']:4d} {point['nbinned']:7d} "
+        print(f"{movie:>17} {point['bin_size']:4d} {point['bins']:5d} "
               f"{point['binned_bytes'] / 1e9:9.2f} {point['peak_rss_bytes'] / 1e9:8.2f} "
               f"{point['scratch_bytes'] / 1e6:10.1f} {point['n_rois']:5d} "
               f"{point['seconds']:6.0f}  {point['load']:.1f}")
@@ -89,7 +99,8 @@ def print_points_and_fit(points: list[dict]) -> None:
         return
     base, slope = fit(points)
     print(f"\nfit over {len(points)} points: peak = {base / 1e9:.2f} GB + {slope:.2f} x "
-          f"binned bytes (nbinned x height x width x 4)")
+          f"binned bytes (bins x height x width x 4); BASE_BYTES = {base:.4g}, "
+          f"BYTES_PER_BINNED_BYTE = {slope:.3f}")
     for point in points:
         predicted = base + slope * point["binned_bytes"]
         print(f"  {point['height']}x{point['width']}x{point['nframes']} bin {point['bin_size']}: "
@@ -98,11 +109,12 @@ def print_points_and_fit(points: list[dict]) -> None:
     nframes, height, width = LONG_SESSION
     for bin_size in (DEFAULT_BIN_SIZE, DECAY_BIN_SIZE):
         nbinned = int(nframes / bin_size)
-        predicted = base + slope * memory_model.binned_movie_bytes(nbinned, height, width)
-        print(f"{height}x{width} x {nframes:,} frames, bin_size {bin_size} ({nbinned} bins): "
-              f"this fit {predicted / 1e9:.1f} GB; slapp's memory_model "
-              f"{memory_model.predicted_peak_rss_bytes(nframes, nbinned, height, width) / 1e9:.1f}"
-              f" GB, request {memory_model.memory_request(memory_model.predicted_peak_rss_bytes(nframes, nbinned, height, width))}")
+        bins = memory_model.detection_bins(nframes, nbinned)
+        predicted = base + slope * memory_model.binned_movie_bytes(bins, height, width)
+        model = memory_model.predicted_peak_rss_bytes(nframes, nbinned, height, width)
+        print(f"{height}x{width} x {nframes:,} frames, bin_size {bin_size} ({bins} bins): "
+              f"this fit {predicted / 1e9:.1f} GB; slapp's memory_model {model / 1e9:.1f} GB, "
+              f"request {memory_model.memory_request(model)}")
 
 
 def main() -> None:
@@ -110,6 +122,9 @@ def main() -> None:
     parser.add_argument("--movie", default="512x512x8000",
                         help="HEIGHTxWIDTHxFRAMES of the realistic synthetic movie")
     parser.add_argument("--bin_sizes", type=int, nargs="+", default=[DEFAULT_BIN_SIZE])
+    parser.add_argument("--tau", type=float, default=0.7,
+                        help="Suite2P's tau: bins shorter than round(tau * 31) frames "
+                             "need a smaller one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--movie_dir", type=Path, required=True,
                         help="where the movie is written and kept (reused when there, "
@@ -133,13 +148,14 @@ def main() -> None:
             print(f"wrote {movie_path} in {time.perf_counter() - started:.0f} s", flush=True)
         for bin_size in args.bin_sizes:
             nbinned = nframes // bin_size
-            result = measure_point(movie_path, nbinned, args.movie_dir)
+            bins = memory_model.detection_bins(nframes, nbinned, args.tau)
+            result = measure_point(movie_path, nbinned, args.tau, args.movie_dir)
             point = {"height": height, "width": width, "nframes": nframes, "seed": args.seed,
-                     "bin_size": bin_size, "nbinned": nbinned,
-                     "binned_bytes": memory_model.binned_movie_bytes(nbinned, height, width),
+                     "bin_size": bin_size, "nbinned": nbinned, "tau": args.tau, "bins": bins,
+                     "binned_bytes": memory_model.binned_movie_bytes(bins, height, width),
                      "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                      **result}
-            print(f"{args.movie} bin {bin_size} ({nbinned} bins): peak "
+            print(f"{args.movie} bin {bin_size}, tau {args.tau} ({bins} bins): peak "
                   f"{point['peak_rss_bytes'] / 1e9:.2f} GB, scratch "
                   f"{point['scratch_bytes'] / 1e6:.1f} MB, {point['n_rois']} ROIs, "
                   f"{point['seconds']:.0f} s, load {point['load']:.1f}", flush=True)

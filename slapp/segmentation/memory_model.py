@@ -1,12 +1,14 @@
 """How much memory a segment task needs, known before the job is submitted.
 
 Suite2P's detection holds the binned movie in memory as float32
-(``nbinned x height x width x 4`` bytes) together with a few working copies of
+(``bins x height x width x 4`` bytes) together with a few working copies of
 it, so a task's peak resident memory grows with the binned movie's bytes; the
 rest (Python, PyTorch, Suite2P, the blocks of frames being read, the traces) is
 nearly constant at the sizes labs record. :func:`predicted_peak_rss_bytes` is
 the line fitted to measured peaks (see :data:`BASE_BYTES`), for the streamed
-path (registration off, segment's default).
+path (registration off, segment's default). The bins are Suite2P's
+(:func:`detection_bins`): the manifest's ``nbinned``, unless that would make
+bins shorter than ``round(tau * fs)`` frames, Suite2P's smallest bin.
 
 :func:`memory_request` turns a prediction into a scheduler request with a
 margin; :func:`out_of_memory_request` gives an entry that was killed for memory
@@ -40,24 +42,50 @@ class MemoryRequestException(SlappError):
     """A memory request that cannot be read."""
 
 
-def binned_movie_bytes(nbinned: int, height: int, width: int) -> int:
+def detection_bins(nframes: int, nbinned: int, tau: float = 0.7, fs: float = 31.0) -> int:
+    """The binned frames Suite2P 1.1 allocates for detection.
+
+    Suite2P bins ``max(1, nframes // nbinned, round(tau * fs))`` frames
+    together (``suite2p/detection/detect.py``), so an ``nbinned`` above
+    ``nframes / round(tau * fs)`` (above ``nframes / 22`` at segment's default
+    tau 0.7 s and 31 Hz) gives no more bins.
+
+    Parameters
+    ----------
+    nframes, nbinned : int
+        The movie's frames and the manifest entry's ``nbinned``.
+    tau, fs : float
+        The run's Suite2P ``tau`` (s) and ``fs`` (Hz); segment's defaults.
+
+    Returns
+    -------
+    int
+    """
+    bin_size = max(1, nframes // nbinned, int(round(tau * fs)))
+    return min(nbinned, nframes // bin_size)
+
+
+def binned_movie_bytes(bins: int, height: int, width: int) -> int:
     """Bytes of the binned movie Suite2P detects on: float32 binned frames."""
-    return int(nbinned) * int(height) * int(width) * 4
+    return int(bins) * int(height) * int(width) * 4
 
 
-def predicted_peak_rss_bytes(nframes: int, nbinned: int, height: int, width: int) -> int:
+def predicted_peak_rss_bytes(nframes: int, nbinned: int, height: int, width: int,
+                             tau: float = 0.7, fs: float = 31.0) -> int:
     """Predict the peak resident memory of segmenting one movie.
 
     Parameters
     ----------
     nframes : int
         Frames of the movie. The streamed run reads it in blocks, so the
-        frame count enters only through ``nbinned`` at the measured sizes; it
-        is taken so that callers pass the whole shape.
+        frame count enters through the bins (:func:`detection_bins`).
     nbinned : int
         Binned frames for detection (the manifest entry's ``nbinned``).
     height, width : int
         Frame size in pixels.
+    tau, fs : float
+        The run's Suite2P ``tau`` and ``fs`` (segment's defaults), which set
+        Suite2P's smallest bin.
 
     Returns
     -------
@@ -67,8 +95,8 @@ def predicted_peak_rss_bytes(nframes: int, nbinned: int, height: int, width: int
     if min(nframes, nbinned, height, width) < 1:
         raise ValueError(f"a movie of {nframes} frames of {height}x{width} with {nbinned} "
                          f"bins has no binned movie")
-    return math.ceil(BASE_BYTES + BYTES_PER_BINNED_BYTE
-                     * binned_movie_bytes(nbinned, height, width))
+    bins = detection_bins(nframes, nbinned, tau, fs)
+    return math.ceil(BASE_BYTES + BYTES_PER_BINNED_BYTE * binned_movie_bytes(bins, height, width))
 
 
 def _request_gib(nbytes: int) -> int:

@@ -27,8 +27,8 @@ import marshmallow as mm
 from slapp.data_selection.segmentation_manifest import load_manifest
 from slapp.data_selection.utils import FindFileException, movie_shape
 from slapp.errors import SlappError
-from slapp.segmentation.memory_model import (binned_movie_bytes, memory_request,
-                                             predicted_peak_rss_bytes)
+from slapp.segmentation.memory_model import (binned_movie_bytes, detection_bins,
+                                             memory_request, predicted_peak_rss_bytes)
 from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.segmentation.suite2p_runner import estimated_scratch_bytes
 from slapp.utils.cli import run_main
@@ -59,8 +59,13 @@ class EntryPlanSchema(mm.Schema):
     height = mm.fields.Int(required=True)
     width = mm.fields.Int(required=True)
     nbinned = mm.fields.Int(required=True)
+    detection_bins = mm.fields.Int(
+        required=True, metadata={"description": "the binned frames Suite2P allocates: "
+                                                "nbinned, unless bins would be shorter "
+                                                "than round(tau * fs) frames"})
     binned_movie_bytes = mm.fields.Int(
-        required=True, metadata={"description": "nbinned x height x width x 4 (float32)"})
+        required=True, metadata={"description": "detection_bins x height x width x 4 "
+                                                "(float32)"})
     predicted_peak_rss_bytes = mm.fields.Int(required=True)
     memory_request = mm.fields.Str(
         required=True, metadata={"description": "the request that fits this entry, e.g. 8G"})
@@ -108,14 +113,22 @@ def entry_plan(index: int, entry: dict, options: Suite2pOptions) -> dict:
     except FindFileException as error:
         raise PlanException(f"manifest entry {index} (experiment {entry['experiment_id']}): "
                             f"{error}") from error
-    peak = predicted_peak_rss_bytes(nframes, entry["nbinned"], height, width)
+    peak = predicted_peak_rss_bytes(nframes, entry["nbinned"], height, width,
+                                    options.tau, options.fs)
+    bins = detection_bins(nframes, entry["nbinned"], options.tau, options.fs)
     return {"manifest_index": index, "experiment_id": entry["experiment_id"],
             "nframes": nframes, "height": height, "width": width,
-            "nbinned": entry["nbinned"],
-            "binned_movie_bytes": binned_movie_bytes(entry["nbinned"], height, width),
+            "nbinned": entry["nbinned"], "detection_bins": bins,
+            "binned_movie_bytes": binned_movie_bytes(bins, height, width),
             "predicted_peak_rss_bytes": peak, "memory_request": memory_request(peak),
             "scratch_bytes": estimated_scratch_bytes((nframes, height, width),
                                                      options.do_registration)}
+
+
+def _capped(plan: dict) -> str:
+    if plan["detection_bins"] == plan["nbinned"]:
+        return ""
+    return f" (Suite2P bins it as {plan['detection_bins']}: tau * fs frames at least)"
 
 
 def report_lines(plans: list[dict], manifest_path: Path, do_registration: bool) -> list[str]:
@@ -126,7 +139,8 @@ def report_lines(plans: list[dict], manifest_path: Path, do_registration: bool) 
         lines.append(
             f"{plan['manifest_index']:>{width}}  {plan['experiment_id']}  "
             f"{plan['nframes']} frames of {plan['height']}x{plan['width']}, nbinned "
-            f"{plan['nbinned']} ({plan['binned_movie_bytes'] / GB:.2f} GB binned): peak "
+            f"{plan['nbinned']}{_capped(plan)} ({plan['binned_movie_bytes'] / GB:.2f} GB "
+            f"binned): peak "
             f"{plan['predicted_peak_rss_bytes'] / GB:.1f} GB, request "
             f"{plan['memory_request']}, scratch {plan['scratch_bytes'] / GB:.1f} GB")
     largest = max(plans, key=lambda plan: plan["predicted_peak_rss_bytes"])

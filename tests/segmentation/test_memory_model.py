@@ -8,7 +8,7 @@ import pytest
 from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, DEFAULT_BIN_SIZE
 from slapp.segmentation.memory_model import (
     BASE_BYTES, BYTES_PER_BINNED_BYTE, GIB, MIN_REQUEST_GIB, MemoryRequestException,
-    binned_movie_bytes, memory_request, out_of_memory_request, predicted_peak_rss_bytes,
+    binned_movie_bytes, detection_bins, memory_request, out_of_memory_request, predicted_peak_rss_bytes,
     request_bytes)
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -32,6 +32,19 @@ def test_finer_bins_and_larger_frames_predict_more_memory():
     assert fine - coarse == pytest.approx(
         BYTES_PER_BINNED_BYTE * (binned_movie_bytes(4545, 512, 512)
                                  - binned_movie_bytes(869, 512, 512)), abs=2)
+
+
+def test_suite2p_never_bins_fewer_than_tau_times_fs_frames():
+    assert detection_bins(100_000, 869) == 869
+    assert detection_bins(100_000, 4545) == 4545
+    # 2-frame bins asked of 8,000 frames: Suite2P bins 22 frames at tau 0.7 s, 31 Hz ...
+    assert detection_bins(8_000, 4_000) == 8_000 // 22
+    assert predicted_peak_rss_bytes(8_000, 4_000, 512, 512) == predicted_peak_rss_bytes(
+        8_000, 363, 512, 512)
+    # ... and 2 at tau 0.05 s, as bench_memory.py runs that point
+    assert detection_bins(8_000, 4_000, tau=0.05) == 4_000
+    assert predicted_peak_rss_bytes(8_000, 4_000, 512, 512, tau=0.05) > \
+        predicted_peak_rss_bytes(8_000, 363, 512, 512)
 
 
 @pytest.mark.parametrize("shape", [(0, 1, 4, 4), (10, 0, 4, 4), (10, 1, 0, 4)])

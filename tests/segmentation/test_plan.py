@@ -83,6 +83,20 @@ def test_finer_bins_raise_the_request(tmp_path):
     assert coarse.stdout.splitlines()[-1] != fine.stdout.splitlines()[-1]
 
 
+def test_an_nbinned_finer_than_suite2p_bins_is_predicted_as_suite2p_bins_it(tmp_path):
+    movie = _movie(tmp_path / "a.h5", 8_000, 512, 512)
+    output = tmp_path / "plan.json"
+
+    result = _plan("--manifest_json", _manifest(tmp_path, [(1, 4_000, movie)]),
+                   "--output_json", output)
+
+    assert result.returncode == 0, result.stderr
+    assert "nbinned 4000 (Suite2P bins it as 363: tau * fs frames at least)" in result.stdout
+    [entry] = json.loads(output.read_text())["entries"]
+    assert entry["detection_bins"] == 363
+    assert entry["predicted_peak_rss_bytes"] == predicted_peak_rss_bytes(8_000, 363, 512, 512)
+
+
 def test_registration_adds_the_binary_copy_to_the_scratch_and_says_so(manifest, tmp_path):
     output = tmp_path / "plan.json"
 
