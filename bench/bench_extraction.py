@@ -11,8 +11,8 @@
    there when missing, named as ``bench_quality.py`` names its movies), with its
    stage timings; its ROIs and traces are kept.
 2. Suite2P's extraction (``extraction_wrapper``: masks, then ``extract_traces``
-   over ``H5Frames``) is run again on those ROIs, whole, and then step by step
-   with a clock on each step:
+   over ``H5Frames``) is run again on those ROIs, step by step with a clock on
+   each step:
 
    * masks: ``create_cell_pix`` (the percentile filter of the weight map),
      ``create_cell_mask`` for every ROI, ``create_neuropil_masks``;
@@ -160,7 +160,6 @@ def main() -> None:
     logging.getLogger("suite2p").setLevel(logging.ERROR)
     import torch
     from suite2p import default_settings
-    from suite2p.extraction import extraction_wrapper
 
     movie_path = (args.movie_dir
                   / f"realistic_{args.size}x{args.size}x{args.nframes}_{args.seed}.h5")
@@ -185,16 +184,6 @@ def main() -> None:
         frames_batch = settings["batch_size"]
         stat = output.stat
         height, width = output.video_shape
-
-        with H5Frames(movie_path, batch_frames=batch_size) as frames:
-            started = time.perf_counter()
-            whole = extraction_wrapper(stat, frames, settings=settings,
-                                       device=torch.device("cpu"))
-            whole_seconds = time.perf_counter() - started
-        same_as_run = (np.array_equal(whole[0], output.traces)
-                       and np.array_equal(whole[1], output.neuropil_traces))
-        print(f"extraction_wrapper again: {whole_seconds:.1f} s; traces "
-              f"{'bit-identical to' if same_as_run else 'DIFFERENT from'} the run's", flush=True)
 
         clock = Clock()
         cell_masks, neuropil_masks = clocked_masks(stat, height, width, settings, clock)

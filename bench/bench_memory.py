@@ -26,6 +26,9 @@ is fitted to them by least squares::
     peak = a + b * bins * height * width * 4 bytes
 
 with its residuals and its predictions for a 512x512 x 100,000-frame movie.
+``--quality_results`` adds the runs of ``bench_quality.py --results`` that are
+segment's (``segment`` and ``segment, 22-frame bins``: the same run, its peak
+RSS measured the same way, no scratch figure) as points.
 Run points one at a time (one invocation per point, e.g. under ``flock``) on a
 busy machine; a 512x512 point with 4,000 bins peaks near 10 GB. A movie of
 fewer frames with the same bin count stands in for a long one: the streamed run
@@ -49,6 +52,8 @@ from slapp.demo.synthetic_movie import ground_truth_path, preset_spec, write_mov
 from slapp.segmentation import memory_model
 
 LONG_SESSION = (100_000, 512, 512)
+# bench_quality.py's configurations that are segment's run, and their bins.
+QUALITY_SEGMENT_RUNS = {"segment": DEFAULT_BIN_SIZE, "segment, 22-frame bins": DECAY_BIN_SIZE}
 
 
 def _segment_in_this_process(movie_path: Path, nbinned: int, tau: float,
@@ -76,6 +81,27 @@ def measure_point(movie_path: Path, nbinned: int, tau: float, scratch: Path) -> 
                            scratch).result()
 
 
+def quality_points(path: Path) -> list[dict]:
+    """segment's runs in a bench_quality.py results file, as points."""
+    points = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["configuration"] not in QUALITY_SEGMENT_RUNS:
+            continue
+        height, width, nframes = row["movie"]
+        bin_size = QUALITY_SEGMENT_RUNS[row["configuration"]]
+        nbinned = max(1, nframes // bin_size)
+        bins = memory_model.detection_bins(nframes, nbinned)
+        points.append({"height": height, "width": width, "nframes": nframes,
+                       "seed": row["seed"], "bin_size": bin_size, "nbinned": nbinned,
+                       "tau": 0.7, "bins": bins,
+                       "binned_bytes": memory_model.binned_movie_bytes(bins, height, width),
+                       "load": float("nan"), "seconds": row["seconds"], "scratch_bytes": None,
+                       "n_rois": row["n_rois"], "peak_rss_bytes": row["peak_rss_bytes"],
+                       "source": "bench_quality.py"})
+    return points
+
+
 def fit(points: list[dict]) -> tuple[float, float]:
     """Least-squares ``peak = a + b * binned bytes`` over the points; returns (a, b)."""
     binned = np.array([point["binned_bytes"] for point in points], float)
@@ -85,14 +111,19 @@ def fit(points: list[dict]) -> tuple[float, float]:
     return float(base), float(slope)
 
 
+def _megabytes(nbytes: int | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 1e6:.1f}"
+
+
 def print_points_and_fit(points: list[dict]) -> None:
     print(f"\n{'movie':>17} {'bin':>4} {'bins':>5} {'binned GB':>9} {'peak GB':>8} "
           f"{'scratch MB':>10} {'ROIs':>5} {'wall s':>6}  load")
     for point in sorted(points, key=lambda point: point["binned_bytes"]):
         movie = f"{point['height']}x{point['width']}x{point['nframes']}"
+        movie += " (q)" if point.get("source") else ""
         print(f"{movie:>17} {point['bin_size']:4d} {point['bins']:5d} "
               f"{point['binned_bytes'] / 1e9:9.2f} {point['peak_rss_bytes'] / 1e9:8.2f} "
-              f"{point['scratch_bytes'] / 1e6:10.1f} {point['n_rois']:5d} "
+              f"{_megabytes(point['scratch_bytes']):>10} {point['n_rois']:5d} "
               f"{point['seconds']:6.0f}  {point['load']:.1f}")
     if len({point["binned_bytes"] for point in points}) < 2:
         print("(at least two binned sizes are needed for a fit)")
@@ -133,6 +164,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("memory_points.jsonl"),
                         help="JSON lines of every point measured so far; new points are "
                              "appended, and the fit is over all of them")
+    parser.add_argument("--quality_results", type=Path,
+                        help="bench_quality.py --results file whose segment runs join the "
+                             "fit (marked (q))")
     parser.add_argument("--fit_only", action="store_true",
                         help="measure nothing: print the points in --results and the fit")
     args = parser.parse_args()
@@ -162,6 +196,8 @@ def main() -> None:
             with open(args.results, "a") as results:
                 results.write(json.dumps(point) + "\n")
             points.append(point)
+    if args.quality_results and args.quality_results.exists():
+        points += quality_points(args.quality_results)
     print_points_and_fit(points)
 
 
