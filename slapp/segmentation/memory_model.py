@@ -19,14 +19,14 @@ import re
 
 from slapp.errors import SlappError
 
-# Fitted by bench/bench_memory.py (least squares, 5 points; residuals -0.15 to
-# +0.28 GB): peak RSS of segment's Suite2P run in a fresh process (Python, PyTorch,
-# Suite2P and the run) on realistic synthetic movies: 256x256 x 8,000 frames with
-# 69 and 363 bins, 256x256 x 48,000 frames with 417 and 2,181 bins (bench_quality.py's
-# segment runs), 512x512 x 8,000 frames with 4,000 bins (19.7 GB measured). The
-# points and the fit are in docs/benchmarks_bins.rst.
-BASE_BYTES = 1.163e9
-BYTES_PER_BINNED_BYTE = 4.410
+# Fitted by bench/bench_memory.py (least squares over 8 measured runs; residuals
+# -0.10 to +0.34 GB): peak RSS of segment's Suite2P run in a fresh process (Python,
+# PyTorch, Suite2P and the run) on realistic synthetic movies: 256x256 x 8,000
+# frames with 69 and 363 bins, 512x512 x 8,000 frames with 363 and 4,000 bins
+# (19.7 GB measured), 256x256 x 48,000 frames with 417 and 2,181 bins (seeds 0 and
+# 1, bench_quality.py's segment runs). Points and fit: docs/benchmarks_bins.rst.
+BASE_BYTES = 1.100e9
+BYTES_PER_BINNED_BYTE = 4.422
 # A request is the prediction plus this fraction, rounded up to whole GiB: the
 # fit's largest residual stays well inside it, and a page cache or a node's own
 # accounting can add a little.
