@@ -30,7 +30,7 @@ with its residuals and its predictions for a 512x512 x 100,000-frame movie.
 segment's (``segment`` and ``segment, 22-frame bins``: the same run, its peak
 RSS measured the same way, no scratch figure) as points.
 Run points one at a time (one invocation per point, e.g. under ``flock``) on a
-busy machine; a 512x512 point with 4,000 bins peaks near 10 GB. A movie of
+busy machine; a 512x512 point with 4,000 bins peaks near 20 GB. A movie of
 fewer frames with the same bin count stands in for a long one: the streamed run
 holds only the binned movie and blocks of frames, not the whole movie.
 """

@@ -8,8 +8,8 @@
 
 The defaults are the length labs record: realistic preset, 256x256 x 48,000
 frames (26 minutes at 31 Hz), 2 seeds, the four configurations of
-``DEFAULT_CONFIGURATIONS``; about 30-60 minutes on 2 busy cores. 256x256 keeps
-that affordable (the frame's area scales the cell counts; see
+``DEFAULT_CONFIGURATIONS``; about 30 minutes on 2 busy cores (27 measured,
+docs/benchmarks_bins.rst). 256x256 keeps that affordable (the frame's area scales the cell counts; see
 ``slapp.demo.synthetic_movie.preset_spec``). ``--nframes 5000 --size 512`` is
 the older short-movie table, where 115-frame bins leave only 43 binned frames.
 

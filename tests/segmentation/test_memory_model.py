@@ -8,8 +8,8 @@ import pytest
 from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, DEFAULT_BIN_SIZE
 from slapp.segmentation.memory_model import (
     BASE_BYTES, BYTES_PER_BINNED_BYTE, GIB, MIN_REQUEST_GIB, MemoryRequestException,
-    binned_movie_bytes, detection_bins, memory_request, out_of_memory_request, predicted_peak_rss_bytes,
-    request_bytes)
+    binned_movie_bytes, detection_bins, memory_request, out_of_memory_request,
+    predicted_peak_rss_bytes, request_bytes)
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 # The job scripts' defaults are sized for an Allen session of 100,000 512x512 frames.
