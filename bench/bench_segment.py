@@ -3,7 +3,7 @@
 ::
 
     python bench/bench_segment.py [--height 512] [--width 512] [--nframes 8000]
-                                  [--bin_size 22] [--repeats 3] [--latency_ms 2]
+                                  [--bin_size 115] [--repeats 3] [--latency_ms 2]
                                   [--rois 500] [--trace_frames 20000]
                                   [--skip_suite2p] [--skip_roi_write]
 

@@ -49,9 +49,12 @@ SELECTION_QUERY = pgsql.SQL("SELECT sub_selected_ids FROM experiment_selection W
 LIMS_QUERY = pgsql.SQL("SELECT id, movie_number_of_frames AS nframes, storage_directory "
                        "FROM ophys_experiments WHERE id = ANY({}::bigint[])")
 
-# Frames per detection bin when --bin_size is not given: round(tau * fs) for
-# GCaMP6f at 31 Hz (see the bin_size field for the figures behind it).
-DEFAULT_BIN_SIZE = 22
+# Frames per detection bin when --bin_size is not given: the seed's and the
+# original jobs' value (a 48,300-frame session gives the seed's "nbinned": 420).
+DEFAULT_BIN_SIZE = 115
+# The documented finer choice: round(tau * fs) for GCaMP6f at 31 Hz, one indicator
+# decay per binned frame (docs/benchmarks_bins.rst gives its recall and its cost).
+DECAY_BIN_SIZE = 22
 # segment writes its ROI-outline PNGs here, beside the manifest; the report reads them
 PLOT_DIRECTORY_NAME = "segmentation_plots"
 
@@ -75,15 +78,13 @@ class SegmentationManifestSchema(ArgSchema):
         dump_default=DEFAULT_BIN_SIZE, validate=mm.validate.Range(min=1),
         metadata={"description": (
             "frames averaged into one binned frame for Suite2P's detection; nbinned = "
-            "int(nframes / bin_size). 22 = round(tau * fs) for GCaMP6f at 31 Hz: one "
-            "indicator decay per binned frame, Suite2P's own smallest bin. On the realistic "
-            "synthetic preset (512x512 x 5,000 frames, seeds 0-2, bench/bench_quality.py) "
-            "segment's defaults find 89 % of the true cells with 22-frame bins against 57 % "
-            "with 115 (F1 over all ROIs 0.69 vs 0.61, over classified cells 0.80 vs 0.67); "
-            "plain Suite2P defaults find 77 %. Cost: nframes / 22 binned float32 frames in "
-            "memory, 4,545 x 1 MiB = 4.4 GiB for a 100,000-frame 512x512 movie. 115 is the "
-            "original jobs' value (5x less memory): pass --bin_size 115 on memory-bound "
-            "nodes")})
+            "int(nframes / bin_size). 115 is the seed's and the original jobs' value: a "
+            "40,000-100,000-frame session at 31 Hz gives 350-870 binned frames, enough to "
+            "find its cells, and a task's memory grows with the binned movie. 22 = "
+            "round(tau * fs) for GCaMP6f at 31 Hz, one indicator decay per binned frame, "
+            "finds a few more dim cells at about 5x the binned movie's memory and more "
+            "time (docs/benchmarks_bins.rst); short movies need it, since 115 leaves a "
+            "5,000-frame movie only 43 binned frames")})
     discovery_workers = StrictInt(
         dump_default=16, validate=mm.validate.Range(min=1),
         metadata={"description": "movie look-ups run at once. They wait on directory "

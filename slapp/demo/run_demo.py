@@ -41,7 +41,7 @@ from pathlib import Path
 import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
-from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE, load_manifest
+from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, load_manifest
 from slapp.demo.storage import DemoMovie, DemoMovieOptions, ensure_movies
 from slapp.demo.synthetic_movie import read_ground_truth
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
@@ -80,12 +80,13 @@ class RunDemoSchema(DemoMovieOptions, ArgSchema):
         metadata={"description": "movies segmented at once by the local runner; 2 matches "
                                  "a 2-core laptop"})
     bin_size = StrictInt(
-        dump_default=DEFAULT_BIN_SIZE, validate=mm.validate.Range(min=1),
-        metadata={"description": "segmentation_manifest's --bin_size, and its default: 22 "
-                                 "frames, Suite2P's own smallest bin (tau 0.7 s x 31 Hz), "
-                                 "give a 3,000-frame demo movie 136 binned frames to detect "
-                                 "cells on; the original jobs' 115 would give 26, too few "
-                                 "to tell cells from noise"})
+        dump_default=DECAY_BIN_SIZE, validate=mm.validate.Range(min=1),
+        metadata={"description": "segmentation_manifest's --bin_size. The manifest's "
+                                 "default 115 suits real 40,000-100,000-frame sessions "
+                                 "(~420 binned frames for 50,000); a 3,000-frame demo "
+                                 "movie would get 26, too few to tell cells from noise. "
+                                 "22 frames, Suite2P's own smallest bin (tau 0.7 s x "
+                                 "31 Hz), gives it 136"})
 
 
 class RunDemoOutputSchema(mm.Schema):

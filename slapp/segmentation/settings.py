@@ -40,10 +40,9 @@ class Suite2pSettingsSchema(argschema.schemas.DefaultSchema):
         metadata={"description": (
             "decay time of the calcium indicator in seconds: ~0.7 s for GCaMP6f, the "
             "indicator of the Allen lines (use 1.0-1.25 for GCaMP6s). Suite2P bins at least "
-            "round(tau * fs) frames together for detection: 0.7 keeps that at the manifest's "
-            "default 22-frame bins, which found 89 % of the true cells on the realistic "
-            "synthetic preset (512x512 x 5,000 frames, seeds 0-2, bench/bench_quality.py) "
-            "against 57 % with 115-frame bins; Suite2P's 1.0 would make them 31 frames")})
+            "round(tau * fs) frames together for detection: 0.7 makes that 22 frames, so "
+            "the manifest's bins are used as given, its default 115 and its finer choice "
+            "22 alike; Suite2P's 1.0 would make it 31 frames and coarsen 22-frame bins")})
     diameter = mm.fields.Float(
         dump_default=12.0, validate=mm.validate.Range(min=1),
         metadata={"description": (

@@ -10,7 +10,7 @@ import h5py
 import pytest
 
 from slapp.data_selection.segmentation_manifest import (
-    DEFAULT_BIN_SIZE, SegmentationManifest, SegmentationManifestException,
+    DECAY_BIN_SIZE, DEFAULT_BIN_SIZE, SegmentationManifest, SegmentationManifestException,
     SegmentationManifestOutputSchema, SegmentationManifestSchema, build_entries, load_manifest)
 from slapp.demo.lims import add_experiment
 
@@ -119,9 +119,33 @@ def storage(tmp_path):
     return root
 
 
-def test_default_bin_size_is_one_gcamp6f_decay_at_31_hz():
-    assert DEFAULT_BIN_SIZE == 22 == round(0.7 * 31)
+def test_default_bin_size_is_the_seeds_115_and_22_is_one_gcamp6f_decay_at_31_hz():
+    assert DEFAULT_BIN_SIZE == 115
     assert SegmentationManifestSchema().fields["bin_size"].dump_default == DEFAULT_BIN_SIZE
+    assert DECAY_BIN_SIZE == 22 == round(0.7 * 31)
+
+
+def test_default_manifest_gives_the_seeds_nbinned(
+        run_cli, labeling_db, lims_admin, storage, tmp_path):
+    """The seed's example shows "nbinned": 420 for its sessions: int(nframes / 115),
+    truncated, as the original manifest computed it."""
+    frame_counts = {850517344: 48300, 850517352: 48414, 850517360: 48299,
+                    850517368: 40000, 850517376: 100000, 850517384: 115}
+    for experiment_id, nframes in frame_counts.items():
+        _add_experiment(lims_admin, storage, experiment_id, nframes)
+    selection_id = _store_selection(labeling_db, list(frame_counts))
+    output = tmp_path / "manifest.json"
+
+    result = run_cli(MODULE, "--experiment_selection_id", selection_id,
+                     "--output_json", output)
+
+    assert result.returncode == 0, result.stderr
+    nbinned = {entry["experiment_id"]: entry["nbinned"]
+               for entry in json.loads(output.read_text())["manifest"]}
+    assert nbinned == {850517344: 420, 850517352: 420, 850517360: 419,
+                       850517368: 347, 850517376: 869, 850517384: 1}
+    assert nbinned == {experiment_id: int(nframes / 115)
+                       for experiment_id, nframes in frame_counts.items()}
 
 
 def test_manifest_of_20_experiments_in_selection_order(
