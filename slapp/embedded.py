@@ -286,7 +286,7 @@ class EmbeddedServer:
 
 
 def _command(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m slapp.embedded", description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("start", "stop", "status", "env"))
     parser.add_argument("--home", type=Path, default=None,
@@ -311,7 +311,7 @@ def _command(argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
     """The command: start, stop, status (exit 3 when stopped) or env."""
-    return run_main(lambda: _command(argv), "slapp.embedded")
+    return run_main(lambda: _command(argv), "embedded")
 
 
 if __name__ == "__main__":  # pragma: no cover

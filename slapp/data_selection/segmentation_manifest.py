@@ -471,4 +471,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "segmentation_manifest"))
+    sys.exit(run_main(main, "manifest"))

@@ -226,4 +226,4 @@ class PopulateLims(argschema.ArgSchemaParser):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(lambda: PopulateLims(logger_name="PopulateLims").run(), "populate_lims"))
+    sys.exit(run_main(lambda: PopulateLims(logger_name="PopulateLims").run(), "populate-lims"))

@@ -392,4 +392,4 @@ def _read_json(path: Path) -> dict:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(lambda: RunDemo(logger_name="RunDemo").run(), "run_demo"))
+    sys.exit(run_main(lambda: RunDemo(logger_name="RunDemo").run(), "demo"))

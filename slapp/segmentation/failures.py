@@ -358,4 +358,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "record_failure"))
+    sys.exit(run_main(main, "record-failure"))

@@ -43,7 +43,7 @@ from slapp.errors import SlappError
 from slapp.segmentation import failures
 from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.utils.files import write_json_atomically
-from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.query_utils import get_db_credentials, label_defaults
 
 logger = logging.getLogger("slapp.segmentation.run_local")
@@ -428,8 +428,8 @@ class RunLocal(argschema.ArgSchemaParser):
 
 def main() -> None:
     """Parse the command line (``--overwrite`` may stand alone) and segment every entry."""
-    RunLocal(args=expand_bare_flags(sys.argv[1:], ("--overwrite",))).run()
+    RunLocal(args=sys.argv[1:]).run()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "run_local"))
+    sys.exit(run_main(main, "run-local"))

@@ -65,17 +65,12 @@ from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
                                          parameters_digest)
 from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
                                                suite2p_outputs, suite2p_version)
-from slapp.utils.cli import expand_bare_flags, one_line, run_main
+from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 logger = logging.getLogger("slapp.segmentation.segment")
-
-# Boolean options that may be given as bare flags (``--overwrite``) as well as
-# argschema's ``--overwrite True``.
-BARE_FLAGS = ("--overwrite", "--keep_suite2p_results")
-
 
 class SegmentationException(SlappError):
     """A manifest entry cannot be segmented: bad index, movie, directory or setting."""
@@ -406,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     it ended.
     """
     started = time.perf_counter()
-    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         segment = Segment(args=arguments)
     except Exception as error:  # a refused option: still a failed task of its entry

@@ -122,7 +122,7 @@ def test_cli_without_a_server_fails_in_one_line(run_cli, tmp_path):
     process = run_cli("slapp.demo.populate_lims", "--slapp_home", tmp_path / "nothing")
     assert process.returncode == 1
     assert process.stderr.strip() == (
-        f"populate_lims: error: no embedded server in {tmp_path / 'nothing'}: "
+        f"slapp populate-lims: error: no embedded server in {tmp_path / 'nothing'}: "
         "run `python -m slapp.embedded start`")
 
 

@@ -56,12 +56,12 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
 
     assert first.returncode == 1
     assert first.stderr.strip().splitlines()[-1] == (
-        f"run_local: error: 1 of 3 entries failed; their logs are in "
+        f"slapp run-local: error: 1 of 3 entries failed; their logs are in "
         f"{tmp_path / 'segmentation_logs'}")
     stdout = first.stdout.splitlines()
     assert stdout[0] == "done: 2, skipped: 0, failed: 1"
     assert stdout[1] == (
-        f"failed: experiment 700001 (manifest index 1): segment: error: movie "
+        f"failed: experiment 700001 (manifest index 1): slapp segment: error: movie "
         f"{missing_movie} does not exist (log: {tmp_path / 'segmentation_logs' / '1_700001.log'})")
     stored = runs(labeling_db)
     assert sorted(stored) == [700000, 700002]
@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_and_starts_nothing(
     result = run_cli(RUN_LOCAL, "--manifest_json", manifest, *arguments, env=env)
 
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("run_local: error: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("slapp run-local: error: ")
     assert message in result.stderr
     assert not (tmp_path / "segmentation_logs").exists()
     assert runs(labeling_db) == {}
@@ -157,8 +157,8 @@ def test_cores_are_shared_out_between_workers(workers, cores, expected):
 
 
 @pytest.mark.parametrize("log, returncode, expected", [
-    ("INFO: reading\nsegment: error: movie /m.h5 does not exist\n", 1,
-     "segment: error: movie /m.h5 does not exist"),
+    ("INFO: reading\nslapp segment: error: movie /m.h5 does not exist\n", 1,
+     "slapp segment: error: movie /m.h5 does not exist"),
     ("INFO: running Suite2P\n", -9, "INFO: running Suite2P (killed by signal SIGKILL)"),
     ("", 3, "exit status 3"),
 ])
