@@ -30,9 +30,10 @@ import psycopg2.extras
 
 from slapp.demo.lims import add_donor_genotype, add_experiment, create_lims_tables
 from slapp.demo.storage import experiment_storage_directory
-from slapp.embedded import LIMS_DATABASE, EmbeddedServer, default_home
+from slapp.embedded import LIMS_DATABASE, EmbeddedServer
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.options import SlappHomeSchema, slapp_home
 
 DEMO_SEED = 20191209
 # Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell
@@ -173,11 +174,7 @@ def populate_demo_lims(cursor, storage_root: Path) -> int:
     return added
 
 
-class PopulateLimsSchema(argschema.ArgSchema):
-    slapp_home = mm.fields.Str(
-        metadata={"description": "the embedded server's directory. Default: $SLAPP_HOME, "
-                                 "else ./.slapp, the directory `python -m slapp.embedded "
-                                 "start` uses, so the two commands agree without being told"})
+class PopulateLimsSchema(argschema.ArgSchema, SlappHomeSchema):
     storage_root = mm.fields.Str(
         metadata={"description": "top of the demo storage tree that storage_directory "
                                  "points into. Default: <slapp_home>/demo/storage, so "
@@ -208,7 +205,7 @@ class PopulateLims(argschema.ArgSchemaParser):
         dict
             ``n_experiments``, ``n_added`` and ``storage_root``.
         """
-        home = Path(self.args["slapp_home"]) if self.args.get("slapp_home") else default_home()
+        home = slapp_home(self.args)
         storage_root = (Path(self.args["storage_root"]) if self.args.get("storage_root")
                         else home / "demo" / "storage").resolve()
         server = EmbeddedServer(home)

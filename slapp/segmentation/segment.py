@@ -61,10 +61,10 @@ from slapp.segmentation.fingerprint import fingerprint_changes, movie_fingerprin
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
-from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
-                                         parameters_digest)
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
                                                suite2p_outputs, suite2p_version)
+from slapp.segmentation.task_options import SegmentTaskSchema
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
@@ -80,54 +80,13 @@ class MovieChangedException(SegmentationException):
     """The movie differs from the one the stored run of the same identity was made from."""
 
 
-class SegmentSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentSchema(argschema.ArgSchema, SegmentTaskSchema):
     """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
 
-    manifest_json = argschema.fields.InputFile(
-        required=True,
-        metadata={"description": "the segmentation manifest (written by "
-                                 "slapp.data_selection.segmentation_manifest)"})
     manifest_index = mm.fields.Int(
         required=True, validate=mm.validate.Range(min=0),
         metadata={"description": "which entry to segment, counted from 0: the job "
                                  "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
-    tmp_dir = mm.fields.Str(
-        dump_default=None, allow_none=True,
-        metadata={"description": "directory for Suite2P's working files: its traces "
-                                 "(12 bytes per ROI per frame, 1.4 percent of a 512x512 movie "
-                                 "with 500 ROIs) when the frames are streamed from the "
-                                 "HDF5 file (the default), plus its int16 copy of the "
-                                 "movie (2 bytes per pixel per frame: 52 GB for 100,000 "
-                                 "frames of 512x512) with --do_registration; created "
-                                 "when missing; the task works in a subdirectory "
-                                 "slapp_<job>_<task>_<host>_<pid> and removes those of "
-                                 "its user's tasks that no longer run. Default: the "
-                                 "system's temporary directory ($TMPDIR), which batch "
-                                 "systems usually point at the node's fast local scratch"})
-    overwrite = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "replace the stored run of the same experiment, code "
-                                 "version and parameters (in one transaction), also when "
-                                 "its movie changed since. Off by default so that "
-                                 "resubmitting an array only runs what is missing"})
-    keep_suite2p_results = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "keep Suite2P's intermediate files (their directory is "
-                                 "logged) to inspect them. Off by default: they are as "
-                                 "large as the movie and everything needed is stored"})
-    plot_dir = mm.fields.Str(
-        dump_default=None, allow_none=True,
-        metadata={"description": "where <experiment_id>.png (ROI outlines over the mean "
-                                 "image) is written. Default: segmentation_plots beside "
-                                 "the manifest, so the plots of one manifest stay together"})
-    write_retry_seconds = mm.fields.Float(
-        dump_default=600.0, validate=mm.validate.Range(min=0),
-        metadata={"description": "how long the final write (connect, insert, copy of the "
-                                 "ROIs) is retried while the labeling database cannot be "
-                                 "reached; Suite2P's outputs are kept meanwhile. 600 s "
-                                 "outlasts a server restart or failover, is short beside "
-                                 "the 15+ minutes of Suite2P a failed write would throw "
-                                 "away, and fits in the 2 hours the example jobs ask for"})
 
 
 class SegmentOutputSchema(mm.Schema):

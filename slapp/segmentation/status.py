@@ -45,6 +45,7 @@ from slapp.segmentation.suite2p_runner import suite2p_version as installed_suite
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import write_json_atomically
+from slapp.utils.options import ManifestJsonSchema
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
 PBS_SCRIPT = "suite2p_array_job_example.pbs"
@@ -76,13 +77,9 @@ class StatusException(SlappError):
     """The status cannot be worked out from these inputs."""
 
 
-class SegmentationStatusSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentationStatusSchema(argschema.ArgSchema, ManifestJsonSchema, Suite2pSettingsSchema):
     """Report which manifest entries are done for this code version and these parameters."""
 
-    manifest_json = argschema.fields.InputFile(
-        required=True,
-        metadata={"description": "the segmentation manifest the array job runs over "
-                                 "(written by slapp.data_selection.segmentation_manifest)"})
     max_concurrent = mm.fields.Int(
         dump_default=10, validate=mm.validate.Range(min=0),
         metadata={"description": "at most this many tasks at once in the printed "

@@ -123,7 +123,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     stdout, stderr = runner.communicate(timeout=120)
 
     assert runner.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "run_local: interrupted"
+    assert stderr.strip().splitlines()[-1] == "slapp run-local: interrupted"
     assert task_pids and not any(os.path.exists(f"/proc/{pid}") for pid in task_pids)
     assert list(scratch.iterdir()) == []
     assert runs(labeling_db) == {}
@@ -131,7 +131,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("arguments, env, message", [
-    (["--tmp_dir", "/no/such/scratch"], {}, "tmp_dir /no/such/scratch is not a directory"),
+    (["--tmp_dir", "/dev/null"], {}, "tmp_dir /dev/null is not a directory"),
     ([], {"LABELING_USER": ""}, "environment variable LABELING_USER is not set"),
     (["--workers", 0], {}, "workers"),
     (["--diameter", 0], {}, "invalid input: diameter: Must be greater than or equal to 1"),
