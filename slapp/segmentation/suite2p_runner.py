@@ -24,6 +24,7 @@ Suite2P is imported only here and only when it runs: importing it loads PyTorch,
 which a task that finds its entry already segmented should not pay for.
 """
 import copy
+import dataclasses
 import importlib
 import logging
 import math
@@ -43,7 +44,7 @@ import numpy as np
 from slapp.errors import SlappError
 from slapp.segmentation.h5_frames import H5Frames, stream_problem
 from slapp.segmentation.scratch import directory_bytes
-from slapp.segmentation.settings import Suite2pOptions
+from slapp.segmentation.settings import Suite2pOptions, place_options
 
 logger = logging.getLogger(__name__)
 _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
@@ -113,22 +114,21 @@ def suite2p_version() -> str:
     return installed_version("suite2p")
 
 
-def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
-                         work_dir: Path) -> tuple[dict, dict]:
-    """Make the complete ``db`` and ``settings`` dicts for ``suite2p.run_s2p``.
+def base_inputs(movie_path: Path, work_dir: Path) -> tuple[dict, dict]:
+    """Suite2P's complete ``db`` and ``settings`` with what every slapp run of it fixes.
 
     Every Suite2P default is spelled out (nested dicts included), so that what is
     recorded is everything that was used, and so that Suite2P's shallow merge of
-    user settings over its defaults cannot drop a nested default.
+    user settings over its defaults cannot drop a nested default. On top of the
+    defaults: the movie as Suite2P's input, ``work_dir`` for its files, no
+    deconvolution or registration metrics, Suite2P's built-in classifier, no
+    extra output files. The segment step (:func:`build_suite2p_inputs`) and the
+    plain Suite2P baselines (:mod:`slapp.evaluation.plain_suite2p`) start here.
 
     Parameters
     ----------
     movie_path : Path
         The HDF5 movie (dataset ``data``).
-    nbinned : int
-        Binned frames for detection (Suite2P's ``detection.nbins``).
-    options : Suite2pOptions
-        The settings slapp exposes.
     work_dir : Path
         Directory for Suite2P's save folder and binary file.
 
@@ -150,32 +150,46 @@ def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions
         "save_folder": "suite2p",
     })
     settings = copy.deepcopy(default_settings())
-    settings.update({"fs": options.fs, "tau": options.tau,
-                     "diameter": [options.diameter, options.diameter],
-                     "torch_device": options.torch_device})
     settings["run"].update({
-        "do_registration": int(options.do_registration),
         # Deconvolved spikes are not stored, so computing them would only cost time.
         "do_deconvolution": False,
         # No GUI reads the outputs; the temporary folder is deleted anyway.
         "do_regmetrics": False,
     })
-    settings["detection"].update({
-        "algorithm": "sparsery",
-        "nbins": int(nbinned),
-        "threshold_scaling": options.threshold_scaling,
-        "max_overlap": options.max_overlap,
-    })
-    settings["detection"]["sparsery_settings"].update({
-        "spatial_scale": options.spatial_scale,
-        "highpass_neuropil": options.highpass_neuropil,
-    })
-    settings["extraction"]["neuropil_coefficient"] = options.neuropil_coefficient
     # The classifier shipped inside the Suite2P package: the same for every user and
     # node, never a per-user file from ~/.suite2p, never a download.
     settings["classification"]["use_builtin_classifier"] = True
     settings["io"].update({"save_mat": False, "save_NWB": False, "delete_bin": False,
                            "move_bin": False})
+    return db, settings
+
+
+def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
+                         work_dir: Path) -> tuple[dict, dict]:
+    """Make the complete ``db`` and ``settings`` dicts for ``suite2p.run_s2p``.
+
+    :func:`base_inputs`, sparsery detection on the manifest's binned frames, and
+    every option where it belongs (:func:`~slapp.segmentation.settings.place_options`).
+
+    Parameters
+    ----------
+    movie_path : Path
+        The HDF5 movie (dataset ``data``).
+    nbinned : int
+        Binned frames for detection (Suite2P's ``detection.nbins``).
+    options : Suite2pOptions
+        The settings slapp exposes.
+    work_dir : Path
+        Directory for Suite2P's save folder and binary file.
+
+    Returns
+    -------
+    db, settings : dict
+        Suite2P's two input dicts.
+    """
+    db, settings = base_inputs(movie_path, work_dir)
+    settings["detection"].update({"algorithm": "sparsery", "nbins": int(nbinned)})
+    place_options(settings, db, dataclasses.asdict(options))
     return db, settings
 
 
