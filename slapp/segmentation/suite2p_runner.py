@@ -41,7 +41,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from slapp.errors import SlappError
+from slapp.errors import OutOfMemoryError, Suite2pError
 from slapp.segmentation.h5_frames import H5Frames, stream_problem
 from slapp.segmentation.scratch import directory_bytes
 from slapp.segmentation.settings import Suite2pOptions, place_options
@@ -73,7 +73,7 @@ ROIS_PER_PIXEL = 0.01
 OTHER_FILES_IMAGES = 32
 
 
-class Suite2pRunException(SlappError):
+class Suite2pRunException(Suite2pError):
     """Suite2P failed on a movie, or left outputs that cannot be read."""
 
 
@@ -455,6 +455,8 @@ def _call_suite2p(run, movie_path: Path, db: dict, settings: dict) -> None:
             logger.info("Suite2P found no ROI in %s", movie_path)
             return
         raise Suite2pRunException(f"Suite2P failed on {movie_path}: {error}") from error
+    except MemoryError as error:
+        raise OutOfMemoryError(f"Suite2P ran out of memory on {movie_path}") from error
     except Exception as error:
         raise Suite2pRunException(
             f"Suite2P failed on {movie_path}: {type(error).__name__}: {error}") from error
