@@ -24,7 +24,6 @@ LIMS's frame count with ``shape[0]`` of its ``data`` dataset (the full
 three-dimensional check is ``segment``'s), and writes through
 :meth:`SegmentationManifest.output`.
 """
-import json
 import os
 import sys
 from collections import Counter
@@ -37,8 +36,11 @@ import marshmallow as mm
 from psycopg2 import sql as pgsql
 from tqdm import tqdm
 
+from slapp.contracts.manifest import (DEFAULT_BIN_SIZE, PLOT_DIRECTORY_NAME,  # noqa: F401
+                                      SegmentationManifestEntrySchema,
+                                      SegmentationManifestException,
+                                      SegmentationManifestOutputSchema, load_manifest)
 from slapp.data_selection.utils import FindFileException, dataset_shape, find_full_movie
-from slapp.errors import SlappError
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.files import json_bytes, stage_bytes, write_json_atomically
 from slapp.utils.query_utils import (DbConnection, get_db_credentials, label_defaults,
@@ -48,19 +50,10 @@ SELECTION_QUERY = pgsql.SQL("SELECT sub_selected_ids FROM experiment_selection W
 LIMS_QUERY = pgsql.SQL("SELECT id, movie_number_of_frames AS nframes, storage_directory "
                        "FROM ophys_experiments WHERE id = ANY({}::bigint[])")
 
-# Frames per detection bin when --bin_size is not given: round(tau * fs) for
-# GCaMP6f at 31 Hz (see the bin_size field for the figures behind it).
-DEFAULT_BIN_SIZE = 22
-# segment writes its ROI-outline PNGs here, beside the manifest; the report reads them
-PLOT_DIRECTORY_NAME = "segmentation_plots"
 
 # Messages of this many bad experiments go into the final error line; every
 # one of them is also logged on its own line before it.
 _PROBLEMS_IN_SUMMARY = 20
-
-
-class SegmentationManifestException(SlappError):
-    """The manifest cannot be built or read: a bad selection, experiment or file."""
 
 
 class SegmentationManifestSchema(argschema.ArgSchema):
@@ -103,79 +96,6 @@ class SegmentationManifestSchema(argschema.ArgSchema):
             "problem, in this JSON file. Without it the manifest is all or nothing: a "
             "selection is meant to be segmented whole, so dropping part of it must be "
             "asked for by name.")})
-
-
-def _require_absolute_path(path: str) -> None:
-    if not os.path.isabs(path):
-        raise mm.ValidationError(f"{path!r} is not an absolute path")
-
-
-# The manifest schemas are plain marshmallow schemas: argschema's DefaultSchema
-# fills defaults by writing into the document it loads and fails with a
-# TypeError on an entry that is not an object, and argschema's LogLevel field
-# sets the root logger's level whenever it is loaded, which a reader of the
-# manifest must not suffer. The default "ERROR" is filled on load and on dump.
-class SegmentationManifestEntrySchema(mm.Schema):
-    """One experiment to segment: one task of the segmentation array job."""
-
-    log_level = mm.fields.Str(
-        load_default="ERROR", dump_default="ERROR",
-        validate=mm.validate.OneOf(argschema.fields.LogLevel.options),
-        metadata={"description": "log level of this entry's segmentation task; ERROR keeps "
-                                 "the logs of hundreds of array tasks short"})
-    experiment_id = mm.fields.Int(
-        required=True, metadata={"description": "LIMS ophys_experiments.id"})
-    nbinned = mm.fields.Int(
-        required=True, validate=mm.validate.Range(min=1),
-        metadata={"description": "binned frames Suite2P detects ROIs on "
-                                 "(int(nframes / bin_size))"})
-    input_video = mm.fields.Str(
-        required=True,
-        validate=_require_absolute_path,
-        metadata={"description": "absolute, resolved path of the motion-corrected HDF5 "
-                                 "movie (dataset 'data': frames x height x width)"})
-
-
-class SegmentationManifestOutputSchema(mm.Schema):
-    """The segmentation manifest: ``{"manifest": [entry, ...]}``."""
-
-    manifest = mm.fields.Nested(
-        SegmentationManifestEntrySchema, many=True, required=True,
-        validate=mm.validate.Length(min=1, error="lists no experiment"),
-        metadata={"description": "one entry per experiment, in the order of the "
-                                 "selection's sub_selected_ids"})
-
-
-def load_manifest(path: str | Path) -> list[dict]:
-    """Read and validate a segmentation manifest.
-
-    Parameters
-    ----------
-    path : str or Path
-        A JSON file written by this module.
-
-    Returns
-    -------
-    list of dict
-        The entries in order, each with ``log_level``, ``experiment_id``,
-        ``nbinned`` and ``input_video``.
-
-    Raises
-    ------
-    SegmentationManifestException
-        If the file cannot be read, is not JSON, or does not match
-        :class:`SegmentationManifestOutputSchema`; the message names the file.
-    """
-    try:
-        with open(path) as manifest_file:
-            document = json.load(manifest_file)
-        return SegmentationManifestOutputSchema().load(document)["manifest"]
-    except OSError as error:
-        raise SegmentationManifestException(
-            f"cannot read manifest {path}: {error.strerror}") from error
-    except (ValueError, mm.ValidationError) as error:  # JSONDecodeError is a ValueError
-        raise SegmentationManifestException(
-            f"manifest {path} is not valid: {one_line(error)}") from error
 
 
 def movie_frame_count(movie_path) -> int:

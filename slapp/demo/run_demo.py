@@ -42,7 +42,7 @@ import argschema
 import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
-from slapp.data_selection.segmentation_manifest import DEFAULT_BIN_SIZE, load_manifest
+from slapp.contracts.manifest import DEFAULT_BIN_SIZE, load_manifest
 from slapp.demo.storage import DemoMovie, ensure_movies
 from slapp.demo.synthetic_movie import PRESETS, read_ground_truth
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE

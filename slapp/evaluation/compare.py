@@ -38,7 +38,7 @@ import marshmallow as mm
 import numpy as np
 import scipy.sparse
 
-from slapp.demo.synthetic_movie import read_ground_truth
+from slapp.contracts.ground_truth import read_ground_truth
 from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import require_one_of, run_main

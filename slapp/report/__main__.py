@@ -18,7 +18,7 @@ from pathlib import Path
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
+from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest
 from slapp.errors import SlappError
 from slapp.report.entries import DONE, FAILED, MISSING, fetch_entries
 from slapp.report.page import render_page

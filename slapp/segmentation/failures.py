@@ -44,7 +44,7 @@ from typing import Sequence
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.contracts.manifest import load_manifest
 # the failure classes are slapp.errors'; they stay importable from here as well
 from slapp.errors import (BAD_INPUT, DATABASE_UNREACHABLE, FAILURE_CLASSES, KILLED,  # noqa: F401
                           OTHER, OUT_OF_MEMORY, SUITE2P_ERROR, TRANSIENT_CLASSES,
@@ -53,6 +53,7 @@ from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.store import record_failure
 from slapp.segmentation.suite2p_runner import suite2p_version
+from slapp.segmentation.task_options import SegmentSchema
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.query_utils import database_failure_class, get_db_credentials, label_defaults
@@ -231,11 +232,10 @@ def task_identity(manifest_path: Path, manifest_index: int,
     except (Exception, SystemExit):  # noqa: BLE001 - whatever is wrong, the row is still written
         return None, None
     try:
-        # segment records its own failures through this module: import it only here
-        from slapp.segmentation.segment import Segment
-        parsed = Segment(args=["--manifest_json", str(manifest_path),
-                               "--manifest_index", str(manifest_index),
-                               *segment_arguments]).args
+        parsed = argschema.ArgSchemaParser(
+            schema_type=SegmentSchema, args=["--manifest_json", str(manifest_path),
+                                             "--manifest_index", str(manifest_index),
+                                             *segment_arguments]).args
         digest = parameters_digest(Suite2pOptions.from_args(parsed), entry["nbinned"],
                                    suite2p_version())
     except (Exception, SystemExit):  # noqa: BLE001

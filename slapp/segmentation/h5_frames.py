@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from slapp.data_selection.utils import MOVIE_DATASET
+from slapp.contracts.movie import MOVIE_DATASET
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import marshmallow as mm
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.contracts.manifest import load_manifest
 from slapp.errors import SlappError
 from slapp.segmentation import failures, scratch
 from slapp.segmentation.task_options import SegmentTaskSchema, segment_arguments

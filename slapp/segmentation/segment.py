@@ -52,9 +52,8 @@ from typing import Sequence
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
-from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
-from slapp.data_selection.utils import movie_shape as read_movie_shape
+from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest
+from slapp.contracts.movie import FindFileException, movie_shape
 from slapp.errors import SlappError
 from slapp.segmentation import failures, scratch, store
 from slapp.segmentation.fingerprint import fingerprint_changes, movie_fingerprint
@@ -64,7 +63,7 @@ from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.suite2p_runner import (Suite2pOutput, estimated_scratch_bytes,
                                                suite2p_outputs, suite2p_version)
-from slapp.segmentation.task_options import SegmentTaskSchema
+from slapp.segmentation.task_options import SegmentSchema
 from slapp.utils.cli import one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
@@ -78,15 +77,6 @@ class SegmentationException(SlappError):
 
 class MovieChangedException(SegmentationException):
     """The movie differs from the one the stored run of the same identity was made from."""
-
-
-class SegmentSchema(argschema.ArgSchema, SegmentTaskSchema):
-    """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
-
-    manifest_index = mm.fields.Int(
-        required=True, validate=mm.validate.Range(min=0),
-        metadata={"description": "which entry to segment, counted from 0: the job "
-                                 "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
 
 
 class SegmentOutputSchema(mm.Schema):
@@ -117,25 +107,6 @@ def select_entry(manifest: list[dict], index: int) -> dict:
         raise SegmentationException(f"manifest_index {index} is out of range: the manifest "
                                     f"has {count}")
     return manifest[index]
-
-
-def movie_shape(path: Path) -> tuple[int, int, int]:
-    """Read ``(nframes, height, width)`` of an HDF5 movie without reading its frames.
-
-    Raises
-    ------
-    SegmentationException
-        If the file is missing, a directory, not HDF5, or has no 3-D ``data``
-        dataset with at least one frame.
-    """
-    try:
-        shape = read_movie_shape(path)
-    except FindFileException as error:
-        raise SegmentationException(str(error)) from error
-    if min(shape) < 1:
-        raise SegmentationException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape "
-                                    f"{shape}, not (frames, height, width)")
-    return shape
 
 
 def check_unchanged_movie(movie_path: Path, done: store.StoredRun, current: dict) -> None:
@@ -233,8 +204,11 @@ class Segment(argschema.ArgSchemaParser):
         options = Suite2pOptions.from_args(self.args)
         digest = parameters_digest(options, entry["nbinned"], suite2p_version())
         self.known["parameters_digest"] = digest
-        shape = movie_shape(movie_path)
-        fingerprint = movie_fingerprint(movie_path)
+        try:
+            shape = movie_shape(movie_path)
+            fingerprint = movie_fingerprint(movie_path)
+        except FindFileException as error:
+            raise SegmentationException(str(error)) from error
         tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
         # Every task, also one that skips, clears what killed tasks left on this node.
         scratch.remove_stale_directories(tmp_dir, current_task())

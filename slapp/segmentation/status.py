@@ -34,7 +34,7 @@ from pathlib import Path
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.contracts.manifest import load_manifest
 from slapp.errors import SlappError
 from slapp.segmentation.array_spec import array_spec
 from slapp.segmentation.failures import TRANSIENT_CLASSES

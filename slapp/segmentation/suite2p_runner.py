@@ -25,6 +25,7 @@ which a task that finds its entry already segmented should not pay for.
 """
 import copy
 import dataclasses
+import functools
 import importlib
 import logging
 import math
@@ -41,6 +42,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from slapp.contracts.movie import MOVIE_DATASET
 from slapp.errors import OutOfMemoryError, Suite2pError
 from slapp.segmentation.h5_frames import H5Frames, stream_problem
 from slapp.segmentation.scratch import directory_bytes
@@ -62,9 +64,19 @@ STAGES = ("read_and_bin", "detection", "extraction", "classification")
 # (frames to exclude; a z-stack to align to): the binary path honours them as
 # plain run_s2p does.
 SUITE2P_SIDE_FILES = ("bad_frames.npy", "zstack.npy")
-# Read the next block of frames while Suite2P computes on this one; the benchmark
-# turns it off to measure what it buys.
-READ_AHEAD = True
+# Suite2P names slapp relies on beyond its documented entry points (run_s2p,
+# default_db, default_settings, io.init_dbs, pipeline): the private function that
+# picks the torch device as run_s2p does, and the stage functions the stage clock
+# times. tests/segmentation/test_suite2p_internals.py checks that the installed
+# Suite2P has each, so an upgrade that removes one fails there, by name.
+SUITE2P_INTERNALS = (
+    ("suite2p.run_s2p", "_assign_torch_device"),
+    ("suite2p.run_s2p", "files_to_binary"),
+    ("suite2p.detection.detect", "bin_movie"),
+    ("suite2p.detection", "detection_wrapper"),
+    ("suite2p.extraction", "extraction_wrapper"),
+    ("suite2p.classification", "classify"),
+)
 # Bound on ROIs per pixel for the scratch estimate: one ROI per 100 pixels is
 # denser than any cortical field (a 12-pixel soma covers ~110 pixels).
 ROIS_PER_PIXEL = 0.01
@@ -144,7 +156,7 @@ def base_inputs(movie_path: Path, work_dir: Path) -> tuple[dict, dict]:
         "data_path": [str(movie_path.parent)],
         "file_list": [movie_path.name],
         "input_format": "h5",
-        "h5py_key": "data",
+        "h5py_key": MOVIE_DATASET,
         "save_path0": str(work_dir),
         "fast_disk": str(work_dir),
         "save_folder": "suite2p",
@@ -302,8 +314,8 @@ def _read_outputs(plane: Path, settings: dict, run: dict,
 
 @contextmanager
 def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
-                    tmp_dir: Path | None = None,
-                    keep_results: bool = False) -> Iterator[Suite2pOutput]:
+                    tmp_dir: Path | None = None, keep_results: bool = False,
+                    read_ahead: bool = True) -> Iterator[Suite2pOutput]:
     """Run Suite2P on one movie and yield its outputs; delete its files on leaving.
 
     Parameters
@@ -320,6 +332,9 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
         (``$TMPDIR``) when None.
     keep_results : bool
         Keep the working directory and log where it is, instead of deleting it.
+    read_ahead : bool
+        When streaming, read the next block of frames while Suite2P computes on
+        this one; the benchmark turns it off to measure what it buys.
 
     Yields
     ------
@@ -349,7 +364,8 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
         try:
             with _StageClock() as clock:
                 if frame_source == HDF5_STREAM:
-                    _call_suite2p(_run_streaming, movie_path, db, settings)
+                    _call_suite2p(functools.partial(_run_streaming, read_ahead=read_ahead),
+                                  movie_path, db, settings)
                 else:
                     _call_suite2p(_run_binary, movie_path, db, settings)
             run = {"seconds": time.perf_counter() - started, "frame_source": frame_source,
@@ -469,7 +485,20 @@ def _run_binary(movie_path: Path, db: dict, settings: dict) -> None:
     run_s2p(db=db, settings=settings)
 
 
-def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
+def suite2p_internal(module: str, name: str) -> Any:
+    """One of :data:`SUITE2P_INTERNALS`, from the installed Suite2P.
+
+    Raises
+    ------
+    ValueError
+        For a name not in that list (a bug: list it, so that it is tested).
+    """
+    if (module, name) not in SUITE2P_INTERNALS:
+        raise ValueError(f"{module}.{name} is not in SUITE2P_INTERNALS")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_streaming(movie_path: Path, db: dict, settings: dict, read_ahead: bool = True) -> None:
     """Suite2P's pipeline on frames read from the HDF5 movie, as ``run_s2p`` would run it.
 
     Does what ``run_s2p`` and its ``run_plane`` do for one plane of one HDF5 file
@@ -480,7 +509,6 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
     size, mean image), with no ``reg_file`` since there is none.
     """
     from suite2p import default_db, default_settings, io, pipeline
-    from suite2p.run_s2p import _assign_torch_device
 
     settings = {**default_settings(), **copy.deepcopy(settings)}
     db = {**default_db(), **copy.deepcopy(db)}
@@ -489,7 +517,7 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
     plane = io.init_dbs(db)[0]
     plane.pop("reg_file")
     settings["date_proc"] = datetime.now().astimezone()
-    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=READ_AHEAD) as frames:
+    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=read_ahead) as frames:
         nframes, height, width = frames.shape
         if nframes < 10:  # run_plane's own check and message
             raise ValueError("number of frames should be at least 50")
@@ -500,7 +528,8 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
         try:
             pipeline(plane["save_path"], frames, run_registration=False, settings=settings,
                      badframes=np.zeros(nframes, bool),
-                     device=_assign_torch_device(settings["torch_device"]))
+                     device=suite2p_internal("suite2p.run_s2p", "_assign_torch_device")(
+                         settings["torch_device"]))
         except ValueError as error:  # a valid result, told as run_s2p tells it, below
             if not str(error).startswith(_NO_ROIS_FOUND):
                 raise

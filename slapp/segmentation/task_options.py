@@ -1,10 +1,14 @@
-"""The options of one segment task, declared once for ``segment`` and ``run-local``.
+"""The options of one segment task, declared once for ``segment``, ``run-local`` and
+``record-failure``.
 
 ``run-local`` starts one ``segment`` process per manifest entry; it takes every
 option of :class:`SegmentTaskSchema` (and every Suite2P option) and hands them
 on unchanged with :func:`segment_arguments`, so that a task started by
 ``run-local`` behaves as one started by a job script with the same options.
+:class:`SegmentSchema` is the whole command line of one task; the failure
+recorder reads a task's options with it without importing the segment step.
 """
+import argschema
 import marshmallow as mm
 
 from slapp.segmentation.settings import Suite2pSettingsSchema
@@ -47,6 +51,15 @@ class SegmentTaskSchema(ManifestJsonSchema, Suite2pSettingsSchema):
                                  "outlasts a server restart or failover and is short beside "
                                  "the Suite2P run a failed write would throw away; keep it "
                                  "well inside the job's time limit"})
+
+
+class SegmentSchema(argschema.ArgSchema, SegmentTaskSchema):
+    """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
+
+    manifest_index = mm.fields.Int(
+        required=True, validate=mm.validate.Range(min=0),
+        metadata={"description": "which entry to segment, counted from 0: the job "
+                                 "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
 
 
 def segment_arguments(args: dict) -> list[str]:
