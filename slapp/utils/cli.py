@@ -31,6 +31,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import argschema
 import argschema.utils
 import marshmallow
 import psycopg2
@@ -45,9 +46,9 @@ EXPECTED_ERRORS = (SlappError, marshmallow.ValidationError, json.JSONDecodeError
                    psycopg2.Error, OSError)
 
 
-# The --log_level values of the commands built on argparse alone (argschema's
-# schemas check theirs with its LogLevel field).
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The --log_level values of every command: argschema's (its schemas check them),
+# also for the commands built on argparse alone.
+LOG_LEVELS = tuple(argschema.fields.LogLevel.options)
 
 
 class UsageError(SlappError):
