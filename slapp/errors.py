@@ -8,19 +8,20 @@ Each expected error carries its *failure class*, the value a failed segment
 task records in ``segmentation_failures.failure_class`` and that ``status``
 reads to say which tasks to resubmit::
 
-    SlappError                     failure_class        resubmitting
-    |                                                   changes nothing until the
-    |                                                   input is fixed
-    +-- BadInputError              bad_input            (the default: SlappError itself,
-    |                                                   and the commands' own errors)
-    +-- TransientError             database_unreachable may succeed: the database was
-    |   |                                               unreachable, or tasks raced
-    |   +-- DatabaseUnreachable (slapp.segmentation.store)
-    +-- Suite2pError               suite2p_error        Suite2P failed on, or returned
-    |   |                                               nonsense for, this movie
+    SlappError              bad_input, unless a subclass says otherwise
+    +-- BadInputError       bad_input             fix the input; resubmitting alone
+    |   |                                         changes nothing (also SlappError's
+    |   |                                         other subclasses: the commands' own)
+    |   +-- UsageError (slapp.utils.cli): an unknown option, a badly typed value
+    +-- TransientError      database_unreachable  resubmit: the database was
+    |   |                                         unreachable, or tasks raced
+    |   +-- DatabaseUnreachable, SegmentationStoreException (slapp.segmentation.store)
+    +-- Suite2pError        suite2p_error         Suite2P failed on this movie, or
+    |   |                                         returned ROIs slapp cannot store
     |   +-- Suite2pRunException (slapp.segmentation.suite2p_runner)
     |   +-- RoiException (slapp.segmentation.rois)
-    +-- OutOfMemoryError           out_of_memory        may succeed with more memory
+    +-- OutOfMemoryError    out_of_memory         resubmit with more memory
+        (raised by slapp.segmentation.suite2p_runner)
 
 Outside the tree, :func:`slapp.segmentation.failures.classify_exception` reads
 a ``MemoryError`` anywhere in the chain as ``out_of_memory``, Ctrl-C or a

@@ -78,3 +78,15 @@ def test_psycopg2_errors_are_read_in_one_place():
 def test_the_failure_classes_stay_importable_where_they_were():
     assert failures.TRANSIENT_CLASSES == errors.TRANSIENT_CLASSES
     assert failures.BAD_INPUT == "bad_input"
+
+
+def test_suite2p_running_out_of_memory_is_out_of_memory_not_a_suite2p_error(tmp_path):
+    from slapp.segmentation.suite2p_runner import _call_suite2p
+
+    def runs_out_of_memory(movie_path, db, settings):
+        raise MemoryError()
+
+    with pytest.raises(OutOfMemoryError) as raised:
+        _call_suite2p(runs_out_of_memory, tmp_path / "m.h5", {}, {})
+    assert str(raised.value) == f"Suite2P ran out of memory on {tmp_path / 'm.h5'}"
+    assert failures.classify_exception(raised.value) == errors.OUT_OF_MEMORY

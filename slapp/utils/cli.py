@@ -37,7 +37,7 @@ import marshmallow
 import psycopg2
 
 from slapp.commands import COMMANDS, program_name
-from slapp.errors import SlappError
+from slapp.errors import BadInputError, SlappError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ EXPECTED_ERRORS = (SlappError, marshmallow.ValidationError, json.JSONDecodeError
 LOG_LEVELS = tuple(argschema.fields.LogLevel.options)
 
 
-class UsageError(SlappError):
+class UsageError(BadInputError):
     """A mistyped or unknown option, or an option without its value."""
 
 
