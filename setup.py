@@ -18,7 +18,14 @@ EXTRAS = {
     "segmentation": ["suite2p>=1.1,<1.2", "matplotlib>=3.7,<4"],
     # NWB export (slapp.export.nwb) and the checker its tests run on the files
     "nwb": ["pynwb>=3.1,<5", "nwbinspector>=0.6,<0.8"],
-    "test": ["pytest>=8,<10"],
+    # the labeling server (slapp.labeling.serve) and its page's correlation crops
+    "labeling": ["starlette>=0.40,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.9",
+                 "pillow>=10,<14"],
+    # the browser tests drive Debian's chromium through Playwright (no browser download);
+    # httpx is the labeling server's test and benchmark client, PyAV writes test clips
+    "test": ["pytest>=8,<10", "playwright>=1.50,<2", "httpx>=0.27,<1", "av>=12,<19"],
+    # the docs site: sphinx-build -W -b html docs <dir>
+    "docs": ["sphinx>=7,<10", "numpydoc>=1.6,<2"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -30,7 +37,7 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     packages=find_packages(include=["slapp", "slapp.*"]),
-    package_data={"slapp": ["db/*.sql", "demo/*.sql"]},
+    package_data={"slapp": ["db/*.sql", "demo/*.sql", "labeling/static/*"]},
     python_requires=">=3.10",
     install_requires=BASE,
     extras_require=EXTRAS,

@@ -17,6 +17,7 @@ screen).
 """
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -32,9 +33,6 @@ from slapp.report.page import render_page
 from slapp.report.statistics import add_derived_figures, flag_outliers
 from slapp.segmentation.plot import render_roi_plot
 from slapp.utils.query_utils import DbConnection
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
-from devtools import HeadlessChromium, find_browser  # noqa: E402
 
 FIRST_EXPERIMENT_ID = 850_000_000
 
@@ -120,25 +118,32 @@ def time_report(dbconn: DbConnection, manifest: Path, entries: int, output_dir: 
     return figures
 
 
-def time_browser(index: Path, scratch: Path) -> dict | None:
-    browser_path = find_browser()
+def time_browser(index: Path) -> dict | None:
+    """Open the page in Debian's headless Chromium (via Playwright); None without them."""
+    browser_path = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
     if browser_path is None:
         return None
-    chromium = HeadlessChromium(browser_path, scratch / f"profile_{index.parent.name}",
-                                width=1400, height=1000, timeout=120)
-    try:
-        started = time.perf_counter()
-        chromium.open(index.as_uri())
-        load = time.perf_counter() - started
-        images = chromium.evaluate("document.images.length")
-        time.sleep(1)
-        loaded = chromium.evaluate("Array.from(document.images).filter(i => i.complete && "
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=browser_path)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            problems = []
+            page.on("console", lambda message: message.type == "error"
+                    and problems.append(message.text))
+            started = time.perf_counter()
+            page.goto(index.as_uri(), wait_until="load", timeout=120_000)
+            load = time.perf_counter() - started
+            images = page.evaluate("document.images.length")
+            loaded = page.evaluate("Array.from(document.images).filter(i => i.complete && "
                                    "i.naturalWidth > 0).length")
-        problems = len(chromium.problems())
-    finally:
-        chromium.close()
+        finally:
+            browser.close()
     return {"browser load event (s)": load, "thumbnails on page": images,
-            "thumbnails loaded after 1 s": loaded, "console problems": problems}
+            "thumbnails loaded at load": loaded, "console problems": len(problems)}
 
 
 def main() -> int:
@@ -167,7 +172,7 @@ def main() -> int:
                     output_dir = scratch / f"report_{entries}"
                     results[entries] = time_report(dbconn, manifest, entries, output_dir,
                                                    args.repeats)
-                    browser = time_browser(output_dir / "index.html", scratch)
+                    browser = time_browser(output_dir / "index.html")
                     if browser:
                         results[entries].update(browser)
         finally:

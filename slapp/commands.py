@@ -58,8 +58,11 @@ COMMANDS: dict[str, Command] = {
                           "Create a labeling job from segmented ROIs."),
     "artifacts": Command("slapp.labeling.artifacts",
                          "Write the images and movies labelers look at for each ROI."),
-    "labelers": Command("slapp.labeling.labelers", "Add, list or remove labelers."),
-    "serve": Command("slapp.labeling.serve", "Serve the labeling web app."),
+    "labelers": Command("slapp.labeling.labelers",
+                        "Add, list and revoke the people who label ROIs on the labeling server."),
+    "serve": Command("slapp.labeling.serve",
+                     "Serve labeling jobs to labelers in their browsers, writing labels to "
+                     "the labeling database."),
     "consolidate": Command("slapp.labeling.consolidate",
                            "Consolidate labelers' answers into one label per ROI."),
     "train": Command("slapp.labeling.train", "Train the ROI classifier on consolidated labels."),

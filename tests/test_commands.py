@@ -34,6 +34,8 @@ BAD_VALUES = {
     "embedded": (["restart"], "command"),
     "populate-lims": (["--log_level", "LOUD"], "log_level"),
     "demo": (["--workers", "x"], "workers"),
+    "labelers": (["--revoke", "alice", "--list", "maybe"], "list"),
+    "serve": (["--port", "x"], "port"),
 }
 BOOLEAN = re.compile(r"(--[\w.]+) \[true\|false\]")
 

@@ -3,6 +3,7 @@
 ::
 
     python -m slapp.demo.populate_lims            # uses $SLAPP_HOME (default ./.slapp)
+    python -m slapp.demo.populate_lims --movies_for_selection 1   # and writes movies
 
 A few hundred synthetic experiments, always the same ones (a fixed seed),
 spread over the projects, driver lines and depths that the seed's example
@@ -13,10 +14,11 @@ genotype (genotype type ``reporter``), as real mice do, so a query that
 forgets ``gt.name = 'driver'`` returns each experiment twice.
 
 Every experiment gets a ``movie_number_of_frames`` and a LIMS-style
-``storage_directory`` under ``$SLAPP_HOME/demo/storage``; the movies themselves
-are made later, only for the experiments the demo segments
-(:mod:`slapp.demo.storage`). Running the command again adds only what is
-missing, in one transaction.
+``storage_directory`` under ``$SLAPP_HOME/demo/storage``. The movies themselves
+are made only for the experiments a selection picked (``--movies_for_selection``,
+as the guide does, or ``run_demo``; :mod:`slapp.demo.storage`): all of them would
+take 31 GB. Running the command again adds only what is missing, in one
+transaction, and says how many storage directories it pointed elsewhere.
 """
 import random
 import sys
@@ -29,11 +31,14 @@ import marshmallow as mm
 import psycopg2.extras
 
 from slapp.demo.lims import add_donor_genotype, add_experiment, create_lims_tables
-from slapp.demo.storage import experiment_storage_directory
-from slapp.embedded import LIMS_DATABASE, EmbeddedServer
+from slapp.demo.storage import (DemoMovieOptions, DemoStorageException, ensure_movies,
+                                experiment_storage_directory)
+from slapp.embedded import (LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE,
+                            EmbeddedServer)
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.options import SlappHomeSchema, slapp_home
+from slapp.utils.query_utils import DbConnection
 
 DEMO_SEED = 20191209
 # Demo movies are 97 s at 31 Hz: long enough for Suite2P to see every cell
@@ -128,12 +133,12 @@ def demo_experiments() -> list[DemoExperiment]:
     return sorted(experiments, key=lambda experiment: experiment.experiment_id)
 
 
-def populate_demo_lims(cursor, storage_root: Path) -> int:
+def populate_demo_lims(cursor, storage_root: Path) -> tuple[int, int]:
     """Create the LIMS tables if needed and add the demo experiments they lack.
 
     Experiments present already are left as they are, except that their
     ``storage_directory`` is pointed at ``storage_root`` (so a moved
-    ``$SLAPP_HOME`` keeps working).
+    ``$SLAPP_HOME`` keeps working); the second number counts them.
 
     Parameters
     ----------
@@ -144,8 +149,9 @@ def populate_demo_lims(cursor, storage_root: Path) -> int:
 
     Returns
     -------
-    int
-        How many experiments were added.
+    added, repointed : int
+        How many experiments were added, and how many existing ones got a new
+        ``storage_directory``.
     """
     create_lims_tables(cursor)
     experiments = demo_experiments()
@@ -170,16 +176,23 @@ def populate_demo_lims(cursor, storage_root: Path) -> int:
         "UPDATE ophys_experiments AS oe SET storage_directory = moved.directory "
         "FROM (VALUES %s) AS moved (id, directory) "
         "WHERE oe.id = moved.id AND oe.storage_directory IS DISTINCT FROM moved.directory",
-        list(directories.items()))
-    return added
+        list(directories.items()), page_size=len(directories))
+    return added, cursor.rowcount
 
 
-class PopulateLimsSchema(argschema.ArgSchema, SlappHomeSchema):
+class PopulateLimsSchema(DemoMovieOptions, argschema.ArgSchema, SlappHomeSchema):
     storage_root = mm.fields.Str(
         metadata={"description": "top of the demo storage tree that storage_directory "
                                  "points into. Default: <slapp_home>/demo/storage, so "
                                  "everything the demo makes lives in one directory that "
                                  "is easy to delete"})
+    movies_for_selection = mm.fields.Int(
+        validate=mm.validate.Range(min=1),
+        metadata={"description": "id of an experiment_selection row (what select_data "
+                                 "wrote) whose experiments get a synthetic movie and its "
+                                 "ground truth in their storage directory, so that the "
+                                 "manifest step finds them. Default: none, as a movie for "
+                                 "every demo experiment would take 31 GB"})
 
 
 class PopulateLimsOutputSchema(mm.Schema):
@@ -187,8 +200,13 @@ class PopulateLimsOutputSchema(mm.Schema):
                                   metadata={"description": "demo experiments now in LIMS"})
     n_added = mm.fields.Int(required=True,
                             metadata={"description": "experiments this run added"})
+    n_repointed = mm.fields.Int(required=True, metadata={
+        "description": "experiments present already whose storage_directory this run "
+                       "pointed at storage_root"})
     storage_root = mm.fields.Str(required=True,
                                  metadata={"description": "top of the demo storage tree"})
+    movies = mm.fields.List(mm.fields.Str(), required=True, metadata={
+        "description": "the movies of --movies_for_selection's experiments, in its order"})
 
 
 class PopulateLims(argschema.ArgSchemaParser):
@@ -203,7 +221,12 @@ class PopulateLims(argschema.ArgSchemaParser):
         Returns
         -------
         dict
-            ``n_experiments``, ``n_added`` and ``storage_root``.
+            See :class:`PopulateLimsOutputSchema`.
+
+        Raises
+        ------
+        DemoStorageException
+            If ``movies_for_selection`` names no selection.
         """
         home = slapp_home(self.args)
         storage_root = (Path(self.args["storage_root"]) if self.args.get("storage_root")
@@ -212,14 +235,36 @@ class PopulateLims(argschema.ArgSchemaParser):
         with closing(server.admin_connection(LIMS_DATABASE)) as connection:
             connection.autocommit = False
             with connection, connection.cursor() as cursor:
-                added = populate_demo_lims(cursor, storage_root)
+                added, repointed = populate_demo_lims(cursor, storage_root)
         output = {"n_experiments": len(demo_experiments()), "n_added": added,
-                  "storage_root": str(storage_root)}
+                  "n_repointed": repointed, "storage_root": str(storage_root), "movies": []}
         print(f"demo LIMS: {output['n_experiments']} experiments ({added} added now), "
               f"storage_directory under {storage_root}")
+        if repointed:
+            print(f"demo LIMS: pointed the storage_directory of {repointed} existing "
+                  f"experiments at {storage_root}")
+        if self.args.get("movies_for_selection"):
+            output["movies"] = self._write_movies(server, self.args["movies_for_selection"])
         if self.args.get("output_json"):
             write_json_atomically(Path(self.args["output_json"]), self.get_output_json(output))
         return output
+
+    def _write_movies(self, server: EmbeddedServer, selection_id: int) -> list[str]:
+        """Write (or keep) the movie of each experiment of a selection; their paths."""
+        with DbConnection(**server.credentials(LABELING_ROLE, LABELING_DATABASE)) as label_db:
+            rows = label_db.query("SELECT sub_selected_ids FROM experiment_selection "
+                                  "WHERE id = %s", (selection_id,))
+        if not rows:
+            raise DemoStorageException(f"experiment_selection {selection_id} does not exist: "
+                                       "run select_data first")
+        with DbConnection(**server.credentials(LIMS_ROLE, LIMS_DATABASE),
+                          read_only=True) as lims_db:
+            movies = ensure_movies(lims_db, rows[0]["sub_selected_ids"],
+                                   self.args["frame_size"], self.args["preset"])
+        for movie in movies:
+            print(f"movie of experiment {movie.experiment_id}: "
+                  f"{'generated' if movie.generated else 'kept'} {movie.movie_path}")
+        return [str(movie.movie_path) for movie in movies]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,8 +43,8 @@ import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
 from slapp.contracts.manifest import DEFAULT_BIN_SIZE, load_manifest
-from slapp.demo.storage import DemoMovie, ensure_movies
-from slapp.demo.synthetic_movie import PRESETS, read_ground_truth
+from slapp.demo.storage import DemoMovie, DemoMovieOptions, ensure_movies
+from slapp.demo.synthetic_movie import read_ground_truth
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
 from slapp.embedded import EmbeddedServer
 from slapp.errors import SlappError
@@ -65,7 +65,7 @@ class RunDemoException(SlappError):
     """A step of the demo failed."""
 
 
-class RunDemoSchema(argschema.ArgSchema, SlappHomeSchema):
+class RunDemoSchema(DemoMovieOptions, argschema.ArgSchema, SlappHomeSchema):
     selection_input = mm.fields.Str(
         dump_default=str(REPO_ROOT / "demo_selection_input.json"),
         metadata={"description": "select_data's --input_json. The default draws one "
@@ -82,19 +82,6 @@ class RunDemoSchema(argschema.ArgSchema, SlappHomeSchema):
                                  "give a 3,000-frame demo movie 136 binned frames to detect "
                                  "cells on; the original jobs' 115 would give 26, too few "
                                  "to tell cells from noise"})
-    frame_size = mm.fields.Int(
-        dump_default=128, validate=mm.validate.Range(min=32),
-        metadata={"description": "height and width of generated movies in pixels. 128 px "
-                                 "is a 100 um crop of an Allen field: a few dozen cells, "
-                                 "segmented in seconds. An existing movie of another size "
-                                 "or preset is generated and segmented again"})
-    preset = mm.fields.Str(
-        dump_default="easy", validate=mm.validate.OneOf(PRESETS),
-        metadata={"description": "kind of synthetic movie. easy: bright, busy, well separated "
-                                 "cells, segmented well in seconds (a quick first run); "
-                                 "realistic: dense, overlapping, partly dim or silent cells "
-                                 "firing sparsely among out-of-focus blobs and dendrites, "
-                                 "as hard as real data, so its F1 is the honest figure"})
 
 
 class RunDemoOutputSchema(mm.Schema):

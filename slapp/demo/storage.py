@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from slapp.demo.synthetic_movie import (MovieSpec, ground_truth_path, preset_spec,
+import marshmallow as mm
+
+from slapp.demo.synthetic_movie import (PRESETS, MovieSpec, ground_truth_path, preset_spec,
                                         read_movie_spec, write_movie)
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
@@ -54,6 +56,25 @@ class DemoMovie:
     movie_path: Path
     ground_truth_path: Path
     generated: bool
+
+
+class DemoMovieOptions(mm.Schema):
+    """The options of the commands that write demo movies (run_demo, populate_lims)."""
+
+    frame_size = mm.fields.Int(
+        dump_default=128, validate=mm.validate.Range(min=32),
+        metadata={"description": "height and width of generated movies in pixels. 128 px "
+                                 "is a 100 um crop of an Allen field: a few dozen cells, "
+                                 "segmented in seconds. An existing movie of another size "
+                                 "or preset is generated again (and run_demo segments it "
+                                 "again)"})
+    preset = mm.fields.Str(
+        dump_default="easy", validate=mm.validate.OneOf(PRESETS),
+        metadata={"description": "kind of synthetic movie. easy: bright, busy, well separated "
+                                 "cells, segmented well in seconds (a quick first run); "
+                                 "realistic: dense, overlapping, partly dim or silent cells "
+                                 "firing sparsely among out-of-focus blobs and dendrites, "
+                                 "as hard as real data, so its F1 is the honest figure"})
 
 
 def experiment_storage_directory(storage_root: Path, specimen_id: int, session_id: int,

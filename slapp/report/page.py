@@ -1,7 +1,9 @@
 """The report as one self-contained HTML page: inline CSS and SVG, no script, no network.
 
 Thumbnails are the segment step's outline PNGs, linked by relative path and
-loaded lazily, so a page of 2,000 entries loads only the images on screen.
+loaded and decoded with the page (not lazily), so a full-page screenshot or a
+printout shows every one; rows off screen still skip layout work
+(``content-visibility``).
 """
 import html
 import json
@@ -30,7 +32,7 @@ tbody tr{content-visibility:auto;contain-intrinsic-size:auto 80px}
 padding:0 4px;margin:1px 2px 1px 0;font-size:.85em}
 .message{color:#b3261e;font-size:.9em;word-break:break-all}
 td.code{white-space:nowrap}.flag{white-space:nowrap}
-img.thumb{width:72px;height:72px;object-fit:contain;background:#111}
+img.thumb{width:72px;height:72px;object-fit:contain}
 code{font-size:.9em}pre{font-size:.85em;max-height:24em;overflow:auto;background:#f7f7f7;
 padding:.5em}
 """
@@ -95,7 +97,7 @@ def _thumbnail(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
     if not plot.is_file():
         return '<span class="missing">no plot</span>'
     link = html.escape(Path(os.path.relpath(plot, output_dir)).as_posix(), quote=True)
-    return (f'<a href="{link}"><img class="thumb" src="{link}" loading="lazy" decoding="async" '
+    return (f'<a href="{link}"><img class="thumb" src="{link}" '
             f'alt="ROI outlines of experiment {entry["experiment_id"]}"></a>')
 
 

@@ -3,9 +3,11 @@ import json
 import re
 from pathlib import Path
 
+import h5py
 import pytest
+from stored_runs import insert_selection
 
-from slapp.demo.populate_lims import demo_experiments, populate_demo_lims
+from slapp.demo.populate_lims import DEMO_NFRAMES, demo_experiments, populate_demo_lims
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((REPO_ROOT / "example_selection_input.json").read_text())
@@ -18,7 +20,7 @@ def demo_lims(lims_admin, lims_db, tmp_path):
     return lims_db
 
 
-def _populate_in_one_transaction(connection, storage_root) -> int:
+def _populate_in_one_transaction(connection, storage_root) -> tuple[int, int]:
     connection.autocommit = False  # as the CLI does: one commit, not one per statement
     try:
         with connection, connection.cursor() as cursor:
@@ -86,7 +88,7 @@ def test_every_experiment_has_frames_and_a_lims_style_storage_directory(demo_lim
 def test_populating_again_adds_nothing_and_follows_a_moved_storage_root(demo_lims, lims_admin,
                                                                         tmp_path):
     before = demo_lims.query("SELECT id, workflow_state FROM ophys_experiments ORDER BY id")
-    assert _populate_in_one_transaction(lims_admin, tmp_path / "moved") == 0
+    assert _populate_in_one_transaction(lims_admin, tmp_path / "moved") == (0, len(before))
     after = demo_lims.query("SELECT id, workflow_state, storage_directory FROM ophys_experiments "
                             "ORDER BY id")
     assert [(row["id"], row["workflow_state"]) for row in after] == \
@@ -94,6 +96,7 @@ def test_populating_again_adds_nothing_and_follows_a_moved_storage_root(demo_lim
     assert all(row["storage_directory"].startswith(str(tmp_path / "moved") + "/")
                for row in after)
     assert demo_lims.query("SELECT count(*) AS n FROM donors_genotypes")[0]["n"] == 2 * len(after)
+    assert _populate_in_one_transaction(lims_admin, tmp_path / "moved") == (0, 0)
 
 
 def test_the_demo_lims_is_the_same_every_time():
@@ -110,12 +113,54 @@ def test_cli_populates_the_server_of_slapp_home(embedded_server, lims_admin, lim
     assert process.returncode == 0, process.stderr
     total = len(demo_experiments())
     assert json.loads(output_json.read_text()) == {
-        "n_experiments": total, "n_added": total, "storage_root": str(tmp_path / "storage")}
+        "n_experiments": total, "n_added": total, "n_repointed": 0,
+        "storage_root": str(tmp_path / "storage"), "movies": []}
     assert lims_db.query("SELECT count(*) AS n FROM ophys_experiments")[0]["n"] == total
     again = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
                     "--storage_root", tmp_path / "storage")
     assert again.returncode == 0, again.stderr
     assert f"{total} experiments (0 added now)" in again.stdout
+    assert "pointed" not in again.stdout
+    # another storage root changes every existing row, and says so in one line
+    moved = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
+                    "--storage_root", tmp_path / "moved")
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.splitlines()[1] == (
+        f"demo LIMS: pointed the storage_directory of {total} existing experiments at "
+        f"{tmp_path / 'moved'}")
+
+
+def test_cli_writes_the_movies_of_a_selection(embedded_server, lims_admin, labeling_db,
+                                              run_cli, tmp_path):
+    storage = tmp_path / "storage"
+    assert run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
+                   "--storage_root", storage).returncode == 0
+    experiment_ids = [experiment.experiment_id for experiment in demo_experiments()[:2]]
+    selection_id = insert_selection(labeling_db, experiment_ids)
+    output_json = tmp_path / "populated.json"
+    process = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
+                      "--storage_root", storage, "--movies_for_selection", selection_id,
+                      "--frame_size", 32, "--output_json", output_json)
+    assert process.returncode == 0, process.stderr
+    movies = [Path(movie) for movie in json.loads(output_json.read_text())["movies"]]
+    assert len(movies) == 2
+    for experiment_id, movie, line in zip(experiment_ids, movies,
+                                          process.stdout.splitlines()[1:]):
+        assert f"/ophys_experiment_{experiment_id}/" in str(movie)
+        assert line == f"movie of experiment {experiment_id}: generated {movie}"
+        with h5py.File(movie, "r") as handle:
+            assert handle["data"].shape == (DEMO_NFRAMES, 32, 32)
+    again = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
+                    "--storage_root", storage, "--movies_for_selection", selection_id,
+                    "--frame_size", 32)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[1].endswith(f"kept {movies[0]}")
+    missing = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
+                      "--storage_root", storage, "--movies_for_selection", selection_id + 1)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (f"slapp populate-lims: error: experiment_selection "
+                                      f"{selection_id + 1} does not exist: run select_data "
+                                      "first")
 
 
 def test_cli_without_a_server_fails_in_one_line(run_cli, tmp_path):

@@ -1,7 +1,7 @@
-"""The README's catalogue of bad inputs is what the tools really do.
+"""The catalogue of bad inputs is what the tools really do.
 
-README.rst keeps a table of bad inputs for every command and the one line each
-prints. This test reads that table, runs every row in a sandbox holding the
+docs/bad_input_catalogue.rst keeps a table of bad inputs for every command and
+the one line each prints. This test reads that table, runs every row in a sandbox holding the
 files the rows name, and checks that each exits 1, prints exactly that one
 line on stderr, and changes no table and no file. Commands run so that file
 permissions bind them even when the tests run as root (see ``unprivileged``),
@@ -22,7 +22,7 @@ import pytest
 
 from slapp.demo.lims import add_experiment
 
-README = Path(__file__).resolve().parents[2] / "README.rst"
+CATALOGUE = Path(__file__).resolve().parents[2] / "docs" / "bad_input_catalogue.rst"
 MODULES = {
     "select_data": "slapp.data_selection.select_data",
     "segmentation_manifest": "slapp.data_selection.segmentation_manifest",
@@ -35,8 +35,8 @@ ROW = re.compile(r"^   \* - ``(?P<command>[^`]+)``\n     - ``(?P<line>[^`]+)``$"
 
 
 def catalogue() -> list[tuple[str, str]]:
-    """The (command, printed line) rows between the catalogue markers of README.rst."""
-    text = README.read_text(encoding="utf-8")
+    """The (command, printed line) rows between the catalogue markers of the catalogue page."""
+    text = CATALOGUE.read_text(encoding="utf-8")
     start = text.index(".. bad-input-catalogue-start")
     end = text.index(".. bad-input-catalogue-end")
     return [(match["command"], match["line"]) for match in ROW.finditer(text[start:end])]

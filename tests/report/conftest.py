@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from report_batch import BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, SHAPE
+from report_batch import BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, LONG_BATCH, SHAPE
 from stored_runs import insert_failure, insert_run, random_masks
 
 from slapp.segmentation.plot import render_roi_plot
@@ -15,16 +15,26 @@ def batch(labeling_db, tmp_path):
 
     Returns the manifest path and the run id of each done experiment.
     """
+    return _write_batch(labeling_db, tmp_path, BATCH)
+
+
+@pytest.fixture
+def long_batch(labeling_db, tmp_path):
+    """The batch and 40 more done runs (48 entries): a table several screens tall."""
+    return _write_batch(labeling_db, tmp_path, LONG_BATCH)
+
+
+def _write_batch(labeling_db, tmp_path, batch):
     batch_dir = tmp_path / "batch"
     plot_dir = batch_dir / "segmentation_plots"
     plot_dir.mkdir(parents=True)
     manifest = batch_dir / "manifest.json"
     manifest.write_text(json.dumps({"manifest": [
         {"experiment_id": experiment_id, "nbinned": 10,
-         "input_video": f"/movies/{experiment_id}.h5"} for experiment_id in BATCH]}))
+         "input_video": f"/movies/{experiment_id}.h5"} for experiment_id in batch]}))
     rng = np.random.default_rng(1)
     runs = {}
-    for index, (experiment_id, n_rois) in enumerate(BATCH.items()):
+    for index, (experiment_id, n_rois) in enumerate(batch.items()):
         if n_rois == "failed":
             insert_failure(labeling_db, experiment_id, manifest, index, FAILURE_MESSAGE)
         elif n_rois != "missing":
