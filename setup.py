@@ -46,4 +46,6 @@ setup(
     python_requires=">=3.10",
     install_requires=BASE,
     extras_require=EXTRAS,
+    # every step as `slapp <command>` (slapp.commands.COMMANDS); `python -m slapp...` works too
+    entry_points={"console_scripts": ["slapp=slapp.commands:main"]},
 )

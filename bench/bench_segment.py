@@ -105,15 +105,14 @@ def _dump_outputs(path, stat, traces, neuropil, iscell, extra):
 
 def child_stream(args) -> None:
     """Segment with slapp's runner; dump its outputs, figures and recorded settings."""
-    from slapp.segmentation import suite2p_runner
     from slapp.segmentation.suite2p_runner import Suite2pOptions, suite2p_outputs
 
-    suite2p_runner.READ_AHEAD = not args.no_read_ahead
     options = Suite2pOptions(fs=FS, tau=TAU, diameter=14.0, threshold_scaling=0.75,
                              spatial_scale=2, highpass_neuropil=25, max_overlap=0.75,
                              neuropil_coefficient=0.7, do_registration=False,
                              torch_device="cpu")
-    with suite2p_outputs(Path(args.movie), args.nbinned, options, Path(args.scratch)) as out:
+    with suite2p_outputs(Path(args.movie), args.nbinned, options, Path(args.scratch),
+                         read_ahead=not args.no_read_ahead) as out:
         Path(args.settings).write_text(json.dumps(out.settings))
         _dump_outputs(args.dump, out.stat, out.traces, out.neuropil_traces, out.iscell,
                       {"seconds": out.seconds, "frame_source": out.frame_source,

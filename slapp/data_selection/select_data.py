@@ -34,7 +34,7 @@ import psycopg2
 from psycopg2 import sql as pgsql
 
 from slapp.errors import SlappError
-from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
 from slapp.utils.files import json_bytes, stage_bytes, write_bytes_atomically
 from slapp.utils.query_utils import (INTERACTIVE_CONNECT_SECONDS, DbConnection,
@@ -428,7 +428,7 @@ class DataSelector(ArgSchemaParser):
 def main(argv: list[str]) -> None:
     """The command: parse, connect to both databases (failing before the queries, which
     may take minutes), run."""
-    selector = DataSelector(args=expand_bare_flags(argv, ("--dry_run",)))
+    selector = DataSelector(args=argv)
     lims_dbconn = DbConnection(**get_db_credentials(env_prefix="LIMS_", **lims_defaults),
                                read_only=True, connect_seconds=INTERACTIVE_CONNECT_SECONDS,
                                query_timeout_seconds=selector.args["query_timeout_seconds"])
@@ -461,4 +461,4 @@ def outcome_line(label_dbconn, result: dict, n_queries: int) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(lambda: main(sys.argv[1:]), "select_data"))
+    sys.exit(run_main(lambda: main(sys.argv[1:]), "select"))

@@ -32,7 +32,7 @@ from slapp.errors import SlappError
 from slapp.segmentation.settings import (SettingsException, options_from_recorded_settings,
                                          parameters_digest)
 from slapp.utils import query_utils
-from slapp.utils.cli import run_main
+from slapp.utils.cli import LOG_LEVELS, run_main
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 SCHEMA_VERSION = 4
@@ -185,9 +185,10 @@ def create_tables(dbconn: query_utils.DbConnection) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """The command: create or upgrade the tables of the ``LABELING_*`` database."""
-    parser = argparse.ArgumentParser(prog="python -m slapp.db.init", description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log_level", default="INFO")
+    parser.add_argument("--log_level", default="INFO", choices=LOG_LEVELS,
+                        help="how much to log (default INFO: what was created or upgraded)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
     with query_utils.DbConnection(
@@ -208,4 +209,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "slapp.db.init"))
+    sys.exit(run_main(main, "db-init"))

@@ -33,10 +33,11 @@ from slapp.demo.lims import add_donor_genotype, add_experiment, create_lims_tabl
 from slapp.demo.storage import (DemoMovieOptions, DemoStorageException, ensure_movies,
                                 experiment_storage_directory)
 from slapp.embedded import (LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE,
-                            EmbeddedServer, default_home)
-from slapp.utils.query_utils import DbConnection
+                            EmbeddedServer)
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.options import SlappHomeSchema, slapp_home
+from slapp.utils.query_utils import DbConnection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 DEMO_SEED = 20191209
@@ -179,11 +180,7 @@ def populate_demo_lims(cursor, storage_root: Path) -> tuple[int, int]:
     return added, cursor.rowcount
 
 
-class PopulateLimsSchema(DemoMovieOptions, ArgSchema):
-    slapp_home = mm.fields.Str(
-        metadata={"description": "the embedded server's directory. Default: $SLAPP_HOME, "
-                                 "else ./.slapp, the directory `python -m slapp.embedded "
-                                 "start` uses, so the two commands agree without being told"})
+class PopulateLimsSchema(DemoMovieOptions, ArgSchema, SlappHomeSchema):
     storage_root = mm.fields.Str(
         metadata={"description": "top of the demo storage tree that storage_directory "
                                  "points into. Default: <slapp_home>/demo/storage, so "
@@ -231,7 +228,7 @@ class PopulateLims(ArgSchemaParser):
         DemoStorageException
             If ``movies_for_selection`` names no selection.
         """
-        home = Path(self.args["slapp_home"]) if self.args.get("slapp_home") else default_home()
+        home = slapp_home(self.args)
         storage_root = (Path(self.args["storage_root"]) if self.args.get("storage_root")
                         else home / "demo" / "storage").resolve()
         server = EmbeddedServer(home)
@@ -271,4 +268,4 @@ class PopulateLims(ArgSchemaParser):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(lambda: PopulateLims(logger_name="PopulateLims").run(), "populate_lims"))
+    sys.exit(run_main(lambda: PopulateLims(logger_name="PopulateLims").run(), "populate-lims"))

@@ -41,17 +41,18 @@ from pathlib import Path
 import marshmallow as mm
 
 from slapp.data_selection.select_data import DataSelector, encode_query
-from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, load_manifest
+from slapp.contracts.manifest import DECAY_BIN_SIZE, load_manifest
 from slapp.demo.storage import DemoMovie, DemoMovieOptions, ensure_movies
 from slapp.demo.synthetic_movie import read_ground_truth
 from slapp.embedded import LABELING_DATABASE, LABELING_ROLE, LIMS_DATABASE, LIMS_ROLE
-from slapp.embedded import EmbeddedServer, default_home
+from slapp.embedded import EmbeddedServer
 from slapp.errors import SlappError
 from slapp.evaluation.compare import compare_run
 from slapp.evaluation.plain_suite2p import run_baseline, score
 from slapp.segmentation.suite2p_runner import suite2p_version
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.options import SlappHomeSchema, slapp_home
 from slapp.utils.query_utils import DbConnection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
@@ -64,12 +65,7 @@ class RunDemoException(SlappError):
     """A step of the demo failed."""
 
 
-class RunDemoSchema(DemoMovieOptions, ArgSchema):
-    slapp_home = mm.fields.Str(
-        metadata={"description": "where the server, the demo LIMS's movies, the manifest and "
-                                 "the pictures live. Default: $SLAPP_HOME, else ./.slapp, the "
-                                 "directory every slapp command uses for the embedded "
-                                 "server, so they all find the same one"})
+class RunDemoSchema(DemoMovieOptions, ArgSchema, SlappHomeSchema):
     selection_input = mm.fields.Str(
         dump_default=str(REPO_ROOT / "demo_selection_input.json"),
         metadata={"description": "select_data's --input_json. The default draws one "
@@ -151,8 +147,7 @@ class RunDemo(ArgSchemaParser):
             When a step fails; its output has been printed already.
         """
         started = time.monotonic()
-        home = (Path(self.args["slapp_home"]) if self.args.get("slapp_home")
-                else default_home()).resolve()
+        home = slapp_home(self.args)
         selection_input = Path(self.args["selection_input"]).resolve()
         if not selection_input.is_file():
             raise RunDemoException(f"selection input {selection_input} does not exist")
@@ -166,7 +161,7 @@ class RunDemo(ArgSchemaParser):
         self.environment = {key: value for key, value in os.environ.items()
                             if not key.startswith(("LIMS_", "LABELING_"))}
         self.environment["SLAPP_HOME"] = str(home)
-        self._step("Embedded PostgreSQL server", "slapp.embedded", "start", "--home", home)
+        self._step("Embedded PostgreSQL server", "slapp.embedded", "start", "--slapp_home", home)
         server = EmbeddedServer(home)
         self.environment.update(server.environment())
         demo_dir.mkdir(parents=True, exist_ok=True)
@@ -381,4 +376,4 @@ def _read_json(path: Path) -> dict:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(lambda: RunDemo(logger_name="RunDemo").run(), "run_demo"))
+    sys.exit(run_main(lambda: RunDemo(logger_name="RunDemo").run(), "demo"))

@@ -43,8 +43,11 @@ import scipy.sparse
 from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve, lfilter
 
-MOVIE_DATASET = "data"
-MASKS_DATASET = "masks"
+# the file formats are contracts of their own; they stay importable from here as well
+from slapp.contracts.ground_truth import (MASKS_DATASET, create_masks_dataset,  # noqa: F401
+                                          ground_truth_path, read_ground_truth)
+from slapp.contracts.movie import MOVIE_DATASET
+
 PRESETS = ("easy", "realistic")
 
 # Pixels rendered at once (16 frames of 512 x 512): each float32 working array
@@ -383,23 +386,6 @@ def truth_masks(spec: MovieSpec, scene: Scene) -> np.ndarray:
         len(scene.truth_cells), spec.height, spec.width)
 
 
-def ground_truth_path(movie_path: Path) -> Path:
-    """Return where the ground truth of the movie at ``movie_path`` is stored.
-
-    Parameters
-    ----------
-    movie_path : pathlib.Path
-        Path of the movie HDF5 file, e.g. ``demo.h5``.
-
-    Returns
-    -------
-    pathlib.Path
-        Sibling file ``<stem>_ground_truth.h5``, e.g. ``demo_ground_truth.h5``.
-    """
-    movie_path = Path(movie_path)
-    return movie_path.with_name(movie_path.stem + "_ground_truth.h5")
-
-
 def write_movie(path: Path, spec: MovieSpec) -> Path:
     """Generate a movie and write it and its ground truth as HDF5, atomically.
 
@@ -438,30 +424,11 @@ def write_movie(path: Path, spec: MovieSpec) -> Path:
         for start, frames in _render_batches(spec, scene):
             movie[start:start + len(frames)] = frames
         ntruth = len(scene.truth_cells)
-        truth = truth_file.create_dataset(
-            MASKS_DATASET, shape=(ntruth, *frame_shape), dtype=np.float32,
-            compression="gzip", shuffle=True, chunks=(1, *frame_shape) if ntruth else None)
+        truth = create_masks_dataset(truth_file, ntruth, frame_shape)
         for row, cell in enumerate(scene.truth_cells):
             truth[row] = scene.footprints[cell].toarray().reshape(frame_shape)
         truth.attrs.update(spec_attrs)
     return truth_path
-
-
-def read_ground_truth(path: Path) -> np.ndarray:
-    """Read ground-truth cell footprints written by :func:`write_movie`.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        Ground-truth HDF5 file (see :func:`ground_truth_path`).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array (ncells, height, width) of footprint weights.
-    """
-    with h5py.File(path, "r") as f:
-        return f[MASKS_DATASET][()].astype(np.float32, copy=False)
 
 
 def read_movie_spec(path: Path) -> MovieSpec | None:

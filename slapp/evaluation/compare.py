@@ -43,8 +43,8 @@ import marshmallow as mm
 import numpy as np
 import scipy.sparse
 
+from slapp.contracts.ground_truth import MASKS_DATASET, read_ground_truth
 from slapp.db.runs import load_run
-from slapp.demo.synthetic_movie import MASKS_DATASET, read_ground_truth
 from slapp.errors import SlappError
 from slapp.evaluation.matching import MatchResult, match_rois
 from slapp.utils.cli import require_one_of, run_main

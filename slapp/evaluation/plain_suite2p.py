@@ -18,7 +18,6 @@ Suite2P's built-in classifier, exactly as the segment step does.
 """
 from __future__ import annotations
 
-import copy
 import shutil
 import tempfile
 import time
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from slapp.evaluation.matching import MatchResult, match_rois
-from slapp.segmentation.suite2p_runner import Suite2pOptions, suite2p_outputs
+from slapp.segmentation.settings import place_options
+from slapp.segmentation.suite2p_runner import Suite2pOptions, base_inputs, suite2p_outputs
 
 BASELINES = ("original_jobs", "suite2p_defaults")
 # The original jobs' manifest bins 115 frames per detection frame.
@@ -99,24 +99,14 @@ def baseline_inputs(baseline: str, movie_path: Path, nbinned: int,
     ValueError
         If ``baseline`` is unknown.
     """
-    from suite2p import default_db, default_settings
-
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
-    db = copy.deepcopy(default_db())
-    db.update({"data_path": [str(movie_path.parent)], "file_list": [movie_path.name],
-               "input_format": "h5", "h5py_key": "data", "save_path0": str(work_dir),
-               "fast_disk": str(work_dir), "save_folder": "suite2p"})
-    settings = copy.deepcopy(default_settings())
-    settings.update({"fs": MOVIE_RATE_HZ, "torch_device": "cpu"})
-    settings["run"].update({"do_registration": 0, "do_deconvolution": False,
-                            "do_regmetrics": False})
-    settings["classification"]["use_builtin_classifier"] = True
-    settings["io"].update({"save_mat": False, "save_NWB": False, "delete_bin": False,
-                           "move_bin": False})
+    db, settings = base_inputs(movie_path, work_dir)
+    place_options(settings, db, {"fs": MOVIE_RATE_HZ, "torch_device": "cpu",
+                                 "do_registration": False})
     if baseline == "original_jobs":
-        settings["detection"].update({"threshold_scaling": 0.75,
-                                      "nbins": int(nbinned)})
+        place_options(settings, db, {"threshold_scaling": 0.75})
+        settings["detection"]["nbins"] = int(nbinned)
     return db, settings
 
 

@@ -436,4 +436,4 @@ def main() -> None:  # pragma: no cover - thin CLI
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "nwb"))
+    sys.exit(run_main(main, "export-nwb"))

@@ -20,11 +20,10 @@ import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
-from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
-BARE_FLAGS = ("--list",)
 # 32 random bytes: a token no one guesses, short enough to paste
 TOKEN_BYTES = 32
 
@@ -159,7 +158,7 @@ class Labelers(argschema.ArgSchemaParser):
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
     """Run the command against the labeling database from the environment."""
-    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
+    arguments = list(sys.argv[1:] if argv is None else argv)  # booleans may stand bare
     parser = Labelers(args=arguments, logger_name="Labelers")
     with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
         parser.run(dbconn)

@@ -27,11 +27,10 @@ import uvicorn
 from slapp.errors import SlappError
 from slapp.labeling.app import ServerConfig, create_app
 from slapp.labeling.assignment import job_ids_by_name
-from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 
-BARE_FLAGS = ("--secure_cookie",)
 
 
 class ServeException(SlappError):
@@ -154,7 +153,7 @@ class Serve(argschema.ArgSchemaParser):
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
     """Serve against the labeling database from the environment."""
-    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
+    arguments = list(sys.argv[1:] if argv is None else argv)  # booleans may stand bare
     # space-separated job names are what the command promises; argschema warns about them
     warnings.filterwarnings("ignore", message=".*old-style command-line syntax",
                             category=FutureWarning)

@@ -31,7 +31,7 @@ from pathlib import Path
 import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import PLOT_DIRECTORY_NAME, load_manifest
+from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest
 from slapp.db.runs import (DONE, FAILED, MISSING, STATUSES, RunParameters, RunParametersSchema,
                            chosen_run_states, entry_states, selection_experiments)
 from slapp.errors import SlappError

@@ -27,7 +27,9 @@ recorded itself). Failure classes:
     anything else: a bug or a crash (e.g. SIGSEGV); see the traceback / log.
 
 ``killed``, ``out_of_memory`` and ``database_unreachable`` are *transient*:
-the same task may well succeed when resubmitted.
+the same task may well succeed when resubmitted. An exception's class comes
+from the exception itself (its ``failure_class``, see the tree in
+:mod:`slapp.errors`), not from where it was raised.
 """
 import json
 import logging
@@ -39,30 +41,24 @@ from pathlib import Path
 from typing import Sequence
 
 import marshmallow as mm
-import psycopg2
 
-from slapp.data_selection.segmentation_manifest import load_manifest
-from slapp.errors import SlappError
+from slapp.contracts.manifest import load_manifest
+# the failure classes are slapp.errors'; they stay importable from here as well
+from slapp.errors import (BAD_INPUT, DATABASE_UNREACHABLE, FAILURE_CLASSES, KILLED,  # noqa: F401
+                          OTHER, OUT_OF_MEMORY, SUITE2P_ERROR, TRANSIENT_CLASSES,
+                          SlappError)
 from slapp.segmentation.scheduler import current_task
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
-from slapp.segmentation.store import DatabaseUnreachable, record_failure
-from slapp.segmentation.suite2p_runner import Suite2pRunException, suite2p_version
+from slapp.segmentation.store import record_failure
+from slapp.segmentation.suite2p_runner import suite2p_version
+from slapp.segmentation.task_options import SegmentSchema
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
-from slapp.utils.query_utils import (get_db_credentials, is_permanent_connect_error,
-                                     label_defaults)
+from slapp.utils.query_utils import database_failure_class, get_db_credentials, label_defaults
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.failures")
 
-BAD_INPUT = "bad_input"
-OUT_OF_MEMORY = "out_of_memory"
-KILLED = "killed"
-SUITE2P_ERROR = "suite2p_error"
-DATABASE_UNREACHABLE = "database_unreachable"
-OTHER = "other"
-FAILURE_CLASSES = (BAD_INPUT, OUT_OF_MEMORY, KILLED, SUITE2P_ERROR, DATABASE_UNREACHABLE, OTHER)
-TRANSIENT_CLASSES = (KILLED, OUT_OF_MEMORY, DATABASE_UNREACHABLE)
 # Signals a scheduler or a user sends to stop a task (scancel, qdel, time limit, Ctrl-C).
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGHUP,
                  signal.SIGXCPU, signal.SIGUSR1, signal.SIGUSR2)
@@ -97,14 +93,13 @@ def classify_exception(error: BaseException) -> str:
         return OUT_OF_MEMORY
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return KILLED
-    for link in chain:
-        if isinstance(link, DatabaseUnreachable):
-            return DATABASE_UNREACHABLE
-        if isinstance(link, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-            return BAD_INPUT if is_permanent_connect_error(link) else DATABASE_UNREACHABLE
-    if isinstance(error, Suite2pRunException):
-        return SUITE2P_ERROR
-    if isinstance(error, (SlappError, mm.ValidationError, json.JSONDecodeError)):
+    for link in chain:  # the outermost error that knows its cause says it
+        if isinstance(link, SlappError):
+            return link.failure_class
+        database = database_failure_class(link)
+        if database is not None:
+            return database
+    if isinstance(error, (mm.ValidationError, json.JSONDecodeError)):
         return BAD_INPUT
     return OTHER
 
@@ -236,11 +231,10 @@ def task_identity(manifest_path: Path, manifest_index: int,
     except (Exception, SystemExit):  # noqa: BLE001 - whatever is wrong, the row is still written
         return None, None
     try:
-        # segment records its own failures through this module: import it only here
-        from slapp.segmentation.segment import Segment
-        parsed = Segment(args=["--manifest_json", str(manifest_path),
-                               "--manifest_index", str(manifest_index),
-                               *segment_arguments]).args
+        parsed = ArgSchemaParser(
+            schema_type=SegmentSchema, args=["--manifest_json", str(manifest_path),
+                                             "--manifest_index", str(manifest_index),
+                                             *segment_arguments]).args
         digest = parameters_digest(Suite2pOptions.from_args(parsed), entry["nbinned"],
                                    suite2p_version())
     except (Exception, SystemExit):  # noqa: BLE001
@@ -329,4 +323,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "record_failure"))
+    sys.exit(run_main(main, "record-failure"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from slapp.data_selection.utils import MOVIE_DATASET, FindFileException, movie_shape
+from slapp.contracts.movie import MOVIE_DATASET, FindFileException, movie_shape
 from slapp.utils.cli import one_line
 
 # Eight frames (first, last and six between): 4 MB of a 512x512 uint16 movie,

@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from slapp.data_selection.utils import MOVIE_DATASET
+from slapp.contracts.movie import MOVIE_DATASET
 from slapp.errors import SlappError
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from slapp.errors import SlappError
+from slapp.errors import Suite2pError
 
 # The rois table's columns written by COPY, with their PostgreSQL types.
 ROI_COLUMNS = (
@@ -42,7 +42,7 @@ ROI_COLUMNS = (
 STAT_FEATURES = ("npix_norm", "npix_soma", "std", "footprint")
 
 
-class RoiException(SlappError):
+class RoiException(Suite2pError):
     """A Suite2P ROI cannot be stored as given (e.g. a pixel outside the movie)."""
 
 

@@ -27,7 +27,6 @@ that fails records its failure; one that a signal ended (killed for memory,
 Ctrl-C) cannot, so this runner records it. Ctrl-C stops the running tasks
 (they clean up their temporary files) and exits.
 """
-import dataclasses
 import json
 import logging
 import os
@@ -44,13 +43,13 @@ import marshmallow as mm
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.contracts.manifest import load_manifest
 from slapp.db.runs import DONE, RunParameters, entry_states
 from slapp.errors import SlappError
-from slapp.segmentation import failures
-from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
+from slapp.segmentation import failures, scratch
+from slapp.segmentation.task_options import SegmentTaskSchema, segment_arguments
 from slapp.utils.files import write_json_atomically
-from slapp.utils.cli import expand_bare_flags, run_main
+from slapp.utils.cli import run_main
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
@@ -70,36 +69,20 @@ class RunLocalException(SlappError):
     """The local run cannot start, or some of its tasks failed."""
 
 
-class RunLocalSchema(ArgSchema, Suite2pSettingsSchema):
+class RunLocalSchema(ArgSchema, SegmentTaskSchema):
     """Segment every manifest entry on this machine, ``workers`` at a time.
 
-    The Suite2P options (the segment command's, same names and defaults) are
-    validated here and given to every task.
+    The options of a segment task (the segment command's, same names and
+    defaults) are validated here and given to every task.
     """
 
-    manifest_json = argschema.fields.InputFile(
-        required=True,
-        metadata={"description": "the segmentation manifest (written by "
-                                 "slapp.data_selection.segmentation_manifest)"})
     workers = StrictInt(
         dump_default=1, validate=mm.validate.Range(min=1),
         metadata={"description": "entries segmented at once. 1, because Suite2P already "
                                  "uses every core for one movie and a 512x512 Allen movie "
-                                 "takes several GB of memory and a binary copy of tens of "
-                                 "GB on tmp_dir; raise it for small movies or a big "
-                                 "machine. The cores are shared out between the workers"})
-    tmp_dir = mm.fields.Str(
-        allow_none=True, dump_default=None,
-        metadata={"description": "directory for each task's Suite2P working files (see "
-                                 "segment's tmp_dir: small when frames are streamed, a "
-                                 "2-byte-per-pixel-per-frame copy of the movie per worker "
-                                 "with --do_registration); the system temporary directory "
-                                 "when not given. Use a fast local disk"})
-    overwrite = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "replace runs this code version already made instead of "
-                                 "skipping them; off, so rerunning after a failure only "
-                                 "redoes what is missing"})
+                                 "takes several GB of memory; raise it for small movies or "
+                                 "a big machine. The cores are shared out between the "
+                                 "workers"})
     log_dir = mm.fields.Str(
         allow_none=True, dump_default=None,
         metadata={"description": "directory for each task's log and output json (one pair "
@@ -345,33 +328,30 @@ class RunLocal(ArgSchemaParser):
     default_output_schema = RunLocalOutputSchema
 
     def _checked_paths(self) -> tuple[Path, Path, Path | None]:
-        """Validate the inputs before anything is written; return manifest, log and tmp dirs."""
+        """Validate the inputs before anything is written; return manifest, log and tmp dirs.
+
+        ``tmp_dir`` is created when missing, as segment creates it.
+        """
         manifest_path = Path(self.args["manifest_json"]).resolve()
         log_dir = Path(self.args["log_dir"] or manifest_path.parent / "segmentation_logs")
         if log_dir.exists() and not log_dir.is_dir():
             raise RunLocalException(f"log_dir {log_dir} exists and is not a directory")
-        tmp_dir = self.args["tmp_dir"]
-        if tmp_dir is not None and not Path(tmp_dir).is_dir():
-            raise RunLocalException(f"tmp_dir {tmp_dir} is not a directory")
         # Fail once here, not in every task, when the database is not configured.
         get_db_credentials(**label_defaults)
+        tmp_dir = self.args["tmp_dir"]
         return (manifest_path, log_dir.resolve(),
-                None if tmp_dir is None else Path(tmp_dir).resolve())
+                None if tmp_dir is None else scratch.prepared_tmp_dir(tmp_dir))
 
-    def _suite2p_arguments(self) -> list[str]:
-        """Every Suite2P option as segment command-line arguments, validated values."""
-        options = Suite2pOptions.from_args(self.args)
-        return [argument for field in dataclasses.fields(options)
-                for argument in (f"--{field.name}", str(getattr(options, field.name)))]
+    def _task_arguments(self, manifest_path: Path, tmp_dir: Path | None) -> list[str]:
+        """Every task option (segment's, Suite2P's) as segment arguments, paths absolute."""
+        plot_dir = self.args["plot_dir"]
+        return segment_arguments({
+            **self.args, "manifest_json": manifest_path, "tmp_dir": tmp_dir,
+            "plot_dir": None if plot_dir is None else Path(plot_dir).resolve()})
 
-    def _segment_command(self, manifest_path: Path, tmp_dir: Path | None) -> list[str]:
-        command = [sys.executable, "-m", SEGMENT_MODULE, "--manifest_json", str(manifest_path),
-                   "--log_level", self.args["task_log_level"]]
-        if tmp_dir is not None:
-            command += ["--tmp_dir", str(tmp_dir)]
-        if self.args["overwrite"]:
-            command += ["--overwrite", "True"]
-        return command + self._suite2p_arguments()
+    def _segment_command(self, task_arguments: list[str]) -> list[str]:
+        return [sys.executable, "-m", SEGMENT_MODULE, "--log_level",
+                self.args["task_log_level"], *task_arguments]
 
     def _task_environment(self, workers: int) -> dict:
         threads = str(threads_per_worker(workers))
@@ -395,7 +375,8 @@ class RunLocal(ArgSchemaParser):
         """
         manifest_path, log_dir, tmp_dir = self._checked_paths()
         manifest = load_manifest(manifest_path)
-        command = self._segment_command(manifest_path, tmp_dir)
+        task_arguments = self._task_arguments(manifest_path, tmp_dir)
+        command = self._segment_command(task_arguments)
         workers = min(self.args["workers"], max(len(manifest), 1))
         env = self._task_environment(workers)
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -419,7 +400,7 @@ class RunLocal(ArgSchemaParser):
                     time.sleep(POLL_SECONDS)
                     for task in [task for task in running if task.process.poll() is not None]:
                         running.remove(task)
-                        task.record_if_killed(manifest_path, self._suite2p_arguments())
+                        task.record_if_killed(manifest_path, task_arguments)
                         outcomes.append(self._report(task.outcome()))
                         progress.set_postfix(_counts(outcomes), refresh=False)
                         progress.update()
@@ -427,7 +408,7 @@ class RunLocal(ArgSchemaParser):
             logger.warning("stopping %d running tasks", len(running))
             stop_tasks(running)
             for task in [task for task in running if task.process is not None]:
-                task.record_if_killed(manifest_path, self._suite2p_arguments())
+                task.record_if_killed(manifest_path, task_arguments)
             raise
         finally:
             progress.close()
@@ -474,8 +455,8 @@ class RunLocal(ArgSchemaParser):
 
 def main() -> None:
     """Parse the command line (``--overwrite`` may stand alone) and segment every entry."""
-    RunLocal(args=expand_bare_flags(sys.argv[1:], ("--overwrite",))).run()
+    RunLocal(args=sys.argv[1:]).run()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "run_local"))
+    sys.exit(run_main(main, "run-local"))

@@ -65,13 +65,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
-import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import (PLOT_DIRECTORY_NAME,
-                                                        load_manifest_document)
-from slapp.data_selection.utils import MOVIE_DATASET, FindFileException
-from slapp.data_selection.utils import movie_shape as read_movie_shape
+from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest_document
+from slapp.contracts.movie import FindFileException, movie_shape
 from slapp.db.runs import check_selection_holds
 from slapp.errors import SlappError
 from slapp.segmentation import failures, scratch, store
@@ -80,23 +77,18 @@ from slapp.segmentation.fingerprint import (fingerprint_changes, movie_fingerpri
 from slapp.segmentation.plot import render_roi_plot
 from slapp.segmentation.rois import rois_from_suite2p
 from slapp.segmentation.scheduler import current_task
-from slapp.segmentation.settings import (Suite2pOptions, Suite2pSettingsSchema,
-                                         parameters_digest)
+from slapp.segmentation.settings import Suite2pOptions, parameters_digest
 from slapp.segmentation.suite2p_runner import (MIN_FRAMES, Suite2pOutput,
                                                estimated_scratch_bytes, suite2p_outputs,
                                                suite2p_version)
-from slapp.utils.cli import UsageError, expand_bare_flags, one_line, run_main
+from slapp.segmentation.task_options import SegmentSchema
+from slapp.utils.cli import UsageError, one_line, run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
 from slapp.utils.query_utils import DbConnection, labeling_connection
-from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
+from slapp.utils.schema import ArgSchemaParser, StrictInt
 
 logger = logging.getLogger("slapp.segmentation.segment")
-
-# Boolean options that may be given as bare flags (``--overwrite``) as well as
-# argschema's ``--overwrite True``.
-BARE_FLAGS = ("--overwrite", "--keep_suite2p_results")
-
 
 class SegmentationException(SlappError):
     """A manifest entry cannot be segmented: bad index, movie, directory or setting."""
@@ -104,58 +96,6 @@ class SegmentationException(SlappError):
 
 class MovieChangedException(SegmentationException):
     """The movie differs from the one the stored run of the same identity was made from."""
-
-
-class SegmentSchema(ArgSchema, Suite2pSettingsSchema):
-    """Segment one entry of a segmentation manifest with Suite2P (options: see the base)."""
-
-    manifest_json = argschema.fields.InputFile(
-        required=True,
-        metadata={"description": "the segmentation manifest (written by "
-                                 "slapp.data_selection.segmentation_manifest)"})
-    manifest_index = StrictInt(
-        required=True, validate=mm.validate.Range(min=0),
-        metadata={"description": "which entry to segment, counted from 0: the job "
-                                 "array's task id (PBS_ARRAYID, SLURM_ARRAY_TASK_ID)"})
-    tmp_dir = mm.fields.Str(
-        dump_default=None, allow_none=True,
-        metadata={"description": "directory for Suite2P's working files: its traces "
-                                 "(12 bytes per ROI per frame, 1.4 percent of a 512x512 movie "
-                                 "with 500 ROIs) when the frames are streamed from the "
-                                 "HDF5 file (the default), plus its int16 copy of the "
-                                 "movie (2 bytes per pixel per frame: 52 GB for 100,000 "
-                                 "frames of 512x512) with --do_registration; created "
-                                 "when missing; the task works in a subdirectory "
-                                 "slapp_<job>_<task>_<host>_<pid> and removes those of "
-                                 "its user's tasks that no longer run. Default: the "
-                                 "system's temporary directory ($TMPDIR), which batch "
-                                 "systems usually point at the node's fast local scratch"})
-    overwrite = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "replace the stored run of the same experiment, code "
-                                 "version and parameters (in one transaction), also when "
-                                 "its movie changed since. Off by default so that "
-                                 "resubmitting an array only runs what is missing"})
-    keep_suite2p_results = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "keep Suite2P's intermediate files (their directory is "
-                                 "logged) to inspect them. Off by default: they are as "
-                                 "large as the movie and everything needed is stored"})
-    plot_dir = mm.fields.Str(
-        dump_default=None, allow_none=True,
-        metadata={"description": "where <experiment_id>_<run id>.png (ROI outlines over "
-                                 "the mean image) is written, one per run so that no run's "
-                                 "plot replaces another's. Default: segmentation_plots "
-                                 "beside the manifest, so the plots of one manifest stay "
-                                 "together"})
-    write_retry_seconds = mm.fields.Float(
-        dump_default=600.0, validate=mm.validate.Range(min=0),
-        metadata={"description": "how long the final write (connect, insert, copy of the "
-                                 "ROIs) is retried while the labeling database cannot be "
-                                 "reached; Suite2P's outputs are kept meanwhile. 600 s "
-                                 "outlasts a server restart or failover, is short beside "
-                                 "the 15+ minutes of Suite2P a failed write would throw "
-                                 "away, and fits in the 2 hours the example jobs ask for"})
 
 
 class SegmentOutputSchema(mm.Schema):
@@ -192,25 +132,6 @@ def nothing_to_do_line(manifest_path: Path, manifest: list[dict], index: int) ->
 def plot_file(plot_dir: Path, experiment_id: int, segmentation_run_id: int) -> Path:
     """``<plot_dir>/<experiment_id>_<run id>.png``: one plot per run, never replaced."""
     return plot_dir / f"{experiment_id}_{segmentation_run_id}.png"
-
-
-def movie_shape(path: Path) -> tuple[int, int, int]:
-    """Read ``(nframes, height, width)`` of an HDF5 movie without reading its frames.
-
-    Raises
-    ------
-    SegmentationException
-        If the file is missing, a directory, not HDF5, or has no 3-D ``data``
-        dataset with at least one frame.
-    """
-    try:
-        shape = read_movie_shape(path)
-    except FindFileException as error:
-        raise SegmentationException(str(error)) from error
-    if min(shape) < 1:
-        raise SegmentationException(f"movie {path}: dataset '{MOVIE_DATASET}' has shape "
-                                    f"{shape}, not (frames, height, width)")
-    return shape
 
 
 def check_frame_count(movie_path: Path, nframes: int, nbinned: int) -> None:
@@ -358,8 +279,11 @@ class Segment(ArgSchemaParser):
         options = Suite2pOptions.from_args(self.args)
         digest = parameters_digest(options, entry["nbinned"], suite2p_version())
         self.known["parameters_digest"] = digest
-        shape = movie_shape(movie_path)
-        fingerprint = movie_fingerprint(movie_path)
+        try:
+            shape = movie_shape(movie_path)
+            fingerprint = movie_fingerprint(movie_path)
+        except FindFileException as error:
+            raise SegmentationException(str(error)) from error
         tmp_dir = scratch.prepared_tmp_dir(self.args["tmp_dir"])
         # Every task, also one that skips, clears what killed tasks left on this node.
         scratch.remove_stale_directories(tmp_dir, current_task())
@@ -504,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started it (job script, ``run_local``), which sees how it ended.
     """
     started = time.perf_counter()
-    arguments = expand_bare_flags(sys.argv[1:] if argv is None else argv, BARE_FLAGS)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     # A refused command line (an option typo) fails every task alike: it is printed
     # (the task's log), not recorded as a failure of the entry.
     segment = Segment(args=arguments)

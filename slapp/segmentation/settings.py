@@ -1,9 +1,20 @@
-"""The Suite2P settings slapp exposes, declared once, and the digest that names them.
+"""The Suite2P settings slapp exposes, each declared once, and the digest that names them.
 
-:class:`Suite2pSettingsSchema` holds every option with its default and the
-reason for it; the commands reuse it (``segment`` and ``status`` inherit its
-fields, ``run_local`` nests it), so that a new option is one edit here plus its
-place in :func:`slapp.segmentation.suite2p_runner.build_suite2p_inputs`.
+:data:`SUITE2P_OPTIONS` is the one table of them: per option its name, type,
+default, why that default, how it is checked and where it goes in Suite2P's
+``settings`` (or ``db``) dict. Everything else is derived from that table:
+
+- :class:`Suite2pSettingsSchema`, the schema piece every command with the
+  options inherits (``segment``, ``run-local``, ``status``), so they share
+  names, defaults, checks and help texts;
+- :class:`Suite2pOptions`, the frozen dataclass of the values a run uses;
+- :func:`place_options`, which writes the values into Suite2P's dicts (used by
+  :func:`slapp.segmentation.suite2p_runner.build_suite2p_inputs` and by the
+  plain Suite2P baselines);
+- :func:`options_from_recorded_settings`, which reads them back from what a
+  run recorded (the schema upgrade and ``status`` rely on it).
+
+A new option is one row of the table.
 
 A run's parameters are these options, the number of binned frames and the
 Suite2P version (which fixes every default slapp does not set).
@@ -14,8 +25,8 @@ finds its entry done stays cheap.
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import argschema
 import marshmallow as mm
@@ -28,119 +39,174 @@ class SettingsException(SlappError):
     """Recorded Suite2P settings that do not hold slapp's options."""
 
 
-class Suite2pSettingsSchema(argschema.schemas.DefaultSchema):
-    """The Suite2P options of a segmentation run (defaults filled in when missing)."""
-
-    fs = mm.fields.Float(
-        dump_default=31.0, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": "frame rate in Hz: Allen two-photon movies are recorded "
-                                 "at 31 Hz. With tau it sets Suite2P's smallest bin size"})
-    tau = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": (
-            "decay time of the calcium indicator in seconds: ~0.7 s for GCaMP6f, the "
-            "indicator of the Allen lines (use 1.0-1.25 for GCaMP6s). Suite2P bins at least "
-            "round(tau * fs) frames together for detection: 0.7 makes that 22 frames, so "
-            "the manifest's bins are used as given, its default 115 and its finer choice "
-            "22 alike; Suite2P's 1.0 would make it 31 frames and coarsen 22-frame bins")})
-    diameter = mm.fields.Float(
-        dump_default=12.0, validate=mm.validate.Range(min=1),
-        metadata={"description": (
-            "expected soma diameter in pixels: ~9 um somata at 0.78 um/px (a 512x512 Allen "
-            "field of ~400 um). 12 is Suite2P's default and the original jobs' value. "
-            "Sparsery detection does not need it; Suite2P scales each ROI's compactness, "
-            "radius and aspect ratio (classifier features) by it, and 12 or 14 gave the same "
-            "ROIs and the same cells on all six 256x256 x 5,000-frame synthetic movies "
-            "(realistic and easy presets, 3 seeds each, 115-frame bins, "
-            "bench/bench_quality.py)")})
-    threshold_scaling = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, min_inclusive=False),
-        metadata={"description": (
-            "multiplies Suite2P's detection threshold; 0.75, the original jobs' value, finds "
-            "more, dimmer ROIs than Suite2P's 1.0, and the labelers reject the extra ROIs "
-            "that are not cells. On the realistic synthetic preset with 22-frame bins it "
-            "raised recall over all ROIs from 0.78 to 0.89 (512x512 x 5,000 frames, seeds "
-            "0-1, bench/bench_quality.py; F1 0.68 vs 0.72, over classified cells 0.79 vs "
-            "0.78) and from 0.77 to 0.86 (256x256, 3 seeds; F1 0.68 vs 0.72)")})
-    spatial_scale = StrictInt(
-        dump_default=2, validate=mm.validate.Range(min=0, max=4),
-        metadata={"description": (
-            "sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, 48 px; 0 lets Suite2P "
-            "estimate it (the original jobs' value). 2 (12 px) is the soma scale of a "
-            "512x512 Allen field; the estimate sometimes picks 6 px, which halves the "
-            "detection threshold and adds neuropil ROIs. On the realistic synthetic preset "
-            "with 22-frame bins (512x512 x 5,000 frames, seeds 1-2, bench/bench_quality.py) "
-            "2 vs 0 gave F1 over all ROIs 0.68 vs 0.52 and recall 0.90 vs 0.92: the estimate "
-            "picked 6 px on one of the two movies, giving 1,420 ROIs at precision 0.22 "
-            "(550 at 0.55 with 2). At 256x256 it picked 6 px on every movie (3 seeds: 371 "
-            "ROIs at precision 0.21 vs 129 at 0.56)")})
-    highpass_neuropil = StrictInt(
-        dump_default=25, validate=mm.validate.Range(min=5),
-        metadata={"description": "width in pixels of the spatial high-pass filter that "
-                                 "removes neuropil before detection; Suite2P's default 25 "
-                                 "is about twice the soma diameter of a 512x512 movie"})
-    max_overlap = mm.fields.Float(
-        dump_default=0.75, validate=mm.validate.Range(min=0, max=1),
-        metadata={"description": "ROIs sharing more than this fraction of their pixels "
-                                 "with others are dropped; Suite2P's default 0.75 keeps "
-                                 "touching somata apart without keeping duplicates"})
-    neuropil_coefficient = mm.fields.Float(
-        dump_default=0.7, validate=mm.validate.Range(min=0),
-        metadata={"description": "neuropil contamination factor (F - c * Fneu) Suite2P "
-                                 "uses for the skew and SNR it gives the classifier; "
-                                 "0.7 is the field's usual value and Suite2P's default. "
-                                 "Raw traces are stored, so it does not change them"})
-    do_registration = mm.fields.Bool(
-        dump_default=False,
-        metadata={"description": "motion-correct with Suite2P first. Off: the manifest's "
-                                 "movies are already motion corrected, and registering "
-                                 "again costs time and can shift the masks"})
-    torch_device = mm.fields.Str(
-        dump_default="cpu",
-        metadata={"description": "PyTorch device for Suite2P ('cpu' or 'cuda'); cluster "
-                                 "array tasks usually run on CPU nodes"})
+def _same(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True)
-class Suite2pOptions:
-    """The Suite2P settings that slapp exposes (see :class:`Suite2pSettingsSchema` for why)."""
+class Suite2pOption:
+    """One row of :data:`SUITE2P_OPTIONS`.
 
-    fs: float
-    tau: float
-    diameter: float
-    threshold_scaling: float
-    spatial_scale: int
-    highpass_neuropil: int
-    max_overlap: float
-    neuropil_coefficient: float
-    do_registration: bool
-    torch_device: str
+    Attributes
+    ----------
+    name : str
+        The option's name: command-line flag, schema field and dataclass field.
+    type : type
+        ``float``, ``int``, ``bool`` or ``str``; values are converted to it, so
+        that equal settings always give the same digest.
+    default
+        The value a user gets without giving one.
+    why : str
+        What the option does and why the default was chosen: the help text.
+    path : tuple of str
+        Where the value goes in Suite2P's ``settings`` dict (in its ``db`` dict
+        when ``in_db``), one key per level.
+    validate : callable, optional
+        A marshmallow validator.
+    to_suite2p, from_suite2p : callable
+        How the value is written into Suite2P's dict and read back from a
+        recorded one, when Suite2P spells it differently.
+    in_db : bool
+        The value belongs in Suite2P's ``db`` dict rather than ``settings``.
+    """
 
-    @classmethod
-    def from_args(cls, args: dict) -> "Suite2pOptions":
-        """The options among a command's parsed arguments (other keys are ignored).
+    name: str
+    type: type
+    default: Any
+    why: str
+    path: tuple[str, ...]
+    validate: Callable | None = None
+    to_suite2p: Callable[[Any], Any] = _same
+    from_suite2p: Callable[[Any], Any] = _same
+    in_db: bool = False
 
-        Parameters
-        ----------
-        args : dict
-            Holds every field of :class:`Suite2pSettingsSchema`, as the parsed
-            arguments of a command whose schema includes it do.
+    def field(self) -> mm.fields.Field:
+        """The marshmallow field of the option, with its default, check and help text."""
+        field_class = {float: mm.fields.Float, int: StrictInt, bool: mm.fields.Bool,
+                       str: mm.fields.Str}[self.type]
+        return field_class(dump_default=self.default, validate=self.validate,
+                           metadata={"description": self.why})
 
-        Returns
-        -------
-        Suite2pOptions
-            Each value converted to its field's type (``31`` becomes ``31.0``),
-            so that equal settings always give the same digest.
-        """
-        types = typing.get_type_hints(cls)
-        return cls(**{field.name: types[field.name](args[field.name])
-                      for field in dataclasses.fields(cls)})
 
-    @classmethod
-    def defaults(cls) -> "Suite2pOptions":
-        """The options a user gets without giving any."""
-        return cls.from_args({name: field.dump_default
-                              for name, field in Suite2pSettingsSchema().fields.items()})
+def _positive() -> mm.validate.Range:
+    return mm.validate.Range(min=0, min_inclusive=False)
+
+
+def _first_of_pair(value: Any) -> Any:
+    """Suite2P records the diameter as [height, width]; slapp sets both to the option."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+SUITE2P_OPTIONS: tuple[Suite2pOption, ...] = (
+    Suite2pOption(
+        "fs", float, 31.0, validate=_positive(), path=("fs",),
+        why="frame rate in Hz: Allen two-photon movies are recorded at 31 Hz. With tau it "
+            "sets Suite2P's smallest bin size"),
+    Suite2pOption(
+        "tau", float, 0.7, validate=_positive(), path=("tau",),
+        why="decay time of the calcium indicator in seconds: ~0.7 s for GCaMP6f, the "
+            "indicator of the Allen lines (use 1.0-1.25 for GCaMP6s). Suite2P bins at "
+            "least round(tau * fs) frames together for detection: 0.7 makes that 22 "
+            "frames, so the manifest's bins are used as given, its default 115 and its "
+            "finer choice 22 alike; Suite2P's 1.0 would make it 31 frames and coarsen "
+            "22-frame bins"),
+    Suite2pOption(
+        "diameter", float, 12.0, validate=mm.validate.Range(min=1), path=("diameter",),
+        to_suite2p=lambda diameter: [diameter, diameter], from_suite2p=_first_of_pair,
+        why="expected soma diameter in pixels: ~9 um somata at 0.78 um/px (a 512x512 "
+            "Allen field of ~400 um). 12 is Suite2P's default and the original jobs' "
+            "value. Sparsery detection does not need it; Suite2P scales each ROI's "
+            "compactness, radius and aspect ratio (classifier features) by it"),
+    Suite2pOption(
+        "threshold_scaling", float, 0.75, validate=_positive(),
+        path=("detection", "threshold_scaling"),
+        why="multiplies Suite2P's detection threshold; 0.75, the original jobs' value, "
+            "finds more, dimmer ROIs than Suite2P's 1.0 (more of the true cells in the "
+            "quality benchmark), and the labelers reject the extra ROIs that are not cells"),
+    Suite2pOption(
+        "spatial_scale", int, 2, validate=mm.validate.Range(min=0, max=4),
+        path=("detection", "sparsery_settings", "spatial_scale"),
+        why="sparsery's spatial scale: 1, 2, 3, 4 are 6, 12, 24, 48 px; 0 lets Suite2P "
+            "estimate it (the original jobs' value). 2 (12 px) is the soma scale of a "
+            "512x512 Allen field; the estimate sometimes picks 6 px, which halves the "
+            "detection threshold and adds many neuropil ROIs"),
+    Suite2pOption(
+        "highpass_neuropil", int, 25, validate=mm.validate.Range(min=5),
+        path=("detection", "sparsery_settings", "highpass_neuropil"),
+        why="width in pixels of the spatial high-pass filter that removes neuropil before "
+            "detection; Suite2P's default 25 is about twice the soma diameter of a "
+            "512x512 movie"),
+    Suite2pOption(
+        "max_overlap", float, 0.75, validate=mm.validate.Range(min=0, max=1),
+        path=("detection", "max_overlap"),
+        why="ROIs sharing more than this fraction of their pixels with others are "
+            "dropped; Suite2P's default 0.75 keeps touching somata apart without keeping "
+            "duplicates"),
+    Suite2pOption(
+        "neuropil_coefficient", float, 0.7, validate=mm.validate.Range(min=0),
+        path=("extraction", "neuropil_coefficient"),
+        why="neuropil contamination factor (F - c * Fneu) Suite2P uses for the skew and "
+            "SNR it gives the classifier; 0.7 is the field's usual value and Suite2P's "
+            "default. Raw traces are stored, so it does not change them"),
+    Suite2pOption(
+        "do_registration", bool, False, path=("run", "do_registration"), to_suite2p=int,
+        why="motion-correct with Suite2P first. Off: the manifest's movies are already "
+            "motion corrected, and registering again costs time and can shift the masks"),
+    Suite2pOption(
+        "torch_device", str, "cpu", path=("torch_device",),
+        why="PyTorch device for Suite2P ('cpu' or 'cuda'); cluster array tasks usually "
+            "run on CPU nodes"),
+)
+
+
+def settings_schema(table: Sequence[Suite2pOption]) -> type:
+    """The schema piece holding every option of ``table`` (defaults filled in on load)."""
+    schema = argschema.schemas.DefaultSchema.from_dict(
+        {option.name: option.field() for option in table}, name="Suite2pSettingsSchema")
+    schema.__doc__ = ("The Suite2P options of a segmentation run (defaults filled in "
+                      "when missing).")
+    return schema
+
+
+def _from_args(cls, args: Mapping) -> "Suite2pOptions":
+    """The options among a command's parsed arguments (other keys are ignored).
+
+    Parameters
+    ----------
+    args : mapping
+        Holds every option, as the parsed arguments of a command whose schema
+        includes :class:`Suite2pSettingsSchema` do.
+
+    Returns
+    -------
+    Suite2pOptions
+        Each value converted to its option's type (``31`` becomes ``31.0``),
+        so that equal settings always give the same digest.
+    """
+    return cls(**{option.name: option.type(args[option.name]) for option in cls.TABLE})
+
+
+def _defaults(cls) -> "Suite2pOptions":
+    """The options a user gets without giving any."""
+    return cls.from_args({option.name: option.default for option in cls.TABLE})
+
+
+def options_class(table: Sequence[Suite2pOption]) -> type:
+    """The frozen dataclass of the values of ``table``'s options, one field per row."""
+    options = dataclasses.make_dataclass(
+        "Suite2pOptions", [(option.name, option.type) for option in table], frozen=True,
+        namespace={"TABLE": tuple(table), "from_args": classmethod(_from_args),
+                   "defaults": classmethod(_defaults),
+                   "__doc__": "The Suite2P settings slapp exposes (see SUITE2P_OPTIONS "
+                              "for why each default)."})
+    options.__module__ = __name__
+    return options
+
+
+Suite2pSettingsSchema = settings_schema(SUITE2P_OPTIONS)
+Suite2pOptions = options_class(SUITE2P_OPTIONS)
 
 
 def parameters_digest(options: Suite2pOptions, nbinned: int, suite2p_version: str) -> str:
@@ -169,31 +235,46 @@ def parameters_digest(options: Suite2pOptions, nbinned: int, suite2p_version: st
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-# Where build_suite2p_inputs puts each option in Suite2P's ``settings`` dict.
-_RECORDED_PATHS = {
-    "fs": ("fs",),
-    "tau": ("tau",),
-    "diameter": ("diameter",),
-    "threshold_scaling": ("detection", "threshold_scaling"),
-    "spatial_scale": ("detection", "sparsery_settings", "spatial_scale"),
-    "highpass_neuropil": ("detection", "sparsery_settings", "highpass_neuropil"),
-    "max_overlap": ("detection", "max_overlap"),
-    "neuropil_coefficient": ("extraction", "neuropil_coefficient"),
-    "do_registration": ("run", "do_registration"),
-    "torch_device": ("torch_device",),
-}
+def place_options(settings: dict, db: dict, values: Mapping[str, Any],
+                  table: Sequence[Suite2pOption] = SUITE2P_OPTIONS) -> None:
+    """Write option values into Suite2P's ``settings`` and ``db`` dicts, where each belongs.
+
+    Parameters
+    ----------
+    settings, db : dict
+        Suite2P's complete input dicts (every level of each path exists); changed
+        in place.
+    values : mapping
+        Option name to value: every option (``dataclasses.asdict(options)``),
+        or some of them, as the plain Suite2P baselines set.
+    table : sequence of Suite2pOption
+        The options; :data:`SUITE2P_OPTIONS` unless a test gives another.
+    """
+    for option in table:
+        if option.name in values:
+            target = db if option.in_db else settings
+            for key in option.path[:-1]:
+                target = target[key]
+            target[option.path[-1]] = option.to_suite2p(values[option.name])
 
 
-def options_from_recorded_settings(recorded: dict) -> Suite2pOptions:
+def options_from_recorded_settings(recorded: dict,
+                                   table: Sequence[Suite2pOption] = SUITE2P_OPTIONS,
+                                   options: type | None = None):
     """The options of a stored run, read back from its ``suite2p_settings``.
 
-    The inverse of what a run records: used to give runs stored before
-    parameters digests existed their digest.
+    The inverse of what a run records (:func:`place_options`): used to give
+    runs stored before parameters digests existed their digest.
 
     Parameters
     ----------
     recorded : dict
         A ``segmentation_runs.suite2p_settings`` value, ``{"db": ..., "settings": ...}``.
+    table : sequence of Suite2pOption
+        The options; :data:`SUITE2P_OPTIONS` unless a test gives another.
+    options : type, optional
+        The dataclass to build (:func:`options_class` of ``table``);
+        :class:`Suite2pOptions` by default.
 
     Returns
     -------
@@ -205,20 +286,17 @@ def options_from_recorded_settings(recorded: dict) -> Suite2pOptions:
         Naming the first setting that is missing.
     """
     values = {}
-    for name, path in _RECORDED_PATHS.items():
-        value = recorded.get("settings") if isinstance(recorded, dict) else None
-        for key in path:
+    for option in table:
+        value = recorded.get("db" if option.in_db else "settings") \
+            if isinstance(recorded, dict) else None
+        for key in option.path:
             if not isinstance(value, dict) or key not in value:
                 raise SettingsException(
-                    f"the recorded Suite2P settings have no {'.'.join(path)}")
+                    f"the recorded Suite2P settings have no {'.'.join(option.path)}")
             value = value[key]
-        values[name] = value
-    diameter = values["diameter"]
-    if isinstance(diameter, list):  # recorded as [height, width], both the option
-        diameter = diameter[0] if diameter else None
-    values["diameter"] = diameter
+        values[option.name] = option.from_suite2p(value)
     try:
-        return Suite2pOptions.from_args(values)
+        return (options or Suite2pOptions).from_args(values)
     except (TypeError, ValueError) as error:
         raise SettingsException(f"the recorded Suite2P settings cannot be read: {error}"
                                 ) from error

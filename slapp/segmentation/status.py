@@ -31,10 +31,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 
-from slapp.data_selection.segmentation_manifest import load_manifest
+from slapp.contracts.manifest import load_manifest
 from slapp.db.runs import (DONE, FAILED, MISSING, EntryState, RunParameters,
                            RunParametersSchema, entry_states)
 from slapp.segmentation.failures import TRANSIENT_CLASSES
@@ -44,17 +43,14 @@ from slapp.segmentation.settings import (SettingsException, Suite2pOptions,
                                          options_from_recorded_settings)
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.options import ManifestJsonSchema
 from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 
-class SegmentationStatusSchema(ArgSchema, RunParametersSchema):
+class SegmentationStatusSchema(ArgSchema, ManifestJsonSchema, RunParametersSchema):
     """Report which manifest entries are done for this code version and these parameters."""
 
-    manifest_json = argschema.fields.InputFile(
-        required=True,
-        metadata={"description": "the segmentation manifest the array job runs over "
-                                 "(written by slapp.data_selection.segmentation_manifest)"})
     max_concurrent = StrictInt(
         dump_default=10, validate=mm.validate.Range(min=0),
         metadata={"description": "at most this many tasks at once in the printed "

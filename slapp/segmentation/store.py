@@ -13,11 +13,10 @@ ROIs stay, so ids exported before remain valid.
 The database may be unreachable just when a run that took many minutes of
 compute is ready (a server restart, a network outage). :func:`write_run` then
 retries the whole write (connect, insert, COPY, commit), with backoff, for up
-to ``retry_seconds``, logging one line per wait. A failed task is recorded in
+to ``retry_seconds``, logging one line per wait (:func:`slapp.utils.retry.retry`). A failed task is recorded in
 ``segmentation_failures`` by :func:`record_failure`, which never raises.
 """
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -27,11 +26,12 @@ import psycopg2.extras
 from psycopg2 import sql as pgsql
 
 from slapp.db.runs import RunIdentity, find_current_run
-from slapp.errors import SlappError
+from slapp.errors import TransientError
 from slapp.segmentation.images import RunImages, insert_images
 from slapp.segmentation.rois import ROI_COLUMNS, Roi, copy_rows
 from slapp.utils.cli import one_line
-from slapp.utils.query_utils import DbConnection, is_permanent_connect_error
+from slapp.utils.query_utils import DbConnection, is_transient_error
+from slapp.utils.retry import retry
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,11 @@ FAILURE_COLUMNS = (
     "manifest_path", "manifest_index", "hostname", "scheduler_job_id", "scheduler_task_id",
     "failure_class", "message", "traceback", "exit_status", "signal_name", "duration_seconds")
 
-# PostgreSQL error codes that mean "the server is going away or not there yet":
-# admin shutdown, crash shutdown, starting up, too many connections. Errors
-# without a code come from libpq: the connection failed or was lost.
-_TRANSIENT_CODES = ("57P01", "57P02", "57P03", "53300")
 # Waits between whole-write attempts: from 1 s, doubling, at most 30 s (each
 # with jitter, so that the tasks of an array do not come back in lockstep).
 _FIRST_WAIT_SECONDS, _LONGEST_WAIT_SECONDS = 1.0, 30.0
-# record_failure tries for about this long: a task that failed should not
-# linger, and its log holds the failure anyway.
+# record_failure tries for about this long after its first failure: a task that
+# failed should not linger, and its log holds the failure anyway.
 FAILURE_RECORD_SECONDS = 10.0
 
 # Superseding, in one transaction: lock the current run of the identity; insert
@@ -93,11 +89,11 @@ WHERE id = %s
 """
 
 
-class SegmentationStoreException(SlappError):
-    """A run could not be stored."""
+class SegmentationStoreException(TransientError):
+    """A run could not be stored because other tasks raced it; rerunning it may help."""
 
 
-class DatabaseUnreachable(SlappError):
+class DatabaseUnreachable(TransientError):
     """The labeling database could not be reached for the whole retry time."""
 
 
@@ -235,17 +231,6 @@ def _write_once(dbconn: DbConnection, params: dict, rois: Iterable[Roi],
                          params["movie_fingerprint"].adapted)
 
 
-def _is_connection_trouble(error: Exception) -> bool:
-    """Whether waiting may fix ``error``: the connection failed or was lost, the server
-    was restarting or full. A wrong password or database name is not."""
-    if isinstance(error, psycopg2.InterfaceError):
-        return True
-    if not isinstance(error, psycopg2.OperationalError) or is_permanent_connect_error(error):
-        return False
-    return error.pgcode is None or error.pgcode in _TRANSIENT_CODES \
-        or error.pgcode.startswith("08")
-
-
 def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterable[Roi]], *,
               overwrite: bool = False, retry_seconds: float = 600,
               images: RunImages | None = None) -> StoredRun:
@@ -275,7 +260,8 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
         new run), so readers count the old run or the new one, never neither.
     retry_seconds : float
         How long to keep retrying after the first connection failure. Only
-        connection trouble is retried (see :func:`_is_connection_trouble`);
+        connection trouble is retried (see
+        :func:`slapp.utils.query_utils.is_transient_error`);
         any other error is raised at once.
     images : RunImages, optional
         The run's mean image, max projection and correlation image, stored in
@@ -298,36 +284,36 @@ def write_run(dbconn: DbConnection, run: dict, rois_factory: Callable[[], Iterab
     """
     params = _run_parameters({**run, "stage_seconds": run.get("stage_seconds") or {}})
     identity = tuple(run[name] for name in IDENTITY_COLUMNS)
-    deadline, wait = None, _FIRST_WAIT_SECONDS
-    while True:
-        try:
-            stored = _write_once(dbconn, params, rois_factory(), overwrite, images)
-            if stored is None:
-                stored = find_run(dbconn, *identity)
-                if stored is None:  # unreachable while runs are superseded, never deleted
-                    raise SegmentationStoreException(
-                        f"experiment {identity[0]} was stored and removed again by other "
-                        "tasks meanwhile; rerun it")
-                logger.info("experiment %d was already stored as run %d", identity[0],
-                            stored.segmentation_run_id)
-            return stored
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            if not _is_connection_trouble(error):
-                raise
-            dbconn.close()
-            now = time.monotonic()
-            deadline = now + retry_seconds if deadline is None else deadline
-            left = deadline - now
-            if left <= 0:
-                raise DatabaseUnreachable(
-                    f"database {dbconn.database} on {dbconn.host}:{dbconn.port} unreachable "
-                    f"for {retry_seconds:g} s; the run of experiment {identity[0]} was not "
-                    f"stored ({one_line(error)})") from error
-            delay = min(left, wait * random.uniform(0.5, 1.5))
-            logger.warning("database unreachable (%s); retrying the write in %.0f s, "
-                           "%.0f s left", one_line(error), delay, left)
-            time.sleep(delay)
-            wait = min(_LONGEST_WAIT_SECONDS, wait * 2)
+
+    def write() -> StoredRun:
+        stored = _write_once(dbconn, params, rois_factory(), overwrite, images)
+        if stored is None:
+            stored = find_run(dbconn, *identity)
+            if stored is None:  # unreachable while runs are superseded, never deleted
+                raise SegmentationStoreException(
+                    f"experiment {identity[0]} was stored and removed again by other "
+                    "tasks meanwhile; rerun it")
+            logger.info("experiment %d was already stored as run %d", identity[0],
+                        stored.segmentation_run_id)
+        return stored
+
+    def reconnect_after(error: Exception, _attempt: int, delay: float, left: float) -> None:
+        dbconn.close()
+        logger.warning("database unreachable (%s); retrying the write in %.0f s, "
+                       "%.0f s left", one_line(error), delay, left)
+
+    try:
+        return retry(write, transient=is_transient_error, first_wait=_FIRST_WAIT_SECONDS,
+                     longest_wait=_LONGEST_WAIT_SECONDS, seconds=retry_seconds,
+                     before_wait=reconnect_after)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        if not is_transient_error(error):
+            raise
+        dbconn.close()
+        raise DatabaseUnreachable(
+            f"database {dbconn.database} on {dbconn.host}:{dbconn.port} unreachable "
+            f"for {retry_seconds:g} s; the run of experiment {identity[0]} was not "
+            f"stored ({one_line(error)})") from error
 
 
 def record_failure(credentials: dict, failure: dict) -> bool:
@@ -350,23 +336,20 @@ def record_failure(credentials: dict, failure: dict) -> bool:
         row refused): the failure is then logged as one ERROR line instead, so
         that recording never hides the failure it records.
     """
-    deadline, wait = time.monotonic() + FAILURE_RECORD_SECONDS, 0.5
-    while True:
-        try:
-            columns = [name for name in failure if name in FAILURE_COLUMNS]
-            unknown = sorted(set(failure) - set(FAILURE_COLUMNS))
-            if unknown:
-                raise ValueError(f"segmentation_failures has no column {', '.join(unknown)}")
-            with DbConnection(**credentials, connect_attempts=1) as dbconn:
-                dbconn.insert(_insert_statement(columns, "segmentation_failures", None),
-                              failure)
-            return True
-        except Exception as error:  # noqa: BLE001 - recording must not replace the failure
-            if _is_connection_trouble(error) and time.monotonic() + wait < deadline:
-                time.sleep(wait)
-                wait *= 2
-                continue
-            logger.error("could not record the failure of experiment %s in the database "
-                         "(%s): %s: %s", failure.get("ophys_experiment_id"), one_line(error),
-                         failure.get("failure_class"), failure.get("message"))
-            return False
+    def write() -> None:
+        columns = [name for name in failure if name in FAILURE_COLUMNS]
+        unknown = sorted(set(failure) - set(FAILURE_COLUMNS))
+        if unknown:
+            raise ValueError(f"segmentation_failures has no column {', '.join(unknown)}")
+        with DbConnection(**credentials, connect_attempts=1) as dbconn:
+            dbconn.insert(_insert_statement(columns, "segmentation_failures", None), failure)
+
+    try:
+        retry(write, transient=is_transient_error, first_wait=0.5,
+              seconds=FAILURE_RECORD_SECONDS)
+        return True
+    except Exception as error:  # noqa: BLE001 - recording must not replace the failure
+        logger.error("could not record the failure of experiment %s in the database "
+                     "(%s): %s: %s", failure.get("ophys_experiment_id"), one_line(error),
+                     failure.get("failure_class"), failure.get("message"))
+        return False

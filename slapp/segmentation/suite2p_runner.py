@@ -24,6 +24,8 @@ Suite2P is imported only here and only when it runs: importing it loads PyTorch,
 which a task that finds its entry already segmented should not pay for.
 """
 import copy
+import dataclasses
+import functools
 import importlib
 import logging
 import math
@@ -40,11 +42,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from slapp.errors import SlappError
+from slapp.contracts.movie import MOVIE_DATASET
+from slapp.errors import OutOfMemoryError, SlappError, Suite2pError
 from slapp.segmentation.h5_frames import H5Frames, check_finite, stream_problem
 from slapp.segmentation.images import RunImages, full_frame
 from slapp.segmentation.scratch import directory_bytes
-from slapp.segmentation.settings import Suite2pOptions
+from slapp.segmentation.settings import Suite2pOptions, place_options
 
 logger = logging.getLogger(__name__)
 _SUITE2P_WARNINGS = logging.getLogger("suite2p.warnings")
@@ -65,9 +68,19 @@ STAGES = ("read_and_bin", "detection", "extraction", "classification")
 # (frames to exclude; a z-stack to align to): the binary path honours them as
 # plain run_s2p does.
 SUITE2P_SIDE_FILES = ("bad_frames.npy", "zstack.npy")
-# Read the next block of frames while Suite2P computes on this one; the benchmark
-# turns it off to measure what it buys.
-READ_AHEAD = True
+# Suite2P names slapp relies on beyond its documented entry points (run_s2p,
+# default_db, default_settings, io.init_dbs, pipeline): the private function that
+# picks the torch device as run_s2p does, and the stage functions the stage clock
+# times. tests/segmentation/test_suite2p_internals.py checks that the installed
+# Suite2P has each, so an upgrade that removes one fails there, by name.
+SUITE2P_INTERNALS = (
+    ("suite2p.run_s2p", "_assign_torch_device"),
+    ("suite2p.run_s2p", "files_to_binary"),
+    ("suite2p.detection.detect", "bin_movie"),
+    ("suite2p.detection", "detection_wrapper"),
+    ("suite2p.extraction", "extraction_wrapper"),
+    ("suite2p.classification", "classify"),
+)
 # Bound on ROIs per pixel for the scratch estimate: one ROI per 100 pixels is
 # denser than any cortical field (a 12-pixel soma covers ~110 pixels).
 ROIS_PER_PIXEL = 0.01
@@ -76,7 +89,7 @@ ROIS_PER_PIXEL = 0.01
 OTHER_FILES_IMAGES = 32
 
 
-class Suite2pRunException(SlappError):
+class Suite2pRunException(Suite2pError):
     """Suite2P failed on a movie, or left outputs that cannot be read."""
 
 
@@ -120,13 +133,62 @@ def suite2p_version() -> str:
     return installed_version("suite2p")
 
 
+def base_inputs(movie_path: Path, work_dir: Path) -> tuple[dict, dict]:
+    """Suite2P's complete ``db`` and ``settings`` with what every slapp run of it fixes.
+
+    Every Suite2P default is spelled out (nested dicts included), so that what is
+    recorded is everything that was used, and so that Suite2P's shallow merge of
+    user settings over its defaults cannot drop a nested default. On top of the
+    defaults: the movie as Suite2P's input, ``work_dir`` for its files, no
+    deconvolution or registration metrics, Suite2P's built-in classifier, no
+    extra output files. The segment step (:func:`build_suite2p_inputs`) and the
+    plain Suite2P baselines (:mod:`slapp.evaluation.plain_suite2p`) start here.
+
+    Parameters
+    ----------
+    movie_path : Path
+        The HDF5 movie (dataset ``data``).
+    work_dir : Path
+        Directory for Suite2P's save folder and binary file.
+
+    Returns
+    -------
+    db, settings : dict
+        Suite2P's two input dicts.
+    """
+    from suite2p import default_db, default_settings
+
+    db = copy.deepcopy(default_db())
+    db.update({
+        "data_path": [str(movie_path.parent)],
+        "file_list": [movie_path.name],
+        "input_format": "h5",
+        "h5py_key": MOVIE_DATASET,
+        "save_path0": str(work_dir),
+        "fast_disk": str(work_dir),
+        "save_folder": "suite2p",
+    })
+    settings = copy.deepcopy(default_settings())
+    settings["run"].update({
+        # Deconvolved spikes are not stored, so computing them would only cost time.
+        "do_deconvolution": False,
+        # No GUI reads the outputs; the temporary folder is deleted anyway.
+        "do_regmetrics": False,
+    })
+    # The classifier shipped inside the Suite2P package: the same for every user and
+    # node, never a per-user file from ~/.suite2p, never a download.
+    settings["classification"]["use_builtin_classifier"] = True
+    settings["io"].update({"save_mat": False, "save_NWB": False, "delete_bin": False,
+                           "move_bin": False})
+    return db, settings
+
+
 def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
                          work_dir: Path) -> tuple[dict, dict]:
     """Make the complete ``db`` and ``settings`` dicts for ``suite2p.run_s2p``.
 
-    Every Suite2P default is spelled out (nested dicts included), so that what is
-    recorded is everything that was used, and so that Suite2P's shallow merge of
-    user settings over its defaults cannot drop a nested default.
+    :func:`base_inputs`, sparsery detection on the manifest's binned frames, and
+    every option where it belongs (:func:`~slapp.segmentation.settings.place_options`).
 
     Parameters
     ----------
@@ -144,45 +206,9 @@ def build_suite2p_inputs(movie_path: Path, nbinned: int, options: Suite2pOptions
     db, settings : dict
         Suite2P's two input dicts.
     """
-    from suite2p import default_db, default_settings
-
-    db = copy.deepcopy(default_db())
-    db.update({
-        "data_path": [str(movie_path.parent)],
-        "file_list": [movie_path.name],
-        "input_format": "h5",
-        "h5py_key": "data",
-        "save_path0": str(work_dir),
-        "fast_disk": str(work_dir),
-        "save_folder": "suite2p",
-    })
-    settings = copy.deepcopy(default_settings())
-    settings.update({"fs": options.fs, "tau": options.tau,
-                     "diameter": [options.diameter, options.diameter],
-                     "torch_device": options.torch_device})
-    settings["run"].update({
-        "do_registration": int(options.do_registration),
-        # Deconvolved spikes are not stored, so computing them would only cost time.
-        "do_deconvolution": False,
-        # No GUI reads the outputs; the temporary folder is deleted anyway.
-        "do_regmetrics": False,
-    })
-    settings["detection"].update({
-        "algorithm": "sparsery",
-        "nbins": int(nbinned),
-        "threshold_scaling": options.threshold_scaling,
-        "max_overlap": options.max_overlap,
-    })
-    settings["detection"]["sparsery_settings"].update({
-        "spatial_scale": options.spatial_scale,
-        "highpass_neuropil": options.highpass_neuropil,
-    })
-    settings["extraction"]["neuropil_coefficient"] = options.neuropil_coefficient
-    # The classifier shipped inside the Suite2P package: the same for every user and
-    # node, never a per-user file from ~/.suite2p, never a download.
-    settings["classification"]["use_builtin_classifier"] = True
-    settings["io"].update({"save_mat": False, "save_NWB": False, "delete_bin": False,
-                           "move_bin": False})
+    db, settings = base_inputs(movie_path, work_dir)
+    settings["detection"].update({"algorithm": "sparsery", "nbins": int(nbinned)})
+    place_options(settings, db, dataclasses.asdict(options))
     return db, settings
 
 
@@ -318,8 +344,8 @@ def _read_images(plane: Path, mean_image: np.ndarray,
 
 @contextmanager
 def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
-                    tmp_dir: Path | None = None,
-                    keep_results: bool = False) -> Iterator[Suite2pOutput]:
+                    tmp_dir: Path | None = None, keep_results: bool = False,
+                    read_ahead: bool = True) -> Iterator[Suite2pOutput]:
     """Run Suite2P on one movie and yield its outputs; delete its files on leaving.
 
     Parameters
@@ -336,6 +362,9 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
         (``$TMPDIR``) when None.
     keep_results : bool
         Keep the working directory and log where it is, instead of deleting it.
+    read_ahead : bool
+        When streaming, read the next block of frames while Suite2P computes on
+        this one; the benchmark turns it off to measure what it buys.
 
     Yields
     ------
@@ -365,7 +394,8 @@ def suite2p_outputs(movie_path: Path, nbinned: int, options: Suite2pOptions,
         try:
             with _StageClock() as clock:
                 if frame_source == HDF5_STREAM:
-                    _call_suite2p(_run_streaming, movie_path, db, settings)
+                    _call_suite2p(functools.partial(_run_streaming, read_ahead=read_ahead),
+                                  movie_path, db, settings)
                 else:
                     _call_suite2p(_run_binary, movie_path, db, settings)
             run = {"seconds": time.perf_counter() - started, "frame_source": frame_source,
@@ -473,6 +503,8 @@ def _call_suite2p(run, movie_path: Path, db: dict, settings: dict) -> None:
             logger.info("Suite2P found no ROI in %s", movie_path)
             return
         raise Suite2pRunException(f"Suite2P failed on {movie_path}: {error}") from error
+    except MemoryError as error:
+        raise OutOfMemoryError(f"Suite2P ran out of memory on {movie_path}") from error
     except Exception as error:
         raise Suite2pRunException(
             f"Suite2P failed on {movie_path}: {type(error).__name__}: {error}") from error
@@ -490,7 +522,20 @@ def _run_binary(movie_path: Path, db: dict, settings: dict) -> None:
     run_s2p(db=db, settings=settings)
 
 
-def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
+def suite2p_internal(module: str, name: str) -> Any:
+    """One of :data:`SUITE2P_INTERNALS`, from the installed Suite2P.
+
+    Raises
+    ------
+    ValueError
+        For a name not in that list (a bug: list it, so that it is tested).
+    """
+    if (module, name) not in SUITE2P_INTERNALS:
+        raise ValueError(f"{module}.{name} is not in SUITE2P_INTERNALS")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_streaming(movie_path: Path, db: dict, settings: dict, read_ahead: bool = True) -> None:
     """Suite2P's pipeline on frames read from the HDF5 movie, as ``run_s2p`` would run it.
 
     Does what ``run_s2p`` and its ``run_plane`` do for one plane of one HDF5 file
@@ -501,7 +546,6 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
     size, mean image), with no ``reg_file`` since there is none.
     """
     from suite2p import default_db, default_settings, io, pipeline
-    from suite2p.run_s2p import _assign_torch_device
 
     settings = {**default_settings(), **copy.deepcopy(settings)}
     db = {**default_db(), **copy.deepcopy(db)}
@@ -510,7 +554,7 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
     plane = io.init_dbs(db)[0]
     plane.pop("reg_file")
     settings["date_proc"] = datetime.now().astimezone()
-    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=READ_AHEAD) as frames:
+    with H5Frames(movie_path, batch_frames=db["batch_size"], read_ahead=read_ahead) as frames:
         nframes, height, width = frames.shape
         if nframes < 10:  # run_plane's own check and message
             raise ValueError("number of frames should be at least 50")
@@ -521,7 +565,8 @@ def _run_streaming(movie_path: Path, db: dict, settings: dict) -> None:
         try:
             pipeline(plane["save_path"], frames, run_registration=False, settings=settings,
                      badframes=np.zeros(nframes, bool),
-                     device=_assign_torch_device(settings["torch_device"]))
+                     device=suite2p_internal("suite2p.run_s2p", "_assign_torch_device")(
+                         settings["torch_device"]))
         except ValueError as error:  # a valid result, told as run_s2p tells it, below
             if not str(error).startswith(_NO_ROIS_FOUND):
                 raise

@@ -16,7 +16,6 @@ raw SQL. Passwords never appear in a log line, a ``repr`` or an exception messag
 """
 import logging
 import os
-import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,9 +27,10 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql as pgsql
 
-from slapp.errors import SlappError
+from slapp.errors import BAD_INPUT, DATABASE_UNREACHABLE, SlappError
 from slapp.utils import pg_copy
 from slapp.utils.read_only_sql import parse_read_only_query, refuse_volatile_calls
+from slapp.utils.retry import retry
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 label_defaults = {"host": None, "database": None, "port": 5432}
 lims_defaults = {"host": None, "database": None, "port": 5432}
 
+# Server states that pass (SQLSTATE): shut down by an administrator, crashed,
+# starting up, too many connections. With class 08 (connection exceptions)
+# they are what a retry may cure.
+_TRANSIENT_CODES = ("57P01", "57P02", "57P03", "53300")
 # Connection failures that no amount of waiting will fix: fail at once.
 _PERMANENT_CONNECT_ERRORS = (
     "password authentication failed",
@@ -176,6 +180,40 @@ def is_permanent_connect_error(error: psycopg2.OperationalError) -> bool:
     return any(marker in message for marker in _PERMANENT_CONNECT_ERRORS)
 
 
+def is_transient_error(error: Exception) -> bool:
+    """Whether waiting may fix ``error``: the connection failed or was lost, the server
+    was restarting or full. A wrong password or database name is not, nor is any
+    error of the SQL itself.
+
+    This and :func:`database_failure_class` are slapp's one reading of
+    psycopg2's errors; the rest of slapp asks them.
+    """
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if not isinstance(error, psycopg2.OperationalError) or is_permanent_connect_error(error):
+        return False
+    return error.pgcode is None or error.pgcode in _TRANSIENT_CODES \
+        or error.pgcode.startswith("08")
+
+
+def database_failure_class(error: BaseException) -> str | None:
+    """The failure class (see :mod:`slapp.errors`) of a database error that ended a task.
+
+    Returns
+    -------
+    str or None
+        ``bad_input`` for a connection that waiting cannot fix (a wrong password,
+        no such database), ``database_unreachable`` for any other failed or lost
+        connection or server trouble, None for anything else (not a database
+        error, or an error of slapp's SQL: a bug).
+    """
+    if not isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return None
+    if isinstance(error, psycopg2.OperationalError) and is_permanent_connect_error(error):
+        return BAD_INPUT
+    return DATABASE_UNREACHABLE
+
+
 def _is_connection_lost(error: Exception, connection: Any) -> bool:
     return (isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError))
             and (connection is None or connection.closed != 0))
@@ -237,29 +275,30 @@ class DbConnection:
         options = "-c default_transaction_read_only=on" if self.read_only else None
         deadline = (None if self._connect_seconds is None
                     else time.monotonic() + self._connect_seconds)
-        for attempt in range(1, self._connect_attempts + 1):
+
+        def connect():
+            # an interactive command's deadline also bounds each attempt's own wait
             timeout = 10 if deadline is None else max(
                 _MIN_CONNECT_TIMEOUT, min(10, int(deadline - time.monotonic())))
-            try:
-                connection = psycopg2.connect(
-                    user=self.user, password=self._password, host=self.host,
-                    dbname=self.database, port=self.port, options=options,
-                    connect_timeout=timeout, application_name="slapp", client_encoding="UTF8")
-                connection.autocommit = False
-                return connection
-            except psycopg2.OperationalError as error:
-                delay = min(15.0, self._backoff_seconds * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.5)
-                out_of_time = deadline is not None and (
-                    time.monotonic() + delay + _MIN_CONNECT_TIMEOUT > deadline)
-                if (is_permanent_connect_error(error) or attempt == self._connect_attempts
-                        or out_of_time):
-                    raise
-                logger.warning("cannot connect to %s (try %d of %d), retrying in %.1f s: %s",
-                               self.database, attempt, self._connect_attempts, delay,
-                               str(error).strip().splitlines()[0])
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+            connection = psycopg2.connect(
+                user=self.user, password=self._password, host=self.host,
+                dbname=self.database, port=self.port, options=options,
+                connect_timeout=timeout, application_name="slapp", client_encoding="UTF8")
+            connection.autocommit = False
+            return connection
+
+        def log_wait(error: Exception, attempt: int, delay: float, _left: float) -> None:
+            logger.warning("cannot connect to %s (try %d of %d), retrying in %.1f s: %s",
+                           self.database, attempt, self._connect_attempts, delay,
+                           str(error).strip().splitlines()[0])
+
+        return retry(connect, transient=lambda error: (
+            isinstance(error, psycopg2.OperationalError)
+            and not is_permanent_connect_error(error)),
+            first_wait=self._backoff_seconds, longest_wait=15.0,
+            attempts=self._connect_attempts, before_wait=log_wait,
+            seconds=None if deadline is None else max(
+                0.0, deadline - time.monotonic() - _MIN_CONNECT_TIMEOUT))
 
     def connect(self):
         """Open the connection now, with retries, unless it is open; return it."""

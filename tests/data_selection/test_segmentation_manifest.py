@@ -282,7 +282,7 @@ def test_a_bad_experiment_fails_the_run_naming_it_and_writes_nothing(
     assert result.returncode == 1
     [line] = result.stderr.splitlines()  # one line at the default log level
     assert line.startswith(
-        f"segmentation_manifest: error: 1 of 3 experiments have problems, "
+        f"slapp manifest: error: 1 of 3 experiments have problems, "
         f"no manifest written: 222: {problem}")
     assert not output.exists()
     assert os.listdir(tmp_path) == [storage.name]
@@ -306,7 +306,7 @@ def test_every_bad_experiment_is_reported_in_one_run(
     assert [line.split(":")[2] for line in error_lines] == [
         str(experiment_id) for experiment_id in selected if experiment_id in bad]
     summary = result.stderr.splitlines()[-1]
-    assert summary.startswith("segmentation_manifest: error: 8 of 9 experiments have problems, "
+    assert summary.startswith("slapp manifest: error: 8 of 9 experiments have problems, "
                               "no manifest written: 17: LIMS has no storage_directory; 16: ")
     for experiment_id, problem in bad.items():
         assert f"{experiment_id}: {problem}" in summary
@@ -323,7 +323,7 @@ def test_duplicate_ids_in_the_selection_are_an_error(
 
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        "segmentation_manifest: error: 1 of 1 experiments have problems, no manifest "
+        "slapp manifest: error: 1 of 1 experiments have problems, no manifest "
         "written: 5: listed 2 times in sub_selected_ids")
     assert not output.exists()
 
@@ -335,7 +335,7 @@ def test_unknown_selection_id_is_an_error(run_cli, labeling_db, tmp_path):
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "segmentation_manifest: error: no experiment_selection with id 99"]
+        "slapp manifest: error: no experiment_selection with id 99"]
     assert not output.exists()
 
 
@@ -347,7 +347,7 @@ def test_a_selection_with_no_sub_selected_ids_is_an_error(run_cli, labeling_db, 
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "segmentation_manifest: error: experiment_selection 1 has no sub_selected_ids"]
+        "slapp manifest: error: experiment_selection 1 has no sub_selected_ids"]
     assert not output.exists()
 
 
@@ -362,7 +362,7 @@ def test_bad_settings_are_refused_before_anything_is_read(run_cli, tmp_path, arg
 
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        f"segmentation_manifest: error: invalid input: {message}")
+        f"slapp manifest: error: invalid input: {message}")
     assert not output.exists()
 
 
@@ -445,7 +445,7 @@ def test_a_permission_error_is_that_experiments_named_problem(
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("segmentation_manifest: error: 1 of 3 experiments have problems, "
+    assert line.startswith("slapp manifest: error: 1 of 3 experiments have problems, "
                            f"no manifest written: 222: {problem}"), line
     assert "Errno" not in line
     assert not output.exists()
@@ -488,6 +488,6 @@ def test_excluded_json_with_no_good_experiment_writes_nothing(
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("segmentation_manifest: error: 1 of 1 experiments have problems, "
+    assert line.startswith("slapp manifest: error: 1 of 1 experiments have problems, "
                            "no experiment left, nothing written: 5: no movie")
     assert sorted(os.listdir(tmp_path)) == [storage.name]

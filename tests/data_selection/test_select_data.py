@@ -282,7 +282,7 @@ def assert_refused(result, message, labeling_db, recorded_before, tmp_path):
     assert result.returncode != 0
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("select_data: error: ")
+    assert lines[0].startswith("slapp select: error: ")
     assert message in lines[0]
     assert selection_rows(labeling_db) == recorded_before
     assert not (tmp_path / "out.json").exists()

@@ -95,7 +95,7 @@ def test_init_without_credentials_names_the_variable(run_cli):
     result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": ""})
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set, "
+        "slapp db-init: error: environment variable LABELING_PASSWORD is not set, "
         "and there is no password file (PGPASSFILE or ~/.pgpass)")
 
 
@@ -248,7 +248,7 @@ def test_a_database_newer_than_this_slapp_is_refused(v1_database, run_cli):
 
         assert result.returncode == 1
         assert result.stderr.strip() == (
-            f"slapp.db.init: error: the labeling database has schema version "
+            f"slapp db-init: error: the labeling database has schema version "
             f"{SCHEMA_VERSION + 1}, newer than this slapp (version {SCHEMA_VERSION}): "
             "install a newer slapp")
         assert full_schema(dbconn) == schema

@@ -158,7 +158,7 @@ def test_cli_writes_the_movies_of_a_selection(embedded_server, lims_admin, label
     missing = run_cli("slapp.demo.populate_lims", "--slapp_home", embedded_server.home,
                       "--storage_root", storage, "--movies_for_selection", selection_id + 1)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == (f"populate_lims: error: experiment_selection "
+    assert missing.stderr.strip() == (f"slapp populate-lims: error: experiment_selection "
                                       f"{selection_id + 1} does not exist: run select_data "
                                       "first")
 
@@ -167,7 +167,7 @@ def test_cli_without_a_server_fails_in_one_line(run_cli, tmp_path):
     process = run_cli("slapp.demo.populate_lims", "--slapp_home", tmp_path / "nothing")
     assert process.returncode == 1
     assert process.stderr.strip() == (
-        f"populate_lims: error: no embedded server in {tmp_path / 'nothing'}: "
+        f"slapp populate-lims: error: no embedded server in {tmp_path / 'nothing'}: "
         "run `python -m slapp.embedded start`")
 
 

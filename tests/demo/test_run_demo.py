@@ -144,8 +144,8 @@ def test_a_failing_step_stops_the_demo_with_one_line_and_writes_nothing(demo, tm
     assert process.returncode == 1
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[-1].startswith("run_demo: error: Step 1: select experiments failed: "
-                                "select_data: error: ")
+    assert lines[-1].startswith("slapp demo: error: Step 1: select experiments failed: "
+                                "slapp select: error: ")
     assert "500" in lines[-1]
     assert "select_data: error:" in process.stdout  # the step's own output was shown
     assert not (tmp_path / "out.json").exists()

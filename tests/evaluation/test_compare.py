@@ -159,7 +159,7 @@ def test_cli_errors_are_one_line_and_write_nothing(labeling_db, truth_path, run_
                           "--ground_truth", path, "--output_json", output_json)
         lines = process.stderr.strip().splitlines()
         assert process.returncode == 1, name
-        assert len(lines) == 1 and lines[0].startswith("compare: error: "), (name, lines)
+        assert len(lines) == 1 and lines[0].startswith("slapp compare: error: "), (name, lines)
         assert message in lines[0], (name, lines)
         assert list(output_json.parent.iterdir()) == [], name
 

@@ -112,7 +112,7 @@ def test_runs_of_different_movies_are_refused_in_one_line(labeling_db, run_cli, 
                           "--reference_run_id", reference, "--output_json", output_json)
         lines = process.stderr.strip().splitlines()
         assert process.returncode == 1, name
-        assert len(lines) == 1 and lines[0].startswith("compare: error: "), (name, lines)
+        assert len(lines) == 1 and lines[0].startswith("slapp compare: error: "), (name, lines)
         assert message in lines[0], (name, lines)
         assert process.stdout == "" and list(output_json.parent.iterdir()) == [], name
     with pytest.raises(CompareException, match="only runs of one experiment"):

@@ -36,5 +36,5 @@ def test_mistakes_are_one_line(run_cli, labeling_db):
     ]:
         result = run_cli("slapp.labeling.labelers", *args)
         assert result.returncode == 1
-        assert result.stderr.strip().splitlines() == [f"labelers: error: {message}"], args
+        assert result.stderr.strip().splitlines() == [f"slapp labelers: error: {message}"], args
     assert labeling_db.query("SELECT count(*) AS n FROM labelers")[0]["n"] == 1

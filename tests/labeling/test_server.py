@@ -199,4 +199,4 @@ def test_labels_survive_a_restart(server, tokens, job, labeling_db):
 def test_bad_input_is_one_line(run_cli, job, args, message):
     result = run_cli("slapp.labeling.serve", *args, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"serve: error: {message}"]
+    assert result.stderr.strip().splitlines() == [f"slapp serve: error: {message}"]

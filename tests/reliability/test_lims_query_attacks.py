@@ -166,7 +166,7 @@ def test_attack_is_refused_and_changes_nothing(name, attack, role, roles, filled
                      env=roles[role], timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("select_data: error: query 0 refused: "), \
+    assert len(lines) == 1 and lines[0].startswith("slapp select: error: query 0 refused: "), \
         result.stderr
     assert lims_snapshot(filled_lims) == before
     assert list(server_writable_dir.iterdir()) == []

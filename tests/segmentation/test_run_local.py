@@ -58,13 +58,13 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
 
     assert first.returncode == 1
     assert first.stderr.strip().splitlines()[-1] == (
-        f"run_local: error: 1 of 3 entries failed; their logs are in "
+        f"slapp run-local: error: 1 of 3 entries failed; their logs are in "
         f"{tmp_path / 'segmentation_logs'}")
     stdout = first.stdout.splitlines()
     logs = tmp_path / "segmentation_logs"
     assert stdout[0] == "done: 2, skipped: 0, failed: 1"
     assert stdout[1] == (
-        f"failed: experiment 700001 (manifest index 1): segment: error: movie "
+        f"failed: experiment 700001 (manifest index 1): slapp segment: error: movie "
         f"{missing_movie} does not exist (log: {logs / 'manifest_1_700001_try1.log'})")
     assert stdout[2] == (f"2 of 3 entries of {manifest} are done for code version {VERSION}, "
                          f"Suite2P {suite2p_version()}, default options")
@@ -136,7 +136,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
     stdout, stderr = runner.communicate(timeout=120)
 
     assert runner.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "run_local: interrupted"
+    assert stderr.strip().splitlines()[-1] == "slapp run-local: interrupted"
     assert task_pids and not any(os.path.exists(f"/proc/{pid}") for pid in task_pids)
     assert list(scratch.iterdir()) == []
     assert runs(labeling_db) == {}
@@ -144,7 +144,7 @@ def test_ctrl_c_stops_the_running_task_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("arguments, env, message", [
-    (["--tmp_dir", "/no/such/scratch"], {}, "tmp_dir /no/such/scratch is not a directory"),
+    (["--tmp_dir", "/dev/null"], {}, "tmp_dir /dev/null is not a directory"),
     ([], {"LABELING_USER": ""}, "environment variable LABELING_USER is not set"),
     (["--workers", 0], {}, "workers"),
     (["--diameter", 0], {}, "invalid input: diameter: Must be greater than or equal to 1"),
@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_and_starts_nothing(
     result = run_cli(RUN_LOCAL, "--manifest_json", manifest, *arguments, env=env)
 
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("run_local: error: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("slapp run-local: error: ")
     assert message in result.stderr
     assert not (tmp_path / "segmentation_logs").exists()
     assert runs(labeling_db) == {}
@@ -170,8 +170,8 @@ def test_cores_are_shared_out_between_workers(workers, cores, expected):
 
 
 @pytest.mark.parametrize("log, returncode, expected", [
-    ("INFO: reading\nsegment: error: movie /m.h5 does not exist\n", 1,
-     "segment: error: movie /m.h5 does not exist"),
+    ("INFO: reading\nslapp segment: error: movie /m.h5 does not exist\n", 1,
+     "slapp segment: error: movie /m.h5 does not exist"),
     ("INFO: running Suite2P\n", -9, "INFO: running Suite2P (killed by signal SIGKILL)"),
     ("", 3, "exit status 3"),
 ])

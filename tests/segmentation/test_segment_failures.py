@@ -186,7 +186,7 @@ def test_suite2p_failure_ends_in_one_line_after_its_traceback_and_leaves_nothing
     too_small = json.loads(movies.read_text())["manifest"][2]["input_video"]
     message = f"Suite2P failed on {too_small}: {SUITE2P_ERROR}"
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == f"segment: error: {message}"
+    assert lines[-1] == f"slapp segment: error: {message}"
     # stderr is not a terminal (a job's log): the full traceback comes first
     assert lines[0] == "Traceback (most recent call last):"
     assert any(line.endswith(f"Suite2pRunException: {message}") for line in lines[:-1])

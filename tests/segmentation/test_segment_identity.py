@@ -98,7 +98,7 @@ def test_skip_new_run_per_parameters_refusal_of_a_changed_movie_and_overwrite(
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stderr
-    assert lines[0].startswith(f"segment: error: movie {entry['movie']} changed since run "
+    assert lines[0].startswith(f"slapp segment: error: movie {entry['movie']} changed since run "
                                f"{run['id']} was made from it (")
     assert "sampled frames differ" in lines[0]
     assert lines[0].endswith("; rerun with --overwrite to replace that run")
@@ -107,7 +107,7 @@ def test_skip_new_run_per_parameters_refusal_of_a_changed_movie_and_overwrite(
     [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
     assert (failure["ophys_experiment_id"], failure["failure_class"], failure["message"],
             failure["parameters_digest"], failure["manifest_index"]) == (
-        EXPERIMENT_ID, "bad_input", lines[0].removeprefix("segment: error: "), digest(), 0)
+        EXPERIMENT_ID, "bad_input", lines[0].removeprefix("slapp segment: error: "), digest(), 0)
 
     # --overwrite supersedes the run of that identity (and only that one): the old run
     # and its ROIs stay, with superseded_by naming the new run
@@ -171,7 +171,7 @@ def test_a_task_on_a_missing_movie_leaves_a_failure_row_for_its_experiment(
     result, output = segment(run_cli, entry)
 
     assert result.returncode == 1 and output is None
-    assert result.stderr.strip() == f"segment: error: movie {entry['movie']} does not exist"
+    assert result.stderr.strip() == f"slapp segment: error: movie {entry['movie']} does not exist"
     [failure] = labeling_db.query("SELECT * FROM segmentation_failures")
     assert failure["ophys_experiment_id"] == EXPERIMENT_ID
     assert failure["ophys_segmentation_commit_hash"] == VERSION
@@ -195,6 +195,6 @@ def test_a_refused_option_is_printed_not_stored_as_the_entrys_failure(
 
     assert result.returncode == 1 and output is None
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("segment: error: ") and message in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("slapp segment: error: ") and message in lines[0]
     assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures") == [{"n": 0}]
     assert labeling_db.query("SELECT count(*) AS n FROM segmentation_runs") == [{"n": 0}]

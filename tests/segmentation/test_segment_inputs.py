@@ -72,8 +72,8 @@ def one_error_line(result):
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("segment: error: ")
-    return lines[0][len("segment: error: "):]
+    assert lines[0].startswith("slapp segment: error: ")
+    return lines[0][len("slapp segment: error: "):]
 
 
 def test_an_index_beyond_the_manifest_has_nothing_to_do(labeling_db, run_cli, workspace):

@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
                      "--output_json", output, env=env)
 
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("status: error: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("slapp status: error: ")
     assert message in result.stderr
     assert cli_env["LABELING_PASSWORD"] not in result.stderr + result.stdout
     assert not output.exists()

@@ -107,7 +107,7 @@ def test_a_libpq_password_file_replaces_the_password_variable(embedded_server, r
     pgpass.unlink()
     result = run_cli("slapp.db.init", env={"LABELING_PASSWORD": "", "PGPASSFILE": str(pgpass)})
     assert (result.returncode, result.stderr.splitlines()) == (1, [
-        "slapp.db.init: error: environment variable LABELING_PASSWORD is not set, and there "
+        "slapp db-init: error: environment variable LABELING_PASSWORD is not set, and there "
         "is no password file (PGPASSFILE or ~/.pgpass)"])
 
 
