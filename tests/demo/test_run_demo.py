@@ -147,7 +147,7 @@ def test_a_failing_step_stops_the_demo_with_one_line_and_writes_nothing(demo, tm
     assert lines[-1].startswith("slapp demo: error: Step 1: select experiments failed: "
                                 "slapp select: error: ")
     assert "500" in lines[-1]
-    assert "select_data: error:" in process.stdout  # the step's own output was shown
+    assert "slapp select: error:" in process.stdout  # the step's own output was shown
     assert not (tmp_path / "out.json").exists()
     with _labeling_db(home) as labeling_db:
         assert labeling_db.query("SELECT count(*) AS n FROM experiment_selection")[0]["n"] == 1

@@ -279,7 +279,7 @@ def test_a_selection_without_the_experiment_is_refused(labeling_db, stored_run, 
                      tmp_path / "run.nwb", "--experiment_selection_id", other)
 
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"nwb: error: experiment selection {other} does not "
+    assert result.stderr.strip() == (f"slapp export-nwb: error: experiment selection {other} does not "
                                      f"hold experiment {EXPERIMENT}")
     assert list(tmp_path.iterdir()) == []
 

@@ -100,7 +100,7 @@ def test_a_query_string_that_is_not_a_list_is_one_line(run_cli, labeling_db):
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "select_data: error: invalid input: --query_strings 'SELECT id AS exp_id FROM x' is "
+        "slapp select: error: invalid input: --query_strings 'SELECT id AS exp_id FROM x' is "
         "not a list: give it in brackets, e.g. --query_strings '[...]' with each string quoted"]
     assert labeling_db.query(SELECTIONS) == [{"n": 0}]
 
@@ -131,7 +131,7 @@ def test_non_integers_are_refused_from_json_as_from_the_command_line(
                     "--random_seed", json.dumps(seed)]
     bad = (["sub_selection_counts.0: Not a valid integer."] if counts != [1] else []) + (
         ["random_seed: Not a valid integer."] if seed != 42 else [])
-    expected = [f"select_data: error: invalid input: {'; '.join(bad)}"]
+    expected = [f"slapp select: error: invalid input: {'; '.join(bad)}"]
 
     for result in (run_cli(MODULES["select_data"], "--input_json", from_json),
                    run_cli(MODULES["select_data"], *command_line)):
@@ -231,7 +231,7 @@ def test_an_option_typo_writes_no_failure_row(typo, run_cli, labeling_db, sandbo
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("segment: error: unrecognized arguments: ")
+    assert line.startswith("slapp segment: error: unrecognized arguments: ")
     assert labeling_db.query(FAILURE_ROWS) == [{"n": 0}]
 
 
@@ -267,7 +267,7 @@ def test_compare_refuses_transposed_masks_on_a_square_movie(square_run, run_cli,
     assert scored.returncode == 0 and "F1 1.00" in scored.stdout
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr.splitlines() == [
-        f"compare: error: ground truth masks in {transposed} look transposed: F1 0.00 as "
+        f"slapp compare: error: ground truth masks in {transposed} look transposed: F1 0.00 as "
         "stored, 1.00 with height and width swapped; store them as (cells, height, width)"]
 
 
@@ -279,7 +279,7 @@ def test_compare_refuses_masks_recorded_for_another_frame_shape(square_run, run_
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"compare: error: ground truth masks in {other} were made for 32 x 48 px frames (their "
+        f"slapp compare: error: ground truth masks in {other} were made for 32 x 48 px frames (their "
         "height and width attributes) but the segmentation run's movie is 32 x 32 px"]
 
 
@@ -294,5 +294,5 @@ def test_compare_refuses_a_ground_truth_without_cells(masks, square_run, run_cli
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"compare: error: ground truth {empty} holds no cells ({len(masks)} masks, none with a "
+        f"slapp compare: error: ground truth {empty} holds no cells ({len(masks)} masks, none with a "
         "pixel): there is nothing to score against"]

@@ -207,7 +207,7 @@ def test_cli_shows_an_explicit_set_of_runs(labeling_db, batch, run_cli, tmp_path
 
     assert refused.returncode == 1
     assert refused.stderr.strip() == (
-        f"report: error: runs {swept} and {runs[850000010]} are both of experiment "
+        f"slapp report: error: runs {swept} and {runs[850000010]} are both of experiment "
         "850000010: give one run per experiment")
     assert not (tmp_path / "refused").exists()
 

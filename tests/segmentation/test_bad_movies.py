@@ -38,7 +38,7 @@ def segment(run_cli, manifest, *args):
 
 def assert_refused_as_bad_input(labeling_db, result, message):
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"segment: error: {message}"]
+    assert result.stderr.strip().splitlines() == [f"slapp segment: error: {message}"]
     [failure] = labeling_db.query("SELECT ophys_experiment_id, failure_class, message "
                                   "FROM segmentation_failures")
     assert failure == {"ophys_experiment_id": EXPERIMENT_ID, "failure_class": "bad_input",
