@@ -31,7 +31,9 @@ MODULES = {
     "export.nwb": "slapp.export.nwb",
 }
 # The name a command prints before its messages, where it is not the command's.
-PROGRAMS = {"export.nwb": "nwb"}
+# each command's name in its messages: ``slapp <registry name>``
+PROGRAMS = {"select_data": "select", "segmentation_manifest": "manifest", "export.nwb": "export-nwb",
+            "run_local": "run-local"}
 QUERY = '["SELECT id AS exp_id FROM ophys_experiments"]'
 
 
@@ -87,7 +89,7 @@ def test_an_unwritable_output_json_is_one_line_and_writes_nothing(
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"{PROGRAMS.get(command, command)}: error: invalid input: output_json: cannot write "
+        f"slapp {PROGRAMS.get(command, command)}: error: invalid input: output_json: cannot write "
         f"in {mount}: {reason}"]
     assert labeling_db.query(FAILURE_ROWS) == [{"n": 0}]
     assert labeling_db.query(SELECTIONS) == [{"n": 0}]
@@ -115,7 +117,7 @@ def test_an_input_json_that_is_not_an_object_is_one_line(command, run_cli, label
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"{command}: error: invalid input: input_json {listed} holds a JSON list, not an "
+        f"slapp {PROGRAMS.get(command, command)}: error: invalid input: input_json {listed} holds a JSON list, not an "
         'object of options ({"option": value, ...})']
     assert labeling_db.query(FAILURE_ROWS) == [{"n": 0}]
 
@@ -193,7 +195,7 @@ def test_missing_tables_name_db_init(command, args, table, empty_labeling_databa
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f'{command}: error: relation "{table}" does not exist in the labeling database '
+        f'slapp {PROGRAMS.get(command, command)}: error: relation "{table}" does not exist in the labeling database '
         f"{empty_labeling_database}: run python -m slapp.db.init to create or upgrade its "
         "tables"]
 
@@ -219,7 +221,7 @@ def test_interactive_commands_give_up_on_an_unreachable_server_within_ten_second
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"{PROGRAMS.get(command, command)}: error: connection to server "
+    assert line.startswith(f"slapp {PROGRAMS.get(command, command)}: error: connection to server "
                            "at ") and port in line
     assert elapsed < 10, f"{command} took {elapsed:.1f} s to give up"
 

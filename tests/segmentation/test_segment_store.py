@@ -467,10 +467,10 @@ def test_a_restart_during_the_copy_is_retried_and_stored_once(outage_server, out
 
 
 SIGTERM_WRITER = """
-import logging, signal, sys
+import logging, os, signal, sys
 from slapp.segmentation import store
 from slapp.utils.query_utils import DbConnection
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]  # the test module, stored_runs
 from test_segment_store import run_values, make_rois
 
 def leave(signum, frame):
