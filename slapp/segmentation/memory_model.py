@@ -17,6 +17,7 @@ a larger one than the request it died under.
 import math
 import re
 
+from slapp.contracts.manifest import DEFAULT_BIN_SIZE
 from slapp.errors import SlappError
 
 # Fitted by bench/bench_memory.py (least squares over 8 measured runs; residuals
@@ -141,13 +142,15 @@ def request_bytes(request: str) -> int:
     return math.ceil(float(number) * _UNITS[(unit or "m").lower()])
 
 
-def out_of_memory_request(predicted_bytes: int, failed_request: str | None) -> str:
+def out_of_memory_request(predicted_bytes: int | None, failed_request: str | None) -> str:
     """A larger request for an entry whose task was killed for memory.
 
     Parameters
     ----------
-    predicted_bytes : int
-        The entry's predicted peak RSS (:func:`predicted_peak_rss_bytes`).
+    predicted_bytes : int or None
+        The entry's predicted peak RSS (:func:`predicted_peak_rss_bytes`);
+        None when its movie cannot be read (then the failed request alone,
+        at least :data:`MIN_REQUEST_GIB`).
     failed_request : str or None
         The request the task died under (e.g. ``"16G"``), None when unknown.
 
@@ -159,7 +162,14 @@ def out_of_memory_request(predicted_bytes: int, failed_request: str | None) -> s
         that a task that died under a request the model thought enough still
         gets more.
     """
-    gib = _request_gib(predicted_bytes)
+    gib = MIN_REQUEST_GIB if predicted_bytes is None else _request_gib(predicted_bytes)
     if failed_request is not None:
         gib = max(gib, math.ceil(request_bytes(failed_request) * OUT_OF_MEMORY_GROWTH / GIB))
     return f"{gib}G"
+
+
+# What the job scripts ask (``#SBATCH --mem``, ``#PBS -l mem``): the request of a
+# 100,000-frame 512x512 session at the manifest's default bins, the long sessions
+# labs record.
+JOB_SCRIPT_REQUEST = memory_request(predicted_peak_rss_bytes(
+    100_000, 100_000 // DEFAULT_BIN_SIZE, 512, 512))

@@ -29,6 +29,7 @@ from slapp.data_selection.utils import FindFileException, movie_shape
 from slapp.errors import SlappError
 from slapp.segmentation.memory_model import (binned_movie_bytes, detection_bins,
                                              memory_request, predicted_peak_rss_bytes)
+from slapp.segmentation.resubmit import pbs_memory
 from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.segmentation.suite2p_runner import estimated_scratch_bytes
 from slapp.utils.cli import run_main
@@ -150,7 +151,7 @@ def report_lines(plans: list[dict], manifest_path: Path, do_registration: bool) 
                  f"{largest['experiment_id']}), predicted peak "
                  f"{largest['predicted_peak_rss_bytes'] / GB:.1f} GB")
     lines.append(f"array request: SLURM #SBATCH --mem={request}   PBS #PBS -l "
-                 f"mem={request[:-1]}gb   (scratch: --tmp={-(-scratch // 2 ** 30)}G)")
+                 f"mem={pbs_memory(request)}   (scratch: --tmp={-(-scratch // 2 ** 30)}G)")
     if do_registration:
         lines.append("with --do_registration the memory predicted is that of the streamed "
                       "run, a lower bound; the scratch includes Suite2P's binary copy")

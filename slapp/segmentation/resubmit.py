@@ -65,7 +65,8 @@ class Resubmission:
         The ``--array`` / ``-t`` value (with the ``%K`` throttle).
     commands : dict
         Scheduler name (:data:`SLURM`, :data:`TORQUE`, :data:`PBS_PRO`) ->
-        list of shell command lines (one for SLURM and Torque).
+        list of shell command lines (for SLURM and Torque one per distinct
+        memory request).
     """
 
     indices: list[int]
@@ -82,8 +83,9 @@ def segment_options(parameters: RunParameters) -> list[str]:
             for word in (f"--{name}", str(value))]
 
 
-def _pbs_memory(memory: str) -> str:
-    """``24G`` -> ``24gb``: PBS sizes end in b, kb, mb, gb or tb."""
+def pbs_memory(memory: str) -> str:
+    """``24G`` -> ``24gb``: a request as :mod:`slapp.segmentation.memory_model` writes
+    it, in PBS's units (sizes end in b, kb, mb, gb or tb)."""
     number, unit = memory[:-1], memory[-1].upper()
     if not number.isdigit() or unit not in "KMGT":
         raise ResubmitException(f"memory {memory!r} is not a size such as 24G or 512M")
@@ -144,7 +146,7 @@ def torque_command(spec: str, manifest_path: Path, options: Sequence[str], *,
     """
     words = ["qsub", "-t", spec]
     if memory:
-        words += ["-l", f"mem={_pbs_memory(memory)}"]
+        words += ["-l", f"mem={pbs_memory(memory)}"]
     words += ["-v", _variables(Path(manifest_path).absolute(), python, environment)]
     if options:
         words += ["-F", _join(options)]
@@ -172,7 +174,7 @@ def pbs_pro_commands(indices: Iterable[int], manifest_path: Path, options: Seque
                 else None
             words += ["-J", f"{first}-{last}" + (f"%{throttle}" if throttle else "")]
         if memory:
-            words += ["-l", f"select=1:mem={_pbs_memory(memory)}"]
+            words += ["-l", f"select=1:mem={pbs_memory(memory)}"]
         index = [] if first != last else [f"SLAPP_MANIFEST_INDEX={first}"]
         words += ["-v", _variables(Path(manifest_path).absolute(), python, environment,
                                    index + extra), Path(script).absolute()]
@@ -182,6 +184,7 @@ def pbs_pro_commands(indices: Iterable[int], manifest_path: Path, options: Seque
 
 def resubmission(indices: Iterable[int], manifest_path: Path, parameters: RunParameters, *,
                  max_concurrent: int | None = None, memory: str | None = None,
+                 memory_by_index: Mapping[int, str] | None = None,
                  slurm_script: Path = SLURM_SCRIPT, pbs_script: Path = PBS_SCRIPT,
                  python: str | None = None,
                  environment: Mapping[str, str] = os.environ) -> Resubmission:
@@ -202,6 +205,11 @@ def resubmission(indices: Iterable[int], manifest_path: Path, parameters: RunPar
         Memory per task, e.g. ``"24G"`` (SLURM ``--mem=24G``, Torque
         ``-l mem=24gb``, PBS Pro ``-l select=1:mem=24gb``); None keeps the
         script's request.
+    memory_by_index : mapping, optional
+        Index -> memory for the indices that need their own request (e.g. the
+        entries killed for memory): they get their own commands, one per
+        distinct request, after those of the other indices (which get
+        ``memory``).
     slurm_script, pbs_script : Path
         The job scripts (default: the examples this checkout ships).
     python : str, optional
@@ -213,14 +221,25 @@ def resubmission(indices: Iterable[int], manifest_path: Path, parameters: RunPar
     Returns
     -------
     Resubmission
+        ``array_spec`` covers all ``indices``; ``commands`` one list per
+        scheduler, one command (a run of consecutive indices for PBS Pro)
+        per distinct request.
     """
     indices = sorted(set(indices))
-    spec = array_spec(indices, max_concurrent)
+    memory_by_index = memory_by_index or {}
+    parts: dict[str | None, list[int]] = {}
+    for index in indices:
+        parts.setdefault(memory_by_index.get(index, memory), []).append(index)
     options = segment_options(parameters)
-    shared = {"memory": memory, "python": python, "environment": environment}
-    return Resubmission(indices, spec, {
-        SLURM: [slurm_command(spec, manifest_path, options, script=slurm_script, **shared)],
-        TORQUE: [torque_command(spec, manifest_path, options, script=pbs_script, **shared)],
-        PBS_PRO: pbs_pro_commands(indices, manifest_path, options,
-                                  max_concurrent=max_concurrent, script=pbs_script, **shared),
-    })
+    commands: dict[str, list[str]] = {SLURM: [], TORQUE: [], PBS_PRO: []}
+    for part_memory, part in parts.items():
+        spec = array_spec(part, max_concurrent)
+        shared = {"memory": part_memory, "python": python, "environment": environment}
+        commands[SLURM].append(slurm_command(spec, manifest_path, options,
+                                             script=slurm_script, **shared))
+        commands[TORQUE].append(torque_command(spec, manifest_path, options,
+                                               script=pbs_script, **shared))
+        commands[PBS_PRO] += pbs_pro_commands(part, manifest_path, options,
+                                              max_concurrent=max_concurrent,
+                                              script=pbs_script, **shared)
+    return Resubmission(indices, array_spec(indices, max_concurrent), commands)

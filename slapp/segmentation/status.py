@@ -26,6 +26,15 @@ to SLURM (``sbatch --array``), Torque (``qsub -t``) and PBS Pro (``qsub -J``),
 throttled to ``--max_concurrent`` tasks at once: the job script by its absolute
 path, the manifest, and every Suite2P option that is not segment's default (see
 :mod:`slapp.segmentation.resubmit`). It only reads the database.
+
+The failed entries killed for memory are resubmitted by commands of their own
+that ask for more memory (SLURM ``--mem=9G``, Torque ``-l mem=9gb``, PBS Pro
+``-l select=1:mem=9gb``): :func:`slapp.segmentation.memory_model.out_of_memory_request`
+of the largest peak :mod:`slapp.segmentation.plan` predicts for them from their
+movies' headers and of the job scripts' default request
+(:data:`~slapp.segmentation.memory_model.JOB_SCRIPT_REQUEST`), assumed to be the
+request they died under since a task's request is not recorded; the printout
+says so.
 """
 import dataclasses
 import sys
@@ -36,7 +45,10 @@ import marshmallow as mm
 from slapp.contracts.manifest import load_manifest
 from slapp.db.runs import (DONE, FAILED, MISSING, EntryState, RunParameters,
                            RunParametersSchema, entry_states)
-from slapp.segmentation.failures import TRANSIENT_CLASSES
+from slapp.segmentation.failures import OUT_OF_MEMORY, TRANSIENT_CLASSES
+from slapp.segmentation.memory_model import JOB_SCRIPT_REQUEST, out_of_memory_request
+from slapp.segmentation.plan import PlanException, entry_plan
+from slapp.segmentation.array_spec import array_spec
 from slapp.segmentation.resubmit import (PBS_PRO, PBS_SCRIPT, SLURM, SLURM_SCRIPT, TORQUE,
                                          Resubmission, resubmission)
 from slapp.segmentation.settings import (SettingsException, Suite2pOptions,
@@ -99,6 +111,24 @@ class EntryStatusSchema(mm.Schema):
                                  "the experiment (their runs do not count as done)"})
 
 
+class OutOfMemorySchema(mm.Schema):
+    """The larger request of the failed entries killed for memory."""
+
+    indices = mm.fields.List(StrictInt(), required=True)
+    memory_request = mm.fields.Str(
+        required=True, metadata={"description": "what their resubmit commands ask, e.g. 9G"})
+    assumed_failed_request = mm.fields.Str(
+        required=True, metadata={"description": "the request assumed they died under: the "
+                                                "job scripts' default (a task's request is "
+                                                "not recorded)"})
+    predicted_peak_rss_bytes = StrictInt(
+        allow_none=True, metadata={"description": "the largest of their predicted peaks; "
+                                                  "null when no movie could be read"})
+    unreadable = mm.fields.List(
+        mm.fields.Str(), required=True,
+        metadata={"description": "why a movie could not be read for its prediction"})
+
+
 class SegmentationStatusOutputSchema(mm.Schema):
     """What ``--output_json`` holds."""
 
@@ -127,7 +157,11 @@ class SegmentationStatusOutputSchema(mm.Schema):
         required=True,
         metadata={"description": "for each group with entries (missing, failed, transient): "
                                  "scheduler (SLURM, Torque, PBS Pro) -> the complete "
-                                 "commands that resubmit it with these parameters"})
+                                 "commands that resubmit it with these parameters (the "
+                                 "entries killed for memory in commands of their own)"})
+    out_of_memory = mm.fields.Nested(
+        OutOfMemorySchema, allow_none=True, required=True,
+        metadata={"description": "null when no failed entry was killed for memory"})
 
 
 def describe_other_parameters(run: dict, options: Suite2pOptions, nbinned: int,
@@ -223,6 +257,52 @@ GROUPS = {"missing": "missing {}", "failed": "failed {}",
                        "database unreachable)"}
 
 
+def out_of_memory_retry(statuses: list[dict], manifest: list[dict],
+                        options: Suite2pOptions) -> dict | None:
+    """The larger request of the failed entries that were killed for memory.
+
+    Parameters
+    ----------
+    statuses : list of dict
+        Output of :func:`entry_statuses`.
+    manifest : list of dict
+        The manifest's entries (their movies are sized from the header).
+    options : Suite2pOptions
+        The Suite2P options asked about (``tau`` and ``fs`` set the bins).
+
+    Returns
+    -------
+    dict or None
+        As :class:`OutOfMemorySchema` describes; None when no failed entry
+        was killed for memory.
+    """
+    indices = [status["manifest_index"] for status in statuses
+               if status["status"] == FAILED and status["failure_class"] == OUT_OF_MEMORY]
+    if not indices:
+        return None
+    peaks, unreadable = [], []
+    for index in indices:
+        try:
+            peaks.append(entry_plan(index, manifest[index], options)["predicted_peak_rss_bytes"])
+        except PlanException as error:
+            unreadable.append(str(error))
+    peak = max(peaks, default=None)
+    return {"indices": indices, "memory_request": out_of_memory_request(peak, JOB_SCRIPT_REQUEST),
+            "assumed_failed_request": JOB_SCRIPT_REQUEST, "predicted_peak_rss_bytes": peak,
+            "unreadable": unreadable}
+
+
+def _out_of_memory_lines(retry: dict) -> list[str]:
+    peak = retry["predicted_peak_rss_bytes"]
+    predicted = (f"largest predicted peak {peak / 1e9:.1f} GB" if peak is not None
+                 else "no movie could be read for a prediction")
+    return ([f"killed for memory ({array_spec(retry['indices'])}): resubmitted below with "
+             f"{retry['memory_request']} ({predicted}; the request they died under is "
+             f"assumed to be the job scripts' default {retry['assumed_failed_request']}, "
+             f"since a task's request is not recorded)"]
+            + [f"  cannot predict: {why}" for why in retry["unreadable"]])
+
+
 def _resubmission_lines(what: str, group: Resubmission) -> list[str]:
     count = len(group.indices)
     lines = [f"resubmit the {count} {what.format('entry' if count == 1 else 'entries')}:"]
@@ -234,7 +314,8 @@ def _resubmission_lines(what: str, group: Resubmission) -> list[str]:
 
 
 def report_lines(statuses: list[dict], groups: dict[str, Resubmission | None],
-                 manifest_path: Path, version: str, options_text: str = "") -> list[str]:
+                 manifest_path: Path, version: str, options_text: str = "",
+                 out_of_memory: dict | None = None) -> list[str]:
     """Write the human-readable report: one line per entry, a summary, the resubmissions.
 
     Parameters
@@ -250,6 +331,8 @@ def report_lines(statuses: list[dict], groups: dict[str, Resubmission | None],
         The code version the statuses refer to.
     options_text : str
         How the parameters asked about are described in the header.
+    out_of_memory : dict, optional
+        Output of :func:`out_of_memory_retry`, said before the resubmissions.
 
     Returns
     -------
@@ -271,6 +354,8 @@ def report_lines(statuses: list[dict], groups: dict[str, Resubmission | None],
     if groups["missing"] is None and groups["failed"] is None:
         lines.append("nothing to resubmit: every entry is done")
         return lines
+    if out_of_memory:
+        lines += _out_of_memory_lines(out_of_memory)
     for key, what in GROUPS.items():
         if groups[key] is not None:
             lines += _resubmission_lines(what, groups[key])
@@ -313,14 +398,18 @@ class SegmentationStatus(ArgSchemaParser):
         indices = {key: [status["manifest_index"] for status in statuses
                          if _selected(status, key)]
                    for key in GROUPS}
+        retry = out_of_memory_retry(statuses, manifest, parameters.options)
+        memory_by_index = dict.fromkeys(retry["indices"], retry["memory_request"]) \
+            if retry else None
         groups = {key: resubmission(found, manifest_path, parameters,
                                     max_concurrent=self.args["max_concurrent"],
+                                    memory_by_index=memory_by_index,
                                     slurm_script=Path(self.args["slurm_script"]),
                                     pbs_script=Path(self.args["pbs_script"]))
                   if found else None
                   for key, found in indices.items()}
         print("\n".join(report_lines(statuses, groups, manifest_path, version,
-                                     parameters.description())))
+                                     parameters.description(), retry)))
         specs = {key: group.array_spec if group else None for key, group in groups.items()}
         report = {
             "manifest_json": str(manifest_path),
@@ -338,6 +427,7 @@ class SegmentationStatus(ArgSchemaParser):
             "transient_array_spec": specs["transient"],
             "resubmit_commands": {key: group.commands for key, group in groups.items()
                                   if group is not None},
+            "out_of_memory": retry,
         }
         if self.args.get("output_json"):
             write_json_atomically(self.args["output_json"], self.get_output_json(report))

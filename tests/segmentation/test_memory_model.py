@@ -7,7 +7,8 @@ import pytest
 
 from slapp.data_selection.segmentation_manifest import DECAY_BIN_SIZE, DEFAULT_BIN_SIZE
 from slapp.segmentation.memory_model import (
-    BASE_BYTES, BYTES_PER_BINNED_BYTE, GIB, MIN_REQUEST_GIB, MemoryRequestException,
+    BASE_BYTES, BYTES_PER_BINNED_BYTE, GIB, JOB_SCRIPT_REQUEST, MIN_REQUEST_GIB,
+    MemoryRequestException,
     binned_movie_bytes, detection_bins, memory_request, out_of_memory_request,
     predicted_peak_rss_bytes, request_bytes)
 
@@ -88,6 +89,9 @@ def test_an_entry_killed_for_memory_gets_more_than_it_died_under():
     assert out_of_memory_request(predicted, None) == first
     # killed again under the retry: larger again
     assert request_bytes(out_of_memory_request(predicted, retry)) > request_bytes(retry)
+    # a movie that cannot be read for a prediction: the failed request alone
+    assert out_of_memory_request(None, "6G") == "9G"
+    assert out_of_memory_request(None, None) == f"{MIN_REQUEST_GIB}G"
 
 
 def test_an_unreadable_failed_request_is_refused():
@@ -101,6 +105,7 @@ def test_job_scripts_request_what_the_model_predicts_for_a_long_session():
     slurm = (SCRIPTS / "suite2p_array_job_example.slurm").read_text()
     pbs = (SCRIPTS / "suite2p_array_job_example.pbs").read_text()
 
+    assert JOB_SCRIPT_REQUEST == request  # what status assumes an out-of-memory task asked
     assert re.findall(r"^#SBATCH --mem=(\S+)$", slurm, re.MULTILINE) == [request]
     assert re.findall(r"^#PBS -l mem=(\d+)gb$", pbs, re.MULTILINE) == [request[:-1]]
     for script in (slurm, pbs):  # the figure and its source are in the comment

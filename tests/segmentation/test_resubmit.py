@@ -58,6 +58,19 @@ def test_a_memory_request_is_rendered_for_each_scheduler():
     assert not any(word.startswith("SEGMENT_OPTIONS") for word in pbs_pro)
 
 
+def test_entries_with_their_own_request_get_their_own_commands():
+    group = resubmission([0, 1, 2, 5], MANIFEST, DEFAULTS, memory_by_index={1: "9G", 5: "9G"},
+                         **SHARED)
+
+    assert (group.indices, group.array_spec) == ([0, 1, 2, 5], "0-2,5")
+    specs = [(shlex.split(command)[1], "--mem=9G" in command)
+             for command in group.commands[SLURM]]
+    assert specs == [("--array=0,2", False), ("--array=1,5", True)]
+    assert ["-l" in shlex.split(command) for command in group.commands[TORQUE]] == [False, True]
+    assert [command.split(" -v ")[0] for command in group.commands[PBS_PRO]] == [
+        "qsub", "qsub", "qsub -l select=1:mem=9gb", "qsub -l select=1:mem=9gb"]
+
+
 def test_without_a_memory_request_the_scripts_request_stands():
     group = resubmission([0, 1], MANIFEST, DEFAULTS, **SHARED)
 

@@ -10,14 +10,19 @@ import json
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import psycopg2.extras
 import pytest
 
 from slapp.db.runs import EntryState, Failure, Run, RunParameters
+from slapp.segmentation.memory_model import (JOB_SCRIPT_REQUEST, memory_request,
+                                             out_of_memory_request, predicted_peak_rss_bytes,
+                                             request_bytes)
 from slapp.segmentation.resubmit import (PASSED_VARIABLES, PBS_SCRIPT, SLURM_SCRIPT,
-                                         resubmission)
+                                         pbs_memory, resubmission)
 from slapp.segmentation.settings import Suite2pOptions, parameters_digest
-from slapp.segmentation.status import entry_statuses, report_lines
+from slapp.segmentation.status import entry_statuses, out_of_memory_retry, report_lines
 from slapp.segmentation.suite2p_runner import build_suite2p_inputs, jsonable, suite2p_version
 
 VERSION = "status-test-version"
@@ -232,11 +237,15 @@ def test_failed_entries_show_class_and_message_and_get_their_own_array_specs(
     assert lines[8] == "1 done, 3 failed (2 for a transient reason), 2 missing"
     text = result.stdout
     assert "resubmit the 2 missing entries:" in text and "sbatch --array=4-5 " in text
-    assert "resubmit the 3 failed entries:" in text and "sbatch --array=1-3 " in text
+    # entry 3 was killed for memory: its own commands, with more memory (its movie is
+    # not there, so the job scripts' default request alone sets it)
+    assert "resubmit the 3 failed entries:" in text and "sbatch --array=1-2 " in text
+    assert "sbatch --array=3 --mem=9G " in text
     assert ("resubmit the 2 entries that failed for a transient reason (killed, out of "
             "memory, database unreachable):") in text
-    assert "qsub -t 1,3 " in text and "sbatch --array=1,3 " in text
-    assert "qsub -J 1-3 " in text and "qsub -J 4-5 " in text
+    assert "qsub -t 1 -v " in text and "sbatch --array=1 --export" in text
+    assert "qsub -t 3 -l mem=9gb " in text
+    assert "qsub -J 1-2 " in text and "qsub -J 4-5 " in text
     report = json.loads(output.read_text())
     assert (report["n_done"], report["n_failed"], report["n_missing"]) == (1, 3, 2)
     assert (report["array_spec"], report["failed_array_spec"],
@@ -310,3 +319,87 @@ def test_a_sweep_is_resubmitted_with_its_options(labeling_db, run_cli, cli_env, 
     for command in (slurm, torque, *commands["PBS Pro"]):
         assert command in result.stdout
         assert "0.9" in command
+
+
+def write_movie(path, shape, write_frames=True):
+    """A real HDF5 movie; with ``write_frames`` False only its header is real (the
+    frames are never written, so a 100,000-frame 512x512 movie takes no space)."""
+    with h5py.File(path, "w") as movie:
+        data = movie.create_dataset("data", shape=shape, dtype="uint16", chunks=(1, *shape[1:]))
+        if write_frames:
+            data[...] = np.arange(np.prod(shape), dtype="uint16").reshape(shape)
+    return path
+
+
+def test_an_entry_killed_for_memory_is_resubmitted_with_a_larger_request(
+        labeling_db, run_cli, cli_env, tmp_path):
+    manifest = write_manifest(tmp_path, [401, 402])
+    write_movie(tmp_path / "401.h5", (100, 16, 16))
+    write_movie(tmp_path / "402.h5", (100, 16, 16))
+    insert_failure(labeling_db, 401, "killed", "killed by SIGTERM")
+    insert_failure(labeling_db, 402, "out_of_memory", "killed by SIGKILL: out of memory")
+    output = tmp_path / "status.json"
+
+    result = run_cli("slapp.segmentation.status", "--manifest_json", manifest,
+                     "--output_json", output, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    # the small movie's prediction is below the scripts' default, so the retry asks
+    # half as much again as the default it is assumed to have died under
+    peak = predicted_peak_rss_bytes(100, NBINNED, 16, 16)
+    request = out_of_memory_request(peak, JOB_SCRIPT_REQUEST)
+    assert request_bytes(request) > request_bytes(JOB_SCRIPT_REQUEST)
+    pbs = pbs_memory(request)
+    assert (f"killed for memory (1): resubmitted below with {request} (largest predicted "
+            f"peak {peak / 1e9:.1f} GB; the request they died under is assumed to be the job "
+            f"scripts' default {JOB_SCRIPT_REQUEST}, since a task's request is not recorded)"
+            in result.stdout.splitlines())
+    report = json.loads(output.read_text())
+    assert report["out_of_memory"] == {
+        "indices": [1], "memory_request": request, "assumed_failed_request": JOB_SCRIPT_REQUEST,
+        "predicted_peak_rss_bytes": peak, "unreadable": []}
+    named = ",".join(name for name in PASSED_VARIABLES if {**cli_env, **PINNED}.get(name))
+    variables = f"MANIFEST={manifest},SLAPP_PYTHON={sys.executable},{named}"
+
+    def lone(index):  # PBS Pro: a lone index is a plain job
+        return (f"MANIFEST={manifest},SLAPP_PYTHON={sys.executable},"
+                f"SLAPP_MANIFEST_INDEX={index},{named}")
+    for group in ("failed", "transient"):
+        commands = report["resubmit_commands"][group]
+        # the entry killed by SIGTERM keeps the scripts' request; the one killed for
+        # memory gets its own command with the larger one
+        assert commands == {
+            "SLURM": [f"sbatch --array=0 --export={variables} {SLURM_SCRIPT}",
+                      f"sbatch --array=1 --mem={request} --export={variables} {SLURM_SCRIPT}"],
+            "Torque": [f"qsub -t 0 -v {variables} {PBS_SCRIPT}",
+                       f"qsub -t 1 -l mem={pbs} -v {variables} {PBS_SCRIPT}"],
+            "PBS Pro": [f"qsub -v {lone(0)} {PBS_SCRIPT}",
+                        f"qsub -l select=1:mem={pbs} -v {lone(1)} {PBS_SCRIPT}"]}
+        for command_list in commands.values():
+            for command in command_list:
+                assert command in result.stdout
+
+
+def test_a_long_movie_killed_for_memory_asks_what_the_model_predicts(tmp_path):
+    manifest = [{"experiment_id": 7, "nbinned": 4545,
+                 "input_video": str(write_movie(tmp_path / "7.h5", (100_000, 512, 512),
+                                                write_frames=False))},
+                {"experiment_id": 8, "nbinned": NBINNED, "input_video": str(tmp_path / "8.h5")}]
+    states = [EntryState(index, entry["experiment_id"], "failed", "digest", None,
+                         Failure(1, datetime.datetime(2026, 12, 6, tzinfo=datetime.timezone.utc),
+                                 "out_of_memory", "killed by SIGKILL: out of memory", "/m.json",
+                                 index, "node1", None, None, "digest"),
+                         [], [])
+              for index, entry in enumerate(manifest)]
+    statuses = entry_statuses(states, PARAMETERS, [4545, NBINNED])
+
+    retry = out_of_memory_retry(statuses, manifest, DEFAULTS)
+
+    peak = predicted_peak_rss_bytes(100_000, 4545, 512, 512)
+    assert retry["memory_request"] == memory_request(peak)  # 22 GB predicted: above 1.5 x 6G
+    assert retry["predicted_peak_rss_bytes"] == peak
+    assert retry["unreadable"] == [f"manifest entry 1 (experiment 8): movie {tmp_path / '8.h5'} "
+                                   f"does not exist"]
+    # no movie readable: the default request alone sets the retry's
+    assert out_of_memory_retry(statuses[1:], manifest, DEFAULTS)["memory_request"] == \
+        out_of_memory_request(None, JOB_SCRIPT_REQUEST)
