@@ -110,7 +110,7 @@ def child_stream(args) -> None:
     options = Suite2pOptions(fs=FS, tau=TAU, diameter=14.0, threshold_scaling=0.75,
                              spatial_scale=2, highpass_neuropil=25, max_overlap=0.75,
                              neuropil_coefficient=0.7, do_registration=False,
-                             torch_device="cpu")
+                             torch_device="cpu", classifier_path=None)
     with suite2p_outputs(Path(args.movie), args.nbinned, options, Path(args.scratch),
                          read_ahead=not args.no_read_ahead) as out:
         Path(args.settings).write_text(json.dumps(out.settings))

@@ -201,5 +201,16 @@ def classifier_parameters(path: str | Path | None) -> dict:
         the option stays what it was), else ``{"classifier_sha256": digest}``:
         the file's content, not its path, names the classifier, so moving the
         file keeps the identity and editing it in place makes a new one.
+
+    Raises
+    ------
+    ClassifierFileException
+        When the file cannot be read.
     """
-    return {} if path is None else {"classifier_sha256": file_digest(path)}
+    if path is None:
+        return {}
+    try:
+        return {"classifier_sha256": file_digest(path)}
+    except OSError as error:
+        raise ClassifierFileException(f"classifier file {path} cannot be read: "
+                                      f"{error.strerror}") from error

@@ -18,7 +18,9 @@ entry's ``nbinned`` and the Suite2P version. The command
    beyond the end of the manifest (an array submitted wider than it) prints
    one line, ``manifest_index N: nothing to do ...``, and exits 0 writing
    nothing; a command line the schema refuses (an option typo) is one error
-   line and no ``segmentation_failures`` row, since it is no entry's failure;
+   line and no ``segmentation_failures`` row, since it is no entry's failure,
+   and so is a ``--classifier_path`` file that is missing or that Suite2P
+   cannot load (checked before the movie is read);
 2. looks for the current run of the same identity (:mod:`slapp.db.runs`).
    Found, with the same movie (or one fingerprinted before fingerprints
    existed): it stops with status ``skipped`` (exit 0), so resubmitting a
@@ -71,6 +73,7 @@ from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest_document
 from slapp.contracts.movie import FindFileException, movie_shape
 from slapp.db.runs import check_selection_holds
 from slapp.errors import SlappError
+from slapp.labeling.classifier_file import suite2p_classification_settings
 from slapp.segmentation import failures, scratch, store
 from slapp.segmentation.fingerprint import (fingerprint_changes, movie_fingerprint,
                                             only_mtime_moved)
@@ -274,9 +277,11 @@ class Segment(ArgSchemaParser):
             print(nothing_to_do_line(manifest_path, document["manifest"],
                                      self.args["manifest_index"]))
             return None
+        options = Suite2pOptions.from_args(self.args)
+        if options.classifier_path is not None:  # as an option typo: no entry's failure
+            suite2p_classification_settings(options.classifier_path)
         experiment_id, movie_path = entry["experiment_id"], Path(entry["input_video"])
         self.known["experiment_id"] = experiment_id
-        options = Suite2pOptions.from_args(self.args)
         digest = parameters_digest(options, entry["nbinned"], suite2p_version())
         self.known["parameters_digest"] = digest
         try:

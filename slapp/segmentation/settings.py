@@ -16,8 +16,9 @@ default, why that default, how it is checked and where it goes in Suite2P's
 
 A new option is one row of the table.
 
-A run's parameters are these options, the number of binned frames and the
-Suite2P version (which fixes every default slapp does not set).
+A run's parameters are these options (a classifier file by its content),
+the number of binned frames and the Suite2P version (which fixes every
+default slapp does not set).
 :func:`parameters_digest` reduces them to one canonical digest, stored with
 each run and part of its identity. It needs no Suite2P import, so a task that
 finds its entry done stays cheap.
@@ -26,12 +27,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
+from slapp.labeling.classifier_file import (classifier_parameters,
+                                            suite2p_classification_settings)
 from slapp.utils.schema import StrictInt
 
 
@@ -55,7 +59,8 @@ class Suite2pOption:
         ``float``, ``int``, ``bool`` or ``str``; values are converted to it, so
         that equal settings always give the same digest.
     default
-        The value a user gets without giving one.
+        The value a user gets without giving one; None (Suite2P's own choice)
+        makes None a value the option takes.
     why : str
         What the option does and why the default was chosen: the help text.
     path : tuple of str
@@ -68,6 +73,12 @@ class Suite2pOption:
         recorded one, when Suite2P spells it differently.
     in_db : bool
         The value belongs in Suite2P's ``db`` dict rather than ``settings``.
+    merge : bool
+        ``to_suite2p`` gives a dict of entries that is merged into the dict at
+        ``path`` (one option setting several of Suite2P's keys).
+    digested : callable, optional
+        What the parameters digest covers of the value, as a dict, when not
+        ``{name: value}`` (a file's content rather than its path).
     """
 
     name: str
@@ -79,17 +90,36 @@ class Suite2pOption:
     to_suite2p: Callable[[Any], Any] = _same
     from_suite2p: Callable[[Any], Any] = _same
     in_db: bool = False
+    merge: bool = False
+    digested: Callable[[Any], dict] | None = None
 
     def field(self) -> mm.fields.Field:
         """The marshmallow field of the option, with its default, check and help text."""
         field_class = {float: mm.fields.Float, int: StrictInt, bool: mm.fields.Bool,
                        str: mm.fields.Str}[self.type]
         return field_class(dump_default=self.default, validate=self.validate,
+                           allow_none=self.default is None,
                            metadata={"description": self.why})
+
+    def value(self, given: Any) -> Any:
+        """``given`` converted to the option's type (None stays None)."""
+        return None if given is None else self.type(given)
 
 
 def _positive() -> mm.validate.Range:
     return mm.validate.Range(min=0, min_inclusive=False)
+
+
+def _existing_file(value: str) -> None:
+    if not Path(value).is_file():
+        raise mm.ValidationError(f"classifier file {value} does not exist")
+
+
+def _classification_entries(classifier_path: str | None) -> dict:
+    """Suite2P's classification entries for the option: its built-in classifier for None."""
+    if classifier_path is None:
+        return {"classifier_path": None}
+    return suite2p_classification_settings(classifier_path)
 
 
 def _first_of_pair(value: Any) -> Any:
@@ -158,6 +188,16 @@ SUITE2P_OPTIONS: tuple[Suite2pOption, ...] = (
         "torch_device", str, "cpu", path=("torch_device",),
         why="PyTorch device for Suite2P ('cpu' or 'cuda'); cluster array tasks usually "
             "run on CPU nodes"),
+    Suite2pOption(
+        "classifier_path", str, None, validate=_existing_file, path=("classification",),
+        merge=True, to_suite2p=_classification_entries,
+        from_suite2p=lambda entries: entries.get("classifier_path") or None,
+        digested=classifier_parameters,
+        why="a Suite2P classifier file (.npy, such as the labeling loop's train writes) "
+            "that classifies the ROIs instead of Suite2P's built-in classifier. Default: "
+            "the built-in one, the same for every user and node. The file's SHA-256, not "
+            "its path, is part of the run's parameters: a moved file names the same runs, "
+            "a changed one new runs"),
 )
 
 
@@ -185,7 +225,7 @@ def _from_args(cls, args: Mapping) -> "Suite2pOptions":
         Each value converted to its option's type (``31`` becomes ``31.0``),
         so that equal settings always give the same digest.
     """
-    return cls(**{option.name: option.type(args[option.name]) for option in cls.TABLE})
+    return cls(**{option.name: option.value(args[option.name]) for option in cls.TABLE})
 
 
 def _defaults(cls) -> "Suite2pOptions":
@@ -216,7 +256,8 @@ def parameters_digest(options: Suite2pOptions, nbinned: int, suite2p_version: st
     ----------
     options : Suite2pOptions
         The Suite2P settings slapp sets (every other setting is Suite2P's default,
-        fixed by its version).
+        fixed by its version); an option with ``digested`` counts by what that
+        gives (a classifier file by its SHA-256, read here).
     nbinned : int
         Binned frames for detection, from the manifest.
     suite2p_version : str
@@ -227,8 +268,17 @@ def parameters_digest(options: Suite2pOptions, nbinned: int, suite2p_version: st
     -------
     str
         64 hexadecimal digits; equal parameters give equal digests on any machine.
+
+    Raises
+    ------
+    ClassifierFileException
+        When the classifier file cannot be read.
     """
-    parameters = {"suite2p_options": dataclasses.asdict(options), "nbinned": int(nbinned),
+    digested = {}
+    for option in options.TABLE:
+        value = getattr(options, option.name)
+        digested.update(option.digested(value) if option.digested else {option.name: value})
+    parameters = {"suite2p_options": digested, "nbinned": int(nbinned),
                   "suite2p_version": str(suite2p_version)}
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"),
                            ensure_ascii=True, allow_nan=False)
@@ -255,7 +305,11 @@ def place_options(settings: dict, db: dict, values: Mapping[str, Any],
             target = db if option.in_db else settings
             for key in option.path[:-1]:
                 target = target[key]
-            target[option.path[-1]] = option.to_suite2p(values[option.name])
+            value = option.to_suite2p(values[option.name])
+            if option.merge:
+                target[option.path[-1]].update(value)
+            else:
+                target[option.path[-1]] = value
 
 
 def options_from_recorded_settings(recorded: dict,

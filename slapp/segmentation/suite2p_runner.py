@@ -176,7 +176,8 @@ def base_inputs(movie_path: Path, work_dir: Path) -> tuple[dict, dict]:
         "do_regmetrics": False,
     })
     # The classifier shipped inside the Suite2P package: the same for every user and
-    # node, never a per-user file from ~/.suite2p, never a download.
+    # node, never a per-user file from ~/.suite2p, never a download (the option
+    # classifier_path names another file).
     settings["classification"]["use_builtin_classifier"] = True
     settings["io"].update({"save_mat": False, "save_NWB": False, "delete_bin": False,
                            "move_bin": False})

@@ -233,6 +233,27 @@ def test_negative_index_is_refused_by_the_schema(labeling_db, run_cli, workspace
     assert_nothing_written(labeling_db, directory, scratch)
 
 
+@pytest.mark.parametrize("content", [None, b"not numpy"], ids=["missing", "unloadable"])
+def test_a_classifier_file_suite2p_cannot_use_is_refused_before_the_movie(
+        labeling_db, run_cli, workspace, content):
+    directory, scratch, _ = workspace
+    manifest = write_manifest(directory, [{"input_video": str(directory / "no_movie.h5")}])
+    classifier = directory / "classifier.npy"
+    if content is not None:
+        classifier.write_bytes(content)
+
+    result = run_segment(run_cli, manifest, 0, directory, scratch,
+                         "--classifier_path", classifier)
+
+    assert one_error_line(result) == (
+        f"invalid input: classifier_path: classifier file {classifier} does not exist"
+        if content is None
+        else f"{classifier} is not a Suite2P classifier file: UnpicklingError")
+    assert_nothing_written(labeling_db, directory, scratch)
+    # the same for every entry, as an option typo: no entry's failure
+    assert labeling_db.query("SELECT count(*) AS n FROM segmentation_failures")[0]["n"] == 0
+
+
 def test_missing_credentials_are_named_without_any_value(labeling_db, run_cli, workspace):
     directory, scratch, movie = workspace
     manifest = write_manifest(directory, [{"input_video": str(movie)}])

@@ -15,8 +15,10 @@ from slapp.segmentation.settings import (SettingsException, Suite2pOptions,
 
 DEFAULTS = {"fs": 31.0, "tau": 0.7, "diameter": 12.0, "threshold_scaling": 0.75,
             "spatial_scale": 2, "highpass_neuropil": 25, "max_overlap": 0.75,
-            "neuropil_coefficient": 0.7, "do_registration": False, "torch_device": "cpu"}
-# Another value for each option, all valid.
+            "neuropil_coefficient": 0.7, "do_registration": False, "torch_device": "cpu",
+            "classifier_path": None}
+# Another value for each option, all valid (classifier_path, which needs a file, is
+# tested in test_settings_table.py).
 CHANGED = {"fs": 30.0, "tau": 1.0, "diameter": 14.0, "threshold_scaling": 0.9,
            "spatial_scale": 3, "highpass_neuropil": 30, "max_overlap": 0.5,
            "neuropil_coefficient": 0.8, "do_registration": True, "torch_device": "cuda"}

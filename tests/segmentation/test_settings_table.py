@@ -1,13 +1,16 @@
 """One table row per Suite2P option: schema, dataclass, placement and read-back follow from it."""
 import dataclasses
+from pathlib import Path
 
 import argschema
 import marshmallow as mm
+import numpy as np
 import pytest
 
 from slapp.segmentation.settings import (SUITE2P_OPTIONS, Suite2pOption, Suite2pOptions,
-                                         options_class, options_from_recorded_settings,
-                                         parameters_digest, place_options, settings_schema)
+                                         Suite2pSettingsSchema, options_class,
+                                         options_from_recorded_settings, parameters_digest,
+                                         place_options, settings_schema)
 
 # What parameters_digest gave for the default options before the options became
 # a table: runs stored since must keep being found done.
@@ -75,3 +78,73 @@ def test_the_baselines_place_their_settings_as_segment_does(tmp_path):
     assert (settings["fs"], settings["torch_device"], settings["run"]["do_registration"],
             settings["detection"]["threshold_scaling"], settings["detection"]["nbins"]) == (
         31.0, "cpu", 0, 0.75, 26)
+
+
+@pytest.fixture(scope="module")
+def classifier_files(tmp_path_factory):
+    """Suite2P's built-in classifier file at two paths (same bytes) and a file of other bytes."""
+    from suite2p.classification import builtin_classfile
+
+    from slapp.labeling.classifier_file import SUITE2P_KEYS, classifier_bytes
+
+    directory = tmp_path_factory.mktemp("classifiers")
+    content = Path(builtin_classfile).read_bytes()
+    rng = np.random.default_rng(5)
+    other = classifier_bytes(rng.normal(size=(200, 3)), np.tile([0, 1], 100), SUITE2P_KEYS)
+    files = {"lab": directory / "lab.npy", "moved": directory / "moved" / "lab.npy",
+             "other": directory / "other.npy"}
+    files["moved"].parent.mkdir()
+    for name, data in (("lab", content), ("moved", content), ("other", other)):
+        files[name].write_bytes(data)
+    return files
+
+
+def test_the_classifier_row_reaches_schema_dataclass_placement_and_read_back(
+        classifier_files, tmp_path):
+    from slapp.segmentation.suite2p_runner import base_inputs
+
+    class Command(argschema.ArgSchema, Suite2pSettingsSchema):
+        pass
+    path = classifier_files["lab"]
+    parsed = argschema.ArgSchemaParser(schema_type=Command,
+                                       args=["--classifier_path", str(path)]).args
+    options = Suite2pOptions.from_args(parsed)
+    assert options.classifier_path == str(path)
+    assert Suite2pOptions.defaults().classifier_path is None
+    assert Suite2pSettingsSchema().load({})["classifier_path"] is None
+    with pytest.raises(mm.ValidationError, match="classifier file .* does not exist"):
+        argschema.ArgSchemaParser(schema_type=Command,
+                                  args=["--classifier_path", str(tmp_path / "none.npy")])
+
+    # without the option: Suite2P's built-in classifier, as before the option existed
+    db, settings = base_inputs(tmp_path / "movie.h5", tmp_path)
+    place_options(settings, db, dataclasses.asdict(Suite2pOptions.defaults()))
+    assert settings["classification"] == {"classifier_path": None,
+                                          "use_builtin_classifier": True, "preclassify": 0.0}
+    recorded = {"db": db, "settings": settings}
+    assert options_from_recorded_settings(recorded) == Suite2pOptions.defaults()
+    del settings["classification"]["classifier_path"]  # recorded without the key
+    assert options_from_recorded_settings(recorded) == Suite2pOptions.defaults()
+
+    # with it: the file, and the read-back of what such a run records
+    db, settings = base_inputs(tmp_path / "movie.h5", tmp_path)
+    place_options(settings, db, dataclasses.asdict(options))
+    assert settings["classification"] == {"classifier_path": str(path),
+                                          "use_builtin_classifier": False, "preclassify": 0.0}
+    assert options_from_recorded_settings({"db": db, "settings": settings}) == options
+
+
+def test_the_digest_covers_the_classifier_files_content_not_its_path(classifier_files,
+                                                                     tmp_path):
+    def digest(path):
+        options = dataclasses.replace(Suite2pOptions.defaults(), classifier_path=str(path))
+        return parameters_digest(options, 136, "1.1.0")
+
+    lab = digest(classifier_files["lab"])
+    assert lab not in (DEFAULTS_DIGEST, digest(classifier_files["other"]))
+    assert digest(classifier_files["moved"]) == lab
+    edited = tmp_path / "edited.npy"
+    edited.write_bytes(classifier_files["lab"].read_bytes())
+    assert digest(edited) == lab
+    edited.write_bytes(classifier_files["other"].read_bytes())  # changed in place
+    assert digest(edited) != lab

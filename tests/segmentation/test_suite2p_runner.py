@@ -5,6 +5,7 @@ Each slow test segments a real synthetic movie with :func:`suite2p_outputs`
 ``suite2p.run_s2p`` call given the ``db`` and ``settings`` the run recorded, and
 compares ROIs (pixels and weights), traces, classes and mean images.
 """
+import dataclasses
 import threading
 import time
 
@@ -23,7 +24,8 @@ SPEC = MovieSpec(nframes=1200, height=96, width=96, ncells=20, seed=3)
 NBINNED = SPEC.nframes // 115
 OPTIONS = Suite2pOptions(fs=31.0, tau=0.7, diameter=14.0, threshold_scaling=0.75,
                          spatial_scale=2, highpass_neuropil=25, max_overlap=0.75,
-                         neuropil_coefficient=0.7, do_registration=False, torch_device="cpu")
+                         neuropil_coefficient=0.7, do_registration=False, torch_device="cpu",
+                         classifier_path=None)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,29 @@ def test_streamed_run_equals_plain_run_s2p(tmp_path, synthetic_uint16, kind):
         assert watcher.peak <= output.scratch_bytes < binary_bytes / 10
         assert output.scratch_bytes < estimated_scratch_bytes(frames.shape, False)
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_classifier_file_classifies_the_rois_instead_of_the_builtin_one(tmp_path,
+                                                                         synthetic_uint16):
+    from suite2p.classification import builtin_classfile, classify
+
+    from slapp.labeling.classifier_file import SUITE2P_KEYS, classifier_bytes
+
+    rng = np.random.default_rng(2)
+    lab = tmp_path / "lab.npy"
+    lab.write_bytes(classifier_bytes(rng.normal(size=(200, 3)), np.tile([0, 1], 100),
+                                     SUITE2P_KEYS))
+    path = write(tmp_path / "movie.h5", synthetic_uint16)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    options = dataclasses.replace(OPTIONS, classifier_path=str(lab))
+    with suite2p_outputs(path, NBINNED, options, scratch) as output:
+        stat = np.asarray(output.stat)
+        np.testing.assert_allclose(output.iscell, classify(stat=stat, classfile=str(lab)),
+                                   rtol=1e-6)
+        assert not np.allclose(output.iscell, classify(stat=stat, classfile=builtin_classfile))
+        assert output.settings["settings"]["classification"]["classifier_path"] == str(lab)
 
 
 @pytest.mark.slow

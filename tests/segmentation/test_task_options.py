@@ -38,6 +38,20 @@ def test_a_task_gets_the_options_run_local_was_given(manifest, tmp_path):
             task["diameter"], task["torch_device"]) == ("/plots", True, 5.0, 14.0, "cuda")
 
 
+def test_a_task_gets_the_classifier_file_run_local_was_given(manifest, tmp_path):
+    classifier = tmp_path / "classifier.npy"  # the schema checks that it exists
+    classifier.write_bytes(b"a file")
+    given = RunLocal(args=["--manifest_json", str(manifest), "--log_level", "ERROR",
+                           "--classifier_path", str(classifier)]).args
+    arguments = segment_arguments(given)
+
+    assert arguments[arguments.index("--classifier_path") + 1] == str(classifier)
+    task = Segment(args=[*arguments, "--manifest_index", "0"]).args
+    assert task["classifier_path"] == str(classifier)
+    assert "--classifier_path" not in segment_arguments(
+        RunLocal(args=["--manifest_json", str(manifest)]).args)
+
+
 def test_options_without_a_value_are_left_to_the_task():
     assert segment_arguments({"manifest_json": "m.json", "tmp_dir": None,
                               "plot_dir": None, "overwrite": False}) == [
