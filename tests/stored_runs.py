@@ -97,3 +97,25 @@ def insert_failure(dbconn, experiment_id, manifest_path, manifest_index, message
         "RETURNING id",
         (experiment_id, code_version, parameters_digest, str(manifest_path), manifest_index,
          failure_class, message))[0]["id"]
+
+
+MODEL_DIGEST = "cd" * 32
+
+
+def insert_model(dbconn, probabilities, threshold=0.5) -> int:
+    """A classifier_models row (of labeling jobs 4 and 5) and its roi_predictions rows.
+
+    ``probabilities`` maps ``rois.id`` to the model's probability; ``is_cell``
+    is probability above ``threshold``, as predict stores it. Returns the model id.
+    """
+    model_id = dbconn.insert(
+        "INSERT INTO classifier_models (labeling_job_ids, strategy, n_labels, n_rois, "
+        "feature_keys, cv_accuracy, cv_f1, file_path, file_digest, code_version) VALUES "
+        "('{4,5}', 'majority', 360, 120, '{skew,compact,npix_norm}', 0.9, 0.85, "
+        "'/models/model.npy', %s, 'modelcommit') RETURNING id", (MODEL_DIGEST,))[0]["id"]
+    dbconn.bulk_insert([
+        ("INSERT INTO roi_predictions (roi_id, classifier_model_id, probability, is_cell, "
+         "threshold) VALUES (%s, %s, %s, %s, %s)",
+         (roi_id, model_id, probability, probability > threshold, threshold))
+        for roi_id, probability in probabilities.items()])
+    return model_id

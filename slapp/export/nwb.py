@@ -4,13 +4,18 @@
 
     python -m slapp.export.nwb --segmentation_run_id 3 --output_nwb run3.nwb
     python -m slapp.export.nwb --experiment_selection_id 1 --output_dir nwb/
+    python -m slapp.export.nwb --segmentation_run_id 3 --output_nwb run3.nwb \
+        --classifier_model_id 2
 
 A file holds, in the processing module ``ophys``:
 
 * ``ImageSegmentation`` / ``PlaneSegmentation`` ``suite2p_rois``: one row per ROI,
   the weighted pixel mask from its COO arrays (in the run's ``video_shape`` frame),
   and the columns ``suite2p_roi_index``, ``labeling_roi_id`` (``rois.id``),
-  ``is_cell``, ``cell_probability`` and the shape statistics;
+  ``is_cell``, ``cell_probability`` and the shape statistics; with
+  ``--classifier_model_id``, also ``model_cell_probability`` and
+  ``model_is_cell``: that trained model's stored predictions
+  (``roi_predictions``), NaN and False for a ROI it has no prediction for;
 * ``Fluorescence`` with the ``RoiResponseSeries`` ``raw`` and ``neuropil``
   (frames x ROIs, at the frame rate Suite2P was given).
 
@@ -20,7 +25,9 @@ source movie and its fingerprint, host, scheduler ids, timings, memory, the
 manifest it was made from) and the experiment selection its manifest was
 built from (decoded query strings, counts, seed): the run's own, recorded
 when it was stored, never the newest selection that happens to hold the
-experiment. A run stored before runs recorded their selection has
+experiment. With a model, ``"classifier_model"`` holds its
+``classifier_models`` row (id, labeling jobs, file digest, code version) and
+how many ROIs it predicted. A run stored before runs recorded their selection has
 ``"experiment_selection": null`` and is printed as "selection unknown". An
 explicit ``--experiment_selection_id`` is recorded instead, and refused when
 it does not hold the run's experiment. For a selection (``--output_dir``) the
@@ -50,8 +57,10 @@ import numpy as np
 
 from slapp.db.runs import RunParameters, RunParametersSchema, counted_runs_of_selection
 from slapp.errors import SlappError
-from slapp.export.run_record import (SHAPE_COLUMNS, RunRois, load_rois, load_run,
-                                     load_selection, provenance, recorded_rate)
+from slapp.db.predictions import load_classifier_model
+from slapp.export.run_record import (SHAPE_COLUMNS, ModelPredictions, RunRois,
+                                     load_predictions, load_rois, load_run, load_selection,
+                                     provenance, recorded_rate)
 from slapp.segmentation.images import RunImages, read_images
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_version
@@ -97,7 +106,8 @@ def _identifier(run: dict) -> str:
 
 
 def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT_SPECIES,
-                  images: RunImages | None = None):
+                  images: RunImages | None = None,
+                  predictions: ModelPredictions | None = None):
     """Assemble the in-memory NWB file of one run.
 
     Parameters
@@ -113,6 +123,9 @@ def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT
         not record.
     images : RunImages, optional
         The run's images, added to ``ophys`` as :data:`IMAGES_NAME`.
+    predictions : ModelPredictions, optional
+        A classifier model's predictions, added as the ROI table's columns
+        ``model_cell_probability`` and ``model_is_cell``.
 
     Returns
     -------
@@ -140,7 +153,7 @@ def build_nwbfile(run: dict, rois: RunRois, record: dict, species: str = DEFAULT
         notes=(f"How this file was made (selection, code and Suite2P versions, every "
                f"setting, source movie and fingerprint, host, timings) is JSON text in "
                f"scratch/{PROVENANCE_NAME}."))
-    plane_segmentation = _image_segmentation(nwbfile, run, rois)
+    plane_segmentation = _image_segmentation(nwbfile, run, rois, predictions)
     if images is not None:
         _add_images(nwbfile, images)
     if plane_segmentation is not None:
@@ -160,7 +173,28 @@ def _subject(species: str):
                                 "are in LIMS under the session's specimen."))
 
 
-def _image_segmentation(nwbfile, run: dict, rois: RunRois):
+def _model_columns(plane_segmentation, predictions: ModelPredictions | None) -> dict:
+    """Add the model's two columns; their values for each ROI position, by column."""
+    if predictions is None:
+        return {}
+    model = predictions.model
+    name = (f"slapp classifier model {model['id']} (classifier_models.id; trained on "
+            f"labeling jobs {', '.join(map(str, model['labeling_job_ids']))})")
+    plane_segmentation.add_column(
+        "model_cell_probability",
+        f"{name}: its stored probability that the ROI is a cell; NaN where the model has no "
+        "stored prediction for the ROI")
+    plane_segmentation.add_column(
+        "model_is_cell",
+        f"{name}: its stored prediction calls the ROI a cell (probability above the "
+        "threshold it was predicted with); False also where the model has no stored "
+        "prediction for the ROI (model_cell_probability NaN)")
+    return {"model_cell_probability": predictions.probability.astype(float),
+            "model_is_cell": predictions.is_cell}
+
+
+def _image_segmentation(nwbfile, run: dict, rois: RunRois,
+                        predictions: ModelPredictions | None = None):
     """The ROI table of the run, or None for a run without ROIs (NWB wants no empty table)."""
     from pynwb.ophys import ImageSegmentation, OpticalChannel
 
@@ -194,6 +228,7 @@ def _image_segmentation(nwbfile, run: dict, rois: RunRois):
                                   "the classifier's probability that it is a cell")
     for name in SHAPE_COLUMNS:
         plane_segmentation.add_column(name, _SHAPE_DESCRIPTIONS[name])
+    model_columns = _model_columns(plane_segmentation, predictions)
     for position, (rows, cols, weights) in enumerate(rois.masks):
         plane_segmentation.add_roi(
             pixel_mask=list(zip(cols.tolist(), rows.tolist(), weights.tolist())),
@@ -201,7 +236,8 @@ def _image_segmentation(nwbfile, run: dict, rois: RunRois):
             labeling_roi_id=int(rois.roi_ids[position]),
             is_cell=bool(rois.is_cell[position]),
             cell_probability=float(rois.cell_probability[position]),
-            **{name: float(rois.shape[name][position]) for name in SHAPE_COLUMNS})
+            **{name: float(rois.shape[name][position]) for name in SHAPE_COLUMNS},
+            **{name: values[position].item() for name, values in model_columns.items()})
     return plane_segmentation
 
 
@@ -264,7 +300,7 @@ def write_nwbfile(nwbfile, path: Path) -> None:
 
 def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb: Path,
                experiment_selection_id: int | None = None,
-               species: str = DEFAULT_SPECIES) -> dict:
+               species: str = DEFAULT_SPECIES, classifier_model: dict | None = None) -> dict:
     """Write one stored run as an NWB file.
 
     Parameters
@@ -280,6 +316,10 @@ def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb:
         run's own, None (unknown) for a run stored before runs recorded it.
     species : str
         The subject's species.
+    classifier_model : dict, optional
+        The ``classifier_models`` row
+        (:func:`slapp.db.predictions.load_classifier_model`) whose stored
+        predictions the file shows beside Suite2P's.
 
     Returns
     -------
@@ -296,9 +336,12 @@ def export_run(label_dbconn: DbConnection, segmentation_run_id: int, output_nwb:
     run = load_run(label_dbconn, segmentation_run_id)
     selection = load_selection(label_dbconn, run, experiment_selection_id)
     rois = load_rois(label_dbconn, run)
-    record = provenance(run, selection, code_version())
+    predictions = (load_predictions(label_dbconn, classifier_model, run, rois)
+                   if classifier_model else None)
+    record = provenance(run, selection, code_version(), predictions)
     write_nwbfile(build_nwbfile(run, rois, record, species,
-                                read_images(label_dbconn, segmentation_run_id)), output_nwb)
+                                read_images(label_dbconn, segmentation_run_id), predictions),
+                  output_nwb)
     logger.info("wrote run %s (%d ROIs) to %s", segmentation_run_id, len(rois.roi_ids),
                 output_nwb)
     return {"experiment_id": run["ophys_experiment_id"],
@@ -331,6 +374,11 @@ class NwbExportSchema(ArgSchema, RunParametersSchema):
         metadata={"description": "directory for --experiment_selection_id, created if "
                                  "needed; one file <experiment_id>.nwb per experiment, "
                                  "the name of its outline plot"})
+    classifier_model_id = StrictInt(
+        validate=mm.validate.Range(min=1),
+        metadata={"description": "classifier_models.id of a trained model whose stored "
+                                 "predictions (predict's) become two more ROI columns beside "
+                                 "Suite2P's; default: Suite2P's alone"})
     species = mm.fields.Str(
         dump_default=DEFAULT_SPECIES,
         metadata={"description": "the subject's species, which NWB readers and DANDI "
@@ -388,15 +436,17 @@ class NwbExport(ArgSchemaParser):
         dict
             See :class:`NwbExportOutputSchema`.
         """
+        model = (load_classifier_model(label_dbconn, self.args["classifier_model_id"])
+                 if "classifier_model_id" in self.args else None)
         if "output_dir" in self.args:
-            output = self._export_selection(label_dbconn)
+            output = self._export_selection(label_dbconn, model)
         else:
             path = Path(self.args["output_nwb"]).absolute()
             if not path.parent.is_dir():
                 raise NwbExportException(f"directory {path.parent} does not exist")
             output = {"files": [export_run(label_dbconn, self.args["segmentation_run_id"], path,
                                            self.args.get("experiment_selection_id"),
-                                           self.args["species"])],
+                                           self.args["species"], model)],
                       "experiments_without_run": []}
         for exported in output["files"]:
             selection = exported["experiment_selection_id"] or "unknown"
@@ -411,7 +461,7 @@ class NwbExport(ArgSchemaParser):
             write_json_atomically(self.args["output_json"], self.get_output_json(output))
         return output
 
-    def _export_selection(self, label_dbconn: DbConnection) -> dict:
+    def _export_selection(self, label_dbconn: DbConnection, model: dict | None) -> dict:
         selection_id = self.args["experiment_selection_id"]
         counted = counted_runs_of_selection(label_dbconn, selection_id,
                                             RunParameters.from_args(self.args))
@@ -423,7 +473,7 @@ class NwbExport(ArgSchemaParser):
         output_dir = Path(self.args["output_dir"]).absolute()
         output_dir.mkdir(parents=True, exist_ok=True)
         files = [export_run(label_dbconn, run_id, output_dir / f"{experiment_id}.nwb",
-                            species=self.args["species"])
+                            species=self.args["species"], classifier_model=model)
                  for experiment_id, run_id in runs.items()]
         return {"files": files, "experiments_without_run": missing}
 

@@ -7,7 +7,9 @@ selection is the run's own (``segmentation_runs.experiment_selection_id``),
 never guessed: a run stored before runs recorded it has none (unknown). ROIs
 are read in batches of a fixed size into preallocated arrays: a 512 x 512
 movie of 100,000 frames with 500 ROIs has 400 MB of traces, which as Python
-lists of floats would take 3 GB.
+lists of floats would take 3 GB. A classifier model's stored predictions
+for the run's ROIs (:mod:`slapp.db.predictions`) are read beside them when
+the export names a model.
 """
 import base64
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slapp.db import runs
+from slapp.db.predictions import predictions_for_runs
 from slapp.errors import SlappError
 from slapp.utils.query_utils import DbConnection
 
@@ -74,6 +77,61 @@ class RunRois:
     is_cell: np.ndarray
     cell_probability: np.ndarray
     shape: dict
+
+
+@dataclass
+class ModelPredictions:
+    """A classifier model's stored predictions for a run's ROIs, in :class:`RunRois` order.
+
+    Attributes
+    ----------
+    model : dict
+        The ``classifier_models`` row.
+    probability : numpy.ndarray
+        float32 (n,): the model's probability that the ROI is a cell; NaN where
+        the model has no stored prediction for the ROI.
+    is_cell : numpy.ndarray
+        bool (n,): the stored ``is_cell``; False where there is no prediction.
+    """
+
+    model: dict
+    probability: np.ndarray
+    is_cell: np.ndarray
+
+    @property
+    def n_predicted(self) -> int:
+        """ROIs with a stored prediction."""
+        return int(np.count_nonzero(~np.isnan(self.probability)))
+
+
+def load_predictions(label_dbconn: DbConnection, model: dict, run: dict,
+                     rois: RunRois) -> ModelPredictions:
+    """A model's stored predictions for the ROIs of a run, aligned with ``rois``.
+
+    Parameters
+    ----------
+    label_dbconn : DbConnection
+        The labeling database.
+    model : dict
+        The ``classifier_models`` row
+        (:func:`slapp.db.predictions.load_classifier_model`).
+    run : dict
+        From :func:`load_run`.
+    rois : RunRois
+        From :func:`load_rois`.
+
+    Returns
+    -------
+    ModelPredictions
+    """
+    probability = np.full(len(rois.roi_ids), np.nan, np.float32)
+    is_cell = np.zeros(len(rois.roi_ids), bool)
+    position = {roi_id: index for index, roi_id in enumerate(rois.roi_ids.tolist())}
+    for prediction in predictions_for_runs(label_dbconn, model["id"], [run["id"]]):
+        index = position[prediction["roi_id"]]
+        probability[index] = prediction["probability"]
+        is_cell[index] = prediction["is_cell"]
+    return ModelPredictions(model, probability, is_cell)
 
 
 def load_run(label_dbconn: DbConnection, segmentation_run_id: int) -> dict:
@@ -233,7 +291,8 @@ def recorded_rate(run: dict) -> float:
     return float(fs)
 
 
-def provenance(run: dict, selection: dict | None, exporter_version: str) -> dict:
+def provenance(run: dict, selection: dict | None, exporter_version: str,
+               predictions: ModelPredictions | None = None) -> dict:
     """Everything a reader needs to know how a run was made, as plain JSON values.
 
     Parameters
@@ -244,11 +303,16 @@ def provenance(run: dict, selection: dict | None, exporter_version: str) -> dict
         From :func:`load_selection` (None: unknown).
     exporter_version : str
         The code version of the slapp that writes the export.
+    predictions : ModelPredictions, optional
+        The classifier model whose predictions the export shows.
 
     Returns
     -------
     dict
-        Keys ``segmentation_run``, ``experiment_selection`` and ``exported_by``.
+        Keys ``segmentation_run``, ``experiment_selection`` and ``exported_by``;
+        with ``predictions``, also ``classifier_model``: the model's
+        ``classifier_models`` row (id, labeling jobs, file digest, code
+        version, ...) and ``n_predicted_rois``.
     """
     recorded = {key: value for key, value in run.items() if key != "n_rois"}
     recorded["segmentation_run_id"] = recorded.pop("id")
@@ -257,5 +321,11 @@ def provenance(run: dict, selection: dict | None, exporter_version: str) -> dict
         recorded["superseded_at"] = run["superseded_at"].isoformat()
     recorded["video_shape"] = list(run["video_shape"])
     recorded["n_rois"] = int(run["n_rois"])
-    return {"segmentation_run": recorded, "experiment_selection": selection,
-            "exported_by": {"slapp_code_version": exporter_version}}
+    record = {"segmentation_run": recorded, "experiment_selection": selection,
+              "exported_by": {"slapp_code_version": exporter_version}}
+    if predictions is not None:
+        model = dict(predictions.model)
+        model["classifier_model_id"] = model.pop("id")
+        model["created_at"] = model["created_at"].isoformat()
+        record["classifier_model"] = {**model, "n_predicted_rois": predictions.n_predicted}
+    return record

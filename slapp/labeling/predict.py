@@ -33,6 +33,7 @@ import numpy as np
 from psycopg2 import sql as pgsql
 from psycopg2.extras import execute_values
 
+from slapp.db.predictions import load_classifier_model, predictions_for_runs
 from slapp.db.runs import (RunParameters, RunParametersSchema, counted_runs,
                            counted_runs_of_selection)
 from slapp.errors import SlappError
@@ -49,15 +50,6 @@ INSERT INTO roi_predictions (roi_id, classifier_model_id, probability, is_cell, 
 VALUES %s
 ON CONFLICT ON CONSTRAINT one_prediction_per_roi_and_model DO NOTHING
 RETURNING roi_id
-"""
-
-PREDICTIONS_QUERY = """
-SELECT rois.segmentation_run_id, rois.id AS roi_id, rois.suite2p_roi_index,
-       predictions.probability, predictions.is_cell, predictions.threshold
-FROM roi_predictions AS predictions
-JOIN rois ON rois.id = predictions.roi_id
-WHERE predictions.classifier_model_id = %s AND rois.segmentation_run_id = ANY(%s)
-ORDER BY rois.segmentation_run_id, rois.suite2p_roi_index
 """
 
 
@@ -111,10 +103,7 @@ class PredictOutputSchema(mm.Schema):
 
 def find_model(dbconn: DbConnection, classifier_model_id: int) -> dict:
     """The ``classifier_models`` row, its file checked against the recorded digest."""
-    rows = dbconn.query("SELECT * FROM classifier_models WHERE id = %s", (classifier_model_id,))
-    if not rows:
-        raise PredictException(f"there is no classifier model with id {classifier_model_id}")
-    model = rows[0]
+    model = load_classifier_model(dbconn, classifier_model_id)
     path = Path(model["file_path"])
     if not path.is_file():
         raise PredictException(f"classifier model {classifier_model_id}'s file {path} does "
@@ -185,29 +174,6 @@ def predict(dbconn: DbConnection, classifier_model_id: int, run_ids: list[int],
             "n_rois": len(complete), "n_stored": len(stored),
             "n_cells": sum(prediction["is_cell"] for prediction in predictions),
             "n_without_features": len(rows) - len(complete)}
-
-
-def predictions_for_runs(dbconn: DbConnection, classifier_model_id: int,
-                         run_ids: list[int]) -> list[dict]:
-    """A model's stored predictions for the ROIs of runs, for reports and exports.
-
-    Parameters
-    ----------
-    dbconn : DbConnection
-        The labeling database.
-    classifier_model_id : int
-        ``classifier_models.id``.
-    run_ids : list of int
-        ``segmentation_runs.id`` values.
-
-    Returns
-    -------
-    list of dict
-        ``segmentation_run_id``, ``roi_id``, ``suite2p_roi_index``,
-        ``probability``, ``is_cell`` and ``threshold`` of each predicted ROI,
-        by run and Suite2P index; ROIs without a prediction are absent.
-    """
-    return dbconn.query(PREDICTIONS_QUERY, (classifier_model_id, list(run_ids)))
 
 
 class Predict(argschema.ArgSchemaParser):

@@ -8,6 +8,8 @@
     python -m slapp.report --experiment_selection_id 1 --output_dir report/
     python -m slapp.report --manifest_json manifest.json --segmentation_run_ids 12,14 \
         --output_dir report/
+    python -m slapp.report --manifest_json manifest.json --classifier_model_id 3 \
+        --output_dir report/
 
 writes ``report/index.html``: one row per entry (done, missing, or failed with
 its message), the run that counts with its id and date, the figures of each
@@ -19,7 +21,12 @@ named beside an entry but not counted. ``--segmentation_run_ids`` shows an
 explicit set of runs instead. A failed entry shows its failure's class,
 message, time and where its task ran (host, scheduler job and task: the name
 of its log). ``--output_json`` lists every entry as ``{"manifest_index",
-"experiment_id", "status", "segmentation_run_id"}``. The page needs no
+"experiment_id", "status", "segmentation_run_id", "n_predicted_rois",
+"n_model_cells"}``. ``--classifier_model_id`` adds a column beside Suite2P's
+cells: the ROIs of the run that the model's stored predictions
+(``roi_predictions``, written by ``predict``) call cells, of how many it
+predicted, or "no predictions" when it has none for the run (its counts are
+then null, as they are without a model). The page needs no
 network; the thumbnails (``<experiment>_<run id>.png``) are linked by relative
 path from the report directory, so keep the report beside the manifest's
 ``segmentation_plots`` when moving it.
@@ -32,6 +39,7 @@ import argschema
 import marshmallow as mm
 
 from slapp.contracts.manifest import PLOT_DIRECTORY_NAME, load_manifest
+from slapp.db.predictions import load_classifier_model, predictions_for_runs
 from slapp.db.runs import (DONE, FAILED, MISSING, STATUSES, RunParameters, RunParametersSchema,
                            chosen_run_states, entry_states, selection_experiments)
 from slapp.errors import SlappError
@@ -76,6 +84,12 @@ class ReportSchema(ArgSchema, RunParametersSchema):
                                  "for the code version and Suite2P options; entries "
                                  "without one are missing"})
 
+    classifier_model_id = StrictInt(
+        validate=mm.validate.Range(min=1),
+        metadata={"description": "classifier_models.id of a trained model whose stored "
+                                 "predictions (predict's) are shown beside Suite2P's cell "
+                                 "count; default: Suite2P's alone"})
+
     @mm.validates_schema
     def one_source(self, data, **kwargs):
         require_one_of(data, "manifest_json", "experiment_selection_id")
@@ -90,6 +104,14 @@ class ReportEntrySchema(mm.Schema):
     segmentation_run_id = StrictInt(
         required=True, allow_none=True,
         metadata={"description": "the run that counts (or the one chosen); null when none"})
+    n_predicted_rois = StrictInt(
+        required=True, allow_none=True,
+        metadata={"description": "ROIs of the run with a prediction from "
+                                 "--classifier_model_id; null without a model or a run"})
+    n_model_cells = StrictInt(
+        required=True, allow_none=True,
+        metadata={"description": "of those, the ROIs the model calls cells; null without a "
+                                 "model, a run, or any prediction for the run"})
 
 
 class ReportOutputSchema(mm.Schema):
@@ -100,6 +122,9 @@ class ReportOutputSchema(mm.Schema):
     parameters = mm.fields.Str(
         required=True, allow_none=True,
         metadata={"description": "the Suite2P version and options whose runs count"})
+    classifier_model_id = StrictInt(
+        required=True, allow_none=True,
+        metadata={"description": "the model whose predictions are shown; null for none"})
     entries = mm.fields.Nested(ReportEntrySchema, many=True, required=True)
     n_entries = StrictInt(required=True)
     n_done = StrictInt(required=True)
@@ -149,6 +174,8 @@ class BatchReport(ArgSchemaParser):
         dict
             See :class:`ReportOutputSchema`.
         """
+        model = (load_classifier_model(label_dbconn, self.args["classifier_model_id"])
+                 if "classifier_model_id" in self.args else None)
         batch, manifest_path, source, plot_dir = self._batch(label_dbconn)
         if self.args.get("plot_dir"):
             plot_dir = Path(self.args["plot_dir"]).resolve()
@@ -162,18 +189,22 @@ class BatchReport(ArgSchemaParser):
         else:
             source += (f"; runs of code version {parameters.code_version}, "
                        f"{parameters.description()}")
-        entries = report_entries(states)
+        predictions = (predictions_for_runs(label_dbconn, model["id"], [
+            state.segmentation_run_id for state in states if state.run]) if model else None)
+        entries = report_entries(states, predictions)
         add_derived_figures(entries)
         outliers = flag_outliers(entries)
         generated_at = datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M UTC")
-        page = render_page(entries, outliers, source, plot_dir, output_dir, generated_at)
+        page = render_page(entries, outliers, source, plot_dir, output_dir, generated_at,
+                           model)
         output_dir.mkdir(parents=True, exist_ok=True)
         index_html = output_dir / REPORT_NAME
         write_bytes_atomically(index_html, page.encode("utf-8"))
         output = {"index_html": str(index_html),
                   "code_version": parameters.code_version if parameters else None,
                   "parameters": parameters.description() if parameters else None,
+                  "classifier_model_id": model["id"] if model else None,
                   "entries": [{key: entry[key] for key in ReportEntrySchema().fields}
                               for entry in entries],
                   "n_entries": len(entries),

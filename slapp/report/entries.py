@@ -4,7 +4,9 @@ The run that counts (the current run of the code version and parameters
 asked about), the failure behind a failed entry (or one recorded after the
 run), and the other-parameter runs beside it all come from
 :mod:`slapp.db.runs`; this module only lays them out as the page and the
-statistics read them.
+statistics read them. With a classifier model named, each run's row also
+counts the ROIs the model has a stored prediction for and those it calls
+cells (:mod:`slapp.db.predictions`).
 """
 from slapp.db.runs import DONE, FAILED, MISSING, EntryState
 
@@ -17,13 +19,28 @@ RUN_FIELDS = ("created_at", "ophys_segmentation_commit_hash", "code_label", "par
               "experiment_selection_id", "manifest_path")
 
 
-def report_entries(states: list[EntryState]) -> list[dict]:
+def _prediction_counts(predictions: list[dict]) -> dict[int, tuple[int, int]]:
+    """Run id -> (ROIs with a prediction, ROIs predicted cells)."""
+    counts = {}
+    for prediction in predictions:
+        predicted, cells = counts.get(prediction["segmentation_run_id"], (0, 0))
+        counts[prediction["segmentation_run_id"]] = (predicted + 1,
+                                                     cells + bool(prediction["is_cell"]))
+    return counts
+
+
+def report_entries(states: list[EntryState],
+                   predictions: list[dict] | None = None) -> list[dict]:
     """One row per entry: its state, its run's columns and figures, its failure.
 
     Parameters
     ----------
     states : list of EntryState
         From :mod:`slapp.db.runs`, in batch order.
+    predictions : list of dict, optional
+        A classifier model's stored predictions for the runs
+        (:func:`slapp.db.predictions.predictions_for_runs`); None when no
+        model is shown.
 
     Returns
     -------
@@ -34,8 +51,12 @@ def report_entries(states: list[EntryState]) -> list[dict]:
         ``failure_message``, ``failed_at``, ``failure_hostname``,
         ``failure_job`` (``"<job id> task <task id>"``, the scheduler ids that
         name the task's log; None outside a scheduler) and
-        ``failure_manifest_path``; ``other_parameter_run_ids``.
+        ``failure_manifest_path``; ``other_parameter_run_ids``;
+        ``n_predicted_rois`` (ROIs of the run the model has a prediction for:
+        None without a model or a run) and ``n_model_cells`` (those it calls
+        cells: None also when it has no prediction for the run).
     """
+    counts = _prediction_counts(predictions or [])
     rows = []
     for state in states:
         run, failure = state.run, state.failure
@@ -44,6 +65,10 @@ def report_entries(states: list[EntryState]) -> list[dict]:
                **{name: run.columns[name] if run else None for name in RUN_FIELDS},
                "n_rois": run.n_rois if run else None, "n_cells": run.n_cells if run else None,
                "median_npix": run.median_npix if run else None,
+               "n_predicted_rois": (counts.get(run.segmentation_run_id, (0, 0))[0]
+                                    if run and predictions is not None else None),
+               "n_model_cells": (counts[run.segmentation_run_id][1]
+                                 if run and run.segmentation_run_id in counts else None),
                "other_parameter_run_ids": [other.segmentation_run_id
                                            for other in state.other_parameter_runs]}
         row.update({

@@ -144,31 +144,52 @@ def _others(entry: dict) -> str:
             f'{", ".join(map(str, runs))} (not counted)</div>')
 
 
-def _row(entry: dict, plot_dir: Path | None, output_dir: Path) -> str:
+def _model_cells(entry: dict) -> str:
+    """The model's cells beside Suite2P's: "no predictions" when it has none for the run."""
+    if entry["n_model_cells"] is None:
+        return '<td class="missing">no predictions</td>'
+    return (f'<td class="n">{_number(entry["n_model_cells"])} <span class="when">of '
+            f'{_number(entry["n_predicted_rois"])} predicted</span></td>')
+
+
+def _model(model: dict) -> str:
+    """Which classifier model the "model cells" column shows."""
+    jobs = ", ".join(map(str, model["labeling_job_ids"]))
+    return (f'<p class="source">Model cells: the ROIs classifier model {model["id"]} (created '
+            f'{model["created_at"].strftime("%Y-%m-%d %H:%M %Z")}, trained on labeling '
+            f'job{"s" if len(model["labeling_job_ids"]) != 1 else ""} {html.escape(jobs)}) '
+            "calls cells, of the ROIs it has a stored prediction for; the cells column is "
+            "Suite2P's own classifier.</p>")
+
+
+def _row(entry: dict, plot_dir: Path | None, output_dir: Path, with_model: bool) -> str:
     status = entry["status"]
+    span = _RUN_COLUMNS + with_model
     cells = [
         f'<td class="n">{entry["manifest_index"]}</td>',
         f'<td>{entry["experiment_id"]}</td>',
         f'<td class="{status}">{status}</td>',
     ]
     if status == DONE:
-        cells += _run_cells(entry, plot_dir, output_dir)
+        cells += _run_cells(entry, plot_dir, output_dir, with_model)
     elif status == FAILED:
-        cells.append(f'<td colspan="{_RUN_COLUMNS}" class="message">{_failure(entry)}'
+        cells.append(f'<td colspan="{span}" class="message">{_failure(entry)}'
                      f'{_others(entry)}</td>')
     else:
-        cells.append(f'<td colspan="{_RUN_COLUMNS}">{_others(entry)}</td>')
+        cells.append(f'<td colspan="{span}">{_others(entry)}</td>')
     return f'<tr id="entry-{entry["manifest_index"]}" data-status="{status}">' \
         + "".join(cells) + "</tr>"
 
 
-def _run_cells(entry: dict, plot_dir: Path | None, output_dir: Path) -> list[str]:
+def _run_cells(entry: dict, plot_dir: Path | None, output_dir: Path,
+               with_model: bool) -> list[str]:
     later = (f'<div class="message">a later task failed: {_failure(entry)}</div>'
              if entry["failure_class"] else "")
     return [
         f'<td class="code">{_run(entry)}{later}{_others(entry)}</td>',
         f'<td class="n">{_number(entry["n_rois"])}</td>',
         f'<td class="n">{_number(entry["n_cells"])}</td>',
+        *([_model_cells(entry)] if with_model else []),
         f'<td class="n">{_number(entry["median_npix"])}</td>',
         f'<td class="n">{_number(entry["ms_per_frame"], 2)}</td>',
         f'<td class="n">{_mebibytes(entry["peak_rss_bytes"])}</td>',
@@ -197,7 +218,8 @@ def _parameter_sets(entries: list[dict]) -> str:
 
 
 def render_page(entries: list[dict], outliers: dict[str, int], source: str,
-                plot_dir: Path | None, output_dir: Path, generated_at: str) -> str:
+                plot_dir: Path | None, output_dir: Path, generated_at: str,
+                model: dict | None = None) -> str:
     """The whole report page.
 
     Parameters
@@ -214,6 +236,10 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
         Where the page goes: image links are relative to it.
     generated_at : str
         When the report was made.
+    model : dict, optional
+        The ``classifier_models`` row whose predictions the entries carry
+        (``n_model_cells``, ``n_predicted_rois``), shown in a column beside
+        Suite2P's cells; None for no such column.
 
     Returns
     -------
@@ -230,11 +256,12 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
                        f"{outliers[key]} outlier{'s' if outliers[key] != 1 else ''})"
                        f"</figcaption></figure>")
     header = ("<tr><th>#</th><th>experiment</th><th>status</th><th>run</th><th>ROIs</th>"
-              "<th>cells</th>"
+              "<th>cells</th>" + ("<th>model cells</th>" if model else "") +
               "<th>median ROI size (px)</th><th>runtime per frame (ms)</th>"
               "<th>peak memory (MiB)</th><th>code version</th><th>parameters</th>"
               "<th>flags</th><th>outlines</th></tr>")
-    rows = "\n".join(_row(entry, plot_dir, output_dir) for entry in entries)
+    rows = "\n".join(_row(entry, plot_dir, output_dir, model is not None)
+                     for entry in entries)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -243,7 +270,7 @@ def render_page(entries: list[dict], outliers: dict[str, int], source: str,
         f"<style>{_STYLE}</style></head><body>"
         "<h1>Segmentation batch report</h1>"
         f'<p class="source">{html.escape(source)} &middot; generated {html.escape(generated_at)}'
-        "</p>"
+        "</p>" + (_model(model) if model else "") +
         f'<p class="summary"><span><b>{len(entries)}</b> entries</span>'
         f'<span class="done"><b>{by_status[DONE]}</b> done</span>'
         f'<span class="missing"><b>{by_status[MISSING]}</b> missing</span>'

@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from stored_runs import SETTINGS, insert_run, insert_selection, random_masks
+from stored_runs import (MODEL_DIGEST, SETTINGS, insert_model, insert_run, insert_selection,
+                         random_masks)
 
 from slapp.db.runs import RunParameters
 from slapp.segmentation.settings import Suite2pOptions
@@ -233,6 +234,8 @@ def test_cli_exports_every_experiment_of_a_selection(labeling_db, run_cli, tmp_p
     (["--experiment_selection_id", "99", "--output_dir", "{tmp}/out"],
      "there is no experiment selection with id 99"),
     ([], "give --segmentation_run_id with --output_nwb"),
+    (["--experiment_selection_id", "1", "--output_dir", "{tmp}/out", "--classifier_model_id",
+      "99"], "export-nwb: error: there is no classifier model with id 99"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp_path,
                                                       arguments, message):
@@ -310,3 +313,54 @@ def test_rois_read_in_small_batches_are_all_read_in_order(labeling_db, stored_ru
                             provenance(run, None, "v"))
     plane = nwbfile.processing["ophys"]["ImageSegmentation"][PLANE_SEGMENTATION_NAME]
     assert list(plane["suite2p_roi_index"].data) == list(range(7))
+
+
+def test_cli_a_models_predictions_are_two_more_columns(labeling_db, stored_run, run_cli,
+                                                       tmp_path):
+    _, run_id, _ = stored_run
+    roi_ids = [row["id"] for row in labeling_db.query(
+        "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index",
+        (run_id,))]
+    # ROIs 5 and 6 have no prediction from this model (only from another one)
+    probabilities = [0.9, 0.2, 0.75, 0.5, 0.05]
+    model_id = insert_model(labeling_db, dict(zip(roi_ids, probabilities)))
+    insert_model(labeling_db, {roi_id: 0.99 for roi_id in roi_ids})
+    path = tmp_path / "model.nwb"
+
+    result = run_cli("slapp.export.nwb", "--segmentation_run_id", run_id, "--output_nwb", path,
+                     "--classifier_model_id", model_id)
+
+    assert result.returncode == 0, result.stderr
+    io, nwbfile = _read(path)
+    with io:
+        plane = nwbfile.processing["ophys"]["ImageSegmentation"][PLANE_SEGMENTATION_NAME]
+        np.testing.assert_allclose(plane["model_cell_probability"][:],
+                                   probabilities + [np.nan, np.nan], rtol=1e-6)
+        assert [bool(value) for value in plane["model_is_cell"][:]] == [
+            True, False, True, False, False, False, False]
+        assert "NaN where the model has no stored prediction" in (
+            plane["model_cell_probability"].description)
+        assert f"classifier model {model_id}" in plane["model_is_cell"].description
+        assert "False also where the model has no stored prediction" in (
+            plane["model_is_cell"].description)
+        # Suite2P's own classification is still there, unchanged
+        assert [bool(value) for value in plane["is_cell"][:]] == [
+            row["is_cell"] for row in labeling_db.query(
+                "SELECT is_cell FROM rois WHERE segmentation_run_id = %s "
+                "ORDER BY suite2p_roi_index", (run_id,))]
+        model = json.loads(nwbfile.scratch[PROVENANCE_NAME].data)["classifier_model"]
+    assert (model["classifier_model_id"], model["file_digest"], model["code_version"],
+            model["labeling_job_ids"], model["n_predicted_rois"]) == (
+        model_id, MODEL_DIGEST, "modelcommit", [4, 5], 5)
+    assert _serious_findings(path) == []
+
+
+def test_without_a_model_there_are_no_model_columns(labeling_db, stored_run, tmp_path):
+    _, run_id, _ = stored_run
+    path = tmp_path / "run.nwb"
+    export_run(labeling_db, run_id, path)
+    io, nwbfile = _read(path)
+    with io:
+        plane = nwbfile.processing["ophys"]["ImageSegmentation"][PLANE_SEGMENTATION_NAME]
+        assert "model_is_cell" not in plane.colnames
+        assert "classifier_model" not in json.loads(nwbfile.scratch[PROVENANCE_NAME].data)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from report_batch import (BATCH, COMMIT, DIGEST, FAILURE_MESSAGE, NBINNED, PARAMETERS, PINNED,
                           REPORT_PARAMETERS, SHAPE)
-from stored_runs import insert_failure, insert_run, random_masks
+from stored_runs import insert_failure, insert_model, insert_run, random_masks
 
 from slapp.db.runs import manifest_entry_states
 from slapp.report.entries import report_entries
@@ -169,7 +169,8 @@ def test_cli_names_the_run_of_the_parameters_asked_about(labeling_db, batch, run
     assert default.returncode == 0, default.stderr
     entries = json.loads(output.read_text())["entries"]
     assert entries[0] == {"manifest_index": 0, "experiment_id": 850000010, "status": "done",
-                          "segmentation_run_id": runs[850000010]}
+                          "segmentation_run_id": runs[850000010], "n_predicted_rois": None,
+                          "n_model_cells": None}
     assert [(entry["status"], entry["segmentation_run_id"]) for entry in entries] == [
         ("done", runs[eid]) if eid in runs else (n, None) for eid, n in BATCH.items()]
     page = (tmp_path / "default" / "index.html").read_text()
@@ -228,6 +229,8 @@ def test_a_failure_names_where_its_task_ran(labeling_db, batch, run_cli, tmp_pat
     (["--experiment_selection_id", "7"], "there is no experiment selection with id 7"),
     (["--manifest_json", "{tmp}/nothing.json"], "nothing.json"),
     (["--manifest_json", "{tmp}/bad.json"], "is not valid"),
+    (["--experiment_selection_id", "7", "--classifier_model_id", "99"],
+     "report: error: there is no classifier model with id 99"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp_path,
                                                       arguments, message):
@@ -238,3 +241,37 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp_
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "report").exists()
+
+
+def test_cli_shows_a_models_cells_beside_suite2ps(labeling_db, batch, run_cli, tmp_path):
+    manifest, runs = batch
+    roi_ids = {experiment_id: [row["id"] for row in labeling_db.query(
+        "SELECT id FROM rois WHERE segmentation_run_id = %s ORDER BY suite2p_roi_index",
+        (run_id,))] for experiment_id, run_id in runs.items()}
+    # 8 of the 10 ROIs of the first run predicted, 3 of them above 0.5; the second run's
+    # ROIs only by another model
+    probabilities = [0.9, 0.1, 0.7, 0.2, 0.3, 0.6, 0.4, 0.05]
+    model_id = insert_model(labeling_db, dict(zip(roi_ids[850000010], probabilities)))
+    insert_model(labeling_db, {roi_id: 0.9 for roi_id in roi_ids[850000011]})
+    output = tmp_path / "report.json"
+
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                     tmp_path / "report", "--output_json", output, "--classifier_model_id",
+                     model_id, *REPORT_PARAMETERS, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    assert report["classifier_model_id"] == model_id
+    counts = [(entry["n_predicted_rois"], entry["n_model_cells"]) for entry in report["entries"]]
+    assert counts[:3] == [(8, 3), (0, None), (None, None)]
+    assert counts[list(BATCH).index(850000015)] == (None, None)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"classifier model {model_id} (created " in page
+    assert "trained on labeling jobs 4, 5" in page
+    assert "<th>cells</th><th>model cells</th>" in page
+    rows = {match[0]: match[1] for match in re.findall(r'<tr id="entry-(\d+)"(.*?)</tr>', page)}
+    suite2p_cells = sum(index % 3 != 0 for index in range(10))  # insert_run's is_cell
+    assert (f'<td class="n">{suite2p_cells}</td><td class="n">3 <span class="when">of 8 '
+            "predicted</span></td>") in rows["0"]
+    assert '<td class="missing">no predictions</td>' in rows["1"]
+    assert 'colspan="11"' in rows[str(list(BATCH).index(850000012))]
