@@ -29,6 +29,9 @@ COMMANDS: dict[str, Command] = {
     "manifest": Command("slapp.data_selection.segmentation_manifest",
                         "Step 2: turn a stored experiment selection into the manifest "
                         "that the array job segments."),
+    "plan": Command("slapp.segmentation.plan",
+                    "Predict each manifest entry's peak memory and scratch, and the array "
+                    "job's memory request that fits."),
     "segment": Command("slapp.segmentation.segment",
                        "Step 3: segment one manifest entry with Suite2P into the "
                        "labeling database."),
@@ -55,22 +58,31 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("slapp.demo.run_demo",
                     "Run the whole toolkit end to end on this machine, on synthetic movies."),
     "create-job": Command("slapp.labeling.create_job",
-                          "Create a labeling job from segmented ROIs."),
+                          "Create a labeling job: draw the ROIs people will judge from "
+                          "segmentation runs."),
     "artifacts": Command("slapp.labeling.artifacts",
-                         "Write the images and movies labelers look at for each ROI."),
+                         "Write the files a labeler looks at for each ROI of a labeling job "
+                         "(or of one run)."),
     "labelers": Command("slapp.labeling.labelers",
                         "Add, list and revoke the people who label ROIs on the labeling server."),
     "serve": Command("slapp.labeling.serve",
                      "Serve labeling jobs to labelers in their browsers, writing labels to "
                      "the labeling database."),
     "consolidate": Command("slapp.labeling.consolidate",
-                           "Consolidate labelers' answers into one label per ROI."),
-    "train": Command("slapp.labeling.train", "Train the ROI classifier on consolidated labels."),
-    "predict": Command("slapp.labeling.predict", "Predict labels for ROIs with a trained classifier."),
+                           "Take the consensus of a labeling job's labels per ROI, re-queue "
+                           "ties, measure agreement."),
+    "train": Command("slapp.labeling.train",
+                     "Train Suite2P's cell classifier on labeling jobs' consensus labels and "
+                     "record it."),
+    "predict": Command("slapp.labeling.predict",
+                       "Store a trained classifier's cell probability for every ROI of "
+                       "segmentation runs."),
     "export-gt": Command("slapp.labeling.export_gt",
-                         "Export consolidated labels as a ground-truth file."),
+                         "Write a labeling job as a SageMaker Ground Truth input manifest, "
+                         "optionally uploaded to S3."),
     "import-gt": Command("slapp.labeling.import_gt",
-                         "Import a ground-truth file as labels."),
+                         "Read a SageMaker Ground Truth output manifest into labelers and "
+                         "labels."),
 }
 
 # The name every message of a command starts with, whichever way it was started.

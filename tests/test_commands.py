@@ -36,6 +36,14 @@ BAD_VALUES = {
     "demo": (["--workers", "x"], "workers"),
     "labelers": (["--revoke", "alice", "--list", "maybe"], "list"),
     "serve": (["--port", "x"], "port"),
+    "plan": (["--diameter", "x"], "diameter"),
+    "create-job": (["--n_rois", "x"], "n_rois"),
+    "artifacts": (["--workers", "x"], "workers"),
+    "consolidate": (["--min_labels", "x"], "min_labels"),
+    "train": (["--cv_folds", "x"], "cv_folds"),
+    "predict": (["--classifier_model_id", "x"], "classifier_model_id"),
+    "export-gt": (["--s3_uri", "x"], "s3_uri"),
+    "import-gt": (["--labels_per_roi", "x"], "labels_per_roi"),
 }
 BOOLEAN = re.compile(r"(--[\w.]+) \[true\|false\]")
 

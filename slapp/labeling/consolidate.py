@@ -24,7 +24,6 @@ with at least two labels; null when undefined).
 """
 import sys
 
-import argschema
 import marshmallow as mm
 from psycopg2.extras import execute_values
 
@@ -33,7 +32,8 @@ from slapp.labeling.agreement import (CELL, NOT_CELL, STRATEGIES, Consensus, con
 from slapp.labeling.job_labels import find_job, task_labels
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 UPSERT_CONSENSUS = """
 INSERT INTO label_consensus (labeling_task_id, roi_id, label, n_labels, n_cell, strategy,
@@ -55,7 +55,7 @@ RETURNING tasks.id
 """
 
 
-class ConsolidateSchema(argschema.ArgSchema):
+class ConsolidateSchema(ArgSchema):
     """Combine a labeling job's labels into one per ROI."""
 
     labeling_job = mm.fields.Str(
@@ -65,7 +65,7 @@ class ConsolidateSchema(argschema.ArgSchema):
         metadata={"description": "majority: more cell than not-cell labels (a tie has none), "
                                  "as the original Ground Truth jobs took; consensus: a cell "
                                  "only when every labeler says so; any: a cell when one does"})
-    min_labels = mm.fields.Int(
+    min_labels = StrictInt(
         dump_default=3, validate=mm.validate.Range(min=1),
         metadata={"description": "ROIs with fewer labels get no consensus and are re-queued; "
                                  "3, the original's three workers per ROI, is the smallest "
@@ -217,7 +217,7 @@ def consolidate(dbconn: DbConnection, job_name: str, strategy: str = "majority",
     }
 
 
-class Consolidate(argschema.ArgSchemaParser):
+class Consolidate(ArgSchemaParser):
     """``python -m slapp.labeling.consolidate``: see the module docstring."""
 
     default_schema = ConsolidateSchema
@@ -236,7 +236,7 @@ class Consolidate(argschema.ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and consolidate."""
     command = Consolidate()
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    with labeling_connection(interactive=True) as dbconn:
         command.run(dbconn)
 
 

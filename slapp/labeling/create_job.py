@@ -33,7 +33,7 @@ from slapp.labeling.jobs import LabelingJobException, create_job
 from slapp.labeling.sampling import SAMPLINGS
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
 from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 
@@ -168,9 +168,9 @@ def main() -> None:  # pragma: no cover - thin CLI
         warnings.filterwarnings("ignore", "'--segmentation_run_ids' is using old-style",
                                 FutureWarning)
         parser = CreateJob(logger_name="CreateJob")
-    with DbConnection(**get_db_credentials(**label_defaults)) as label_dbconn:
+    with labeling_connection(interactive=True) as label_dbconn:
         parser.run(label_dbconn)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "create_job"))
+    sys.exit(run_main(main, "create-job"))

@@ -27,14 +27,14 @@ import sys
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
 from slapp.labeling.job_labels import find_job
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_bytes_atomically, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser
 
 # Keys of a per-ROI manifest that name no file.
 VALUE_KEYS = ("experiment-id", "roi-id")
@@ -62,7 +62,7 @@ def _s3_uri(value: str) -> str:
     return value
 
 
-class ExportGtSchema(argschema.ArgSchema):
+class ExportGtSchema(ArgSchema):
     """Export a labeling job as a Ground Truth input manifest."""
 
     labeling_job = mm.fields.Str(required=True, metadata={
@@ -210,7 +210,7 @@ def export_gt(dbconn: DbConnection, job_name: str, output_manifest: str | Path,
             "n_uploaded": n_uploaded}
 
 
-class ExportGt(argschema.ArgSchemaParser):
+class ExportGt(ArgSchemaParser):
     """``python -m slapp.labeling.export_gt``: see the module docstring."""
 
     default_schema = ExportGtSchema
@@ -232,9 +232,9 @@ class ExportGt(argschema.ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and export."""
     command = ExportGt()
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    with labeling_connection(interactive=True) as dbconn:
         command.run(dbconn)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "export_gt"))
+    sys.exit(run_main(main, "export-gt"))

@@ -40,7 +40,8 @@ from slapp.errors import SlappError
 from slapp.labeling.agreement import CELL, NOT_CELL
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 METADATA_SUFFIX = "-metadata"
 
@@ -49,14 +50,14 @@ class ImportException(SlappError):
     """A Ground Truth output manifest that cannot be imported."""
 
 
-class ImportGtSchema(argschema.ArgSchema):
+class ImportGtSchema(ArgSchema):
     """Import a Ground Truth output manifest's annotations as labels."""
 
     output_manifest = argschema.fields.InputFile(required=True, metadata={
         "description": "the Ground Truth job's output manifest (JSON lines)"})
     labeling_job = mm.fields.Str(required=True, metadata={
         "description": "the labeling job the labels belong to; created when missing"})
-    labels_per_roi = mm.fields.Int(dump_default=3, validate=mm.validate.Range(min=1), metadata={
+    labels_per_roi = StrictInt(dump_default=3, validate=mm.validate.Range(min=1), metadata={
         "description": "labels wanted per ROI of a job created here: 3, the workers per "
                        "ROI of the original's Ground Truth jobs"})
 
@@ -274,7 +275,7 @@ def import_gt(dbconn: DbConnection, manifest: str | Path, job_name: str,
                               for _, label in record["annotations"])}
 
 
-class ImportGt(argschema.ArgSchemaParser):
+class ImportGt(ArgSchemaParser):
     """``python -m slapp.labeling.import_gt``: see the module docstring."""
 
     default_schema = ImportGtSchema
@@ -298,9 +299,9 @@ class ImportGt(argschema.ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and import."""
     command = ImportGt()
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    with labeling_connection(interactive=True) as dbconn:
         command.run(dbconn)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_main(main, "import_gt"))
+    sys.exit(run_main(main, "import-gt"))

@@ -16,13 +16,13 @@ import hashlib
 import secrets
 import sys
 
-import argschema
 import marshmallow as mm
 
 from slapp.errors import SlappError
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser
 
 # 32 random bytes: a token no one guesses, short enough to paste
 TOKEN_BYTES = 32
@@ -100,7 +100,7 @@ def list_labelers(dbconn: DbConnection) -> list[dict]:
         "AND labels.superseded_by IS NULL GROUP BY labelers.id ORDER BY labelers.id")
 
 
-class LabelersSchema(argschema.ArgSchema):
+class LabelersSchema(ArgSchema):
     add = mm.fields.Str(metadata={"description": "create a labeler of this name and print "
                                                 "their sign-in token (shown only once)"})
     list = mm.fields.Bool(dump_default=False,
@@ -121,7 +121,7 @@ class LabelersOutputSchema(mm.Schema):
     labelers = mm.fields.List(mm.fields.Dict(), metadata={"description": "--list only"})
 
 
-class Labelers(argschema.ArgSchemaParser):
+class Labelers(ArgSchemaParser):
     """Add, list or revoke labelers."""
 
     default_schema = LabelersSchema
@@ -156,11 +156,10 @@ class Labelers(argschema.ArgSchemaParser):
         return output
 
 
-def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
+def main() -> None:  # pragma: no cover - thin CLI
     """Run the command against the labeling database from the environment."""
-    arguments = list(sys.argv[1:] if argv is None else argv)  # booleans may stand bare
-    parser = Labelers(args=arguments, logger_name="Labelers")
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    parser = Labelers(logger_name="Labelers")
+    with labeling_connection(interactive=True) as dbconn:
         parser.run(dbconn)
 
 

@@ -41,7 +41,8 @@ from slapp.labeling.classifier_file import (ClassifierFileException, file_digest
                                             load_classifier, predict_probabilities)
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +61,17 @@ class PredictException(SlappError):
 RUN_OPTIONS = ("segmentation_run_id", "manifest_json", "experiment_selection_id")
 
 
-class PredictSchema(argschema.ArgSchema, RunParametersSchema):
+class PredictSchema(ArgSchema, RunParametersSchema):
     """Store a trained classifier's predictions for runs' ROIs."""
 
-    classifier_model_id = mm.fields.Int(
+    classifier_model_id = StrictInt(
         required=True, metadata={"description": "classifier_models.id, as train printed it"})
-    segmentation_run_id = mm.fields.Int(
+    segmentation_run_id = StrictInt(
         metadata={"description": "segmentation_runs.id whose ROIs are classified"})
     manifest_json = argschema.fields.InputFile(
         metadata={"description": "classify the counted runs of this segmentation manifest's "
                                  "entries (with the Suite2P options given)"})
-    experiment_selection_id = mm.fields.Int(
+    experiment_selection_id = StrictInt(
         metadata={"description": "classify the counted runs of this selection's experiments "
                                  "(with the Suite2P options given)"})
     threshold = mm.fields.Float(
@@ -176,7 +177,7 @@ def predict(dbconn: DbConnection, classifier_model_id: int, run_ids: list[int],
             "n_without_features": len(rows) - len(complete)}
 
 
-class Predict(argschema.ArgSchemaParser):
+class Predict(ArgSchemaParser):
     """``python -m slapp.labeling.predict``: see the module docstring."""
 
     default_schema = PredictSchema
@@ -221,7 +222,7 @@ class Predict(argschema.ArgSchemaParser):
 def main() -> None:
     """Parse the command line, connect to the labeling database and predict."""
     command = Predict()
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    with labeling_connection(interactive=True) as dbconn:
         command.run(dbconn)
 
 

@@ -30,6 +30,7 @@ from slapp.labeling.assignment import job_ids_by_name
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
 from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 
 
@@ -37,13 +38,13 @@ class ServeException(SlappError):
     """The server cannot serve what was asked."""
 
 
-class ServeSchema(argschema.ArgSchema):
+class ServeSchema(ArgSchema):
     labeling_job = argschema.fields.List(
         argschema.fields.Str(), required=True, validate=mm.validate.Length(min=1),
         metadata={"description": "names of the labeling jobs to serve (created by "
                                  "slapp.labeling.create_job); a labeler gets their ROIs "
                                  "in one queue"})
-    port = mm.fields.Int(
+    port = StrictInt(
         required=True, validate=mm.validate.Range(min=0, max=65535),
         metadata={"description": "TCP port to listen on (0: any free port, printed)"})
     host = mm.fields.Str(
@@ -122,7 +123,7 @@ class ServeOutputSchema(mm.Schema):
     labeling_jobs = mm.fields.List(mm.fields.Str(), required=True)
 
 
-class Serve(argschema.ArgSchemaParser):
+class Serve(ArgSchemaParser):
     """Serve labeling jobs over HTTP until interrupted."""
 
     default_schema = ServeSchema
@@ -151,13 +152,12 @@ class Serve(argschema.ArgSchemaParser):
         server.run(sockets=[sock])
 
 
-def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI
+def main() -> None:  # pragma: no cover - thin CLI
     """Serve against the labeling database from the environment."""
-    arguments = list(sys.argv[1:] if argv is None else argv)  # booleans may stand bare
     # space-separated job names are what the command promises; argschema warns about them
     warnings.filterwarnings("ignore", message=".*old-style command-line syntax",
                             category=FutureWarning)
-    parser = Serve(args=arguments, logger_name="Serve")
+    parser = Serve(logger_name="Serve")
     credentials = get_db_credentials(**label_defaults)
     with DbConnection(**credentials) as dbconn:
         parser.run(dbconn, credentials)

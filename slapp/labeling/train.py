@@ -28,7 +28,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import argschema
 import marshmallow as mm
 import numpy as np
 from psycopg2 import sql as pgsql
@@ -43,7 +42,8 @@ from slapp.labeling.job_labels import find_job
 from slapp.utils.cli import run_main
 from slapp.utils.code_version import code_label, code_version
 from slapp.utils.files import stage_bytes, write_json_atomically
-from slapp.utils.query_utils import DbConnection, get_db_credentials, label_defaults
+from slapp.utils.query_utils import DbConnection, labeling_connection
+from slapp.utils.schema import ArgSchema, ArgSchemaParser, StrictInt
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class TrainException(SlappError):
     """The labels cannot train a classifier as asked."""
 
 
-class TrainSchema(argschema.ArgSchema):
+class TrainSchema(ArgSchema):
     """Train Suite2P's classifier on consensus labels."""
 
     labeling_jobs = mm.fields.List(
@@ -66,7 +66,7 @@ class TrainSchema(argschema.ArgSchema):
         dump_default="majority", validate=mm.validate.OneOf(STRATEGIES),
         metadata={"description": "which consensus is learned: consolidate's strategy and "
                                  "default, so that one consolidate run is enough"})
-    min_labels = mm.fields.Int(
+    min_labels = StrictInt(
         dump_default=3, validate=mm.validate.Range(min=1),
         metadata={"description": "which consensus is learned: consolidate's min_labels and "
                                  "default"})
@@ -77,12 +77,12 @@ class TrainSchema(argschema.ArgSchema):
                                  "Default: the three Suite2P's pipeline classifies with, so "
                                  "that segment --classifier_path gives the probabilities "
                                  "predict stores; Suite2P's pipeline ignores any other key"})
-    cv_folds = mm.fields.Int(
+    cv_folds = StrictInt(
         dump_default=5, validate=mm.validate.Range(min=2),
         metadata={"description": "folds of the cross-validation; 5 trains each fold on 80 "
                                  "percent of the ROIs. More are used when needed to give "
                                  "every training fold Suite2P's minimum of 100 ROIs"})
-    random_seed = mm.fields.Int(
+    random_seed = StrictInt(
         dump_default=0, metadata={"description": "seeds the assignment of ROIs to folds"})
 
 
@@ -263,7 +263,7 @@ def train(dbconn: DbConnection, job_names: list[str], output_classifier: str | P
             "cv_accuracy": cv_accuracy, "cv_f1": cv_f1, "cv_folds": folds}
 
 
-class Train(argschema.ArgSchemaParser):
+class Train(ArgSchemaParser):
     """``python -m slapp.labeling.train``: see the module docstring."""
 
     default_schema = TrainSchema
@@ -291,7 +291,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*old-style command-line syntax",
                             category=FutureWarning)
     command = Train()
-    with DbConnection(**get_db_credentials(**label_defaults)) as dbconn:
+    with labeling_connection(interactive=True) as dbconn:
         command.run(dbconn)
 
 

@@ -34,6 +34,7 @@ from slapp.segmentation.settings import Suite2pOptions, Suite2pSettingsSchema
 from slapp.segmentation.suite2p_runner import estimated_scratch_bytes
 from slapp.utils.cli import run_main
 from slapp.utils.files import write_json_atomically
+from slapp.utils.schema import ArgSchema, ArgSchemaParser
 
 GB = 1e9
 
@@ -42,7 +43,7 @@ class PlanException(SlappError):
     """A manifest entry whose movie cannot be sized."""
 
 
-class SegmentationPlanSchema(argschema.ArgSchema, Suite2pSettingsSchema):
+class SegmentationPlanSchema(ArgSchema, Suite2pSettingsSchema):
     """Predict each manifest entry's memory and scratch before the array job is submitted."""
 
     manifest_json = argschema.fields.InputFile(
@@ -158,7 +159,7 @@ def report_lines(plans: list[dict], manifest_path: Path, do_registration: bool) 
     return lines
 
 
-class SegmentationPlan(argschema.ArgSchemaParser):
+class SegmentationPlan(ArgSchemaParser):
     """``python -m slapp.segmentation.plan``: see the module docstring."""
 
     default_schema = SegmentationPlanSchema

@@ -229,7 +229,7 @@ def test_an_unknown_job_is_one_line_and_writes_nothing(labeling_db, run_cli, tmp
     result = run_cli("slapp.labeling.artifacts", "--labeling_job", "nope", "--output_dir",
                      tmp_path / "out")
     assert result.returncode == 1
-    assert result.stderr.strip() == "artifacts: error: there is no labeling job named 'nope'"
+    assert result.stderr.strip() == "slapp artifacts: error: there is no labeling job named 'nope'"
     assert not (tmp_path / "out").exists()
 
 

@@ -132,5 +132,5 @@ def test_an_unknown_job_is_one_line(run_cli, labeling_db, tmp_path):
     done = run_cli("slapp.labeling.consolidate", "--labeling_job", "nope",
                    "--output_json", tmp_path / "out.json")
     assert done.returncode == 1
-    assert done.stderr.strip() == "consolidate: error: there is no labeling job named 'nope'"
+    assert done.stderr.strip() == "slapp consolidate: error: there is no labeling job named 'nope'"
     assert not (tmp_path / "out.json").exists()

@@ -63,7 +63,7 @@ def test_the_same_name_with_other_inputs_is_refused(labeling_db, two_runs, run_c
                       "--segmentation_run_ids", *two_runs)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
-        "create_job: error: labeling job 'pilot' exists (id 1) with other inputs: choose "
+        "slapp create-job: error: labeling job 'pilot' exists (id 1) with other inputs: choose "
         "another name, or ask with the inputs it was created with"]
     assert len(_tasks(labeling_db, 1)) == 30
 
@@ -72,7 +72,7 @@ def test_a_missing_run_is_refused_and_nothing_written(labeling_db, two_runs, run
     refused = run_cli("slapp.labeling.create_job", "--name", "x", "--segmentation_run_ids",
                       two_runs[0], 99)
     assert refused.returncode == 1
-    assert refused.stderr.strip() == ("create_job: error: no segmentation run 99 in the "
+    assert refused.stderr.strip() == ("slapp create-job: error: no segmentation run 99 in the "
                                       "labeling database")
     assert labeling_db.query("SELECT count(*) AS n FROM labeling_jobs")[0]["n"] == 0
 

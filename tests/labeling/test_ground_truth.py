@@ -271,6 +271,6 @@ def test_an_unreachable_store_is_one_line(run_cli, labeling_db, job_with_artifac
                    env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"})
     assert done.returncode == 1
-    assert done.stderr.startswith("export_gt: error: upload to s3://labels failed")
+    assert done.stderr.startswith("slapp export-gt: error: upload to s3://labels failed")
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "rois.jsonl").exists()

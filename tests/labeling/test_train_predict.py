@@ -208,7 +208,7 @@ def test_predict_classifies_the_counted_runs_of_a_manifest(labeling_db, trained,
 def test_predict_needs_one_way_to_name_runs(run_cli, labeling_db, tmp_path):
     done = run_cli("slapp.labeling.predict", "--classifier_model_id", "1")
     assert done.returncode == 1
-    assert done.stderr.strip() == ("predict: error: invalid input: give one of "
+    assert done.stderr.strip() == ("slapp predict: error: invalid input: give one of "
                                    "--segmentation_run_id, --manifest_json, "
                                    "--experiment_selection_id")
 

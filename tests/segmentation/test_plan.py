@@ -119,7 +119,7 @@ def test_a_missing_movie_is_one_line_naming_the_entry_and_nothing_written(tmp_pa
 
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"plan: error: manifest entry 1 (experiment 850517352): movie {tmp_path / 'gone.h5'} "
+        f"slapp plan: error: manifest entry 1 (experiment 850517352): movie {tmp_path / 'gone.h5'} "
         f"does not exist"]
     assert not output.exists()
 
