@@ -77,7 +77,7 @@ _RUNS_BY_ID = _RUN_COLUMNS + "WHERE runs.id = ANY(%s::int[]) ORDER BY runs.id"
 _FAILURES = """
 SELECT id, created_at, ophys_experiment_id, parameters_digest, manifest_path,
        manifest_index, hostname, scheduler_job_id, scheduler_task_id, failure_class,
-       message
+       message, log_path
 FROM segmentation_failures
 WHERE ophys_segmentation_commit_hash = %(version)s
   AND (ophys_experiment_id = ANY(%(experiment_ids)s::bigint[])
@@ -260,13 +260,15 @@ class Failure:
     scheduler_job_id: str | None
     scheduler_task_id: str | None
     parameters_digest: str | None
+    log_path: str | None
 
     @classmethod
     def from_row(cls, row: dict) -> "Failure":
         """A failure from a row of this module's failure query."""
         return cls(row["id"], row["created_at"], row["failure_class"], row["message"],
                    row["manifest_path"], row["manifest_index"], row["hostname"],
-                   row["scheduler_job_id"], row["scheduler_task_id"], row["parameters_digest"])
+                   row["scheduler_job_id"], row["scheduler_task_id"], row["parameters_digest"],
+                   row["log_path"])
 
 
 @dataclass(frozen=True)

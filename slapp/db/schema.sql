@@ -143,7 +143,10 @@ CREATE TABLE IF NOT EXISTS segmentation_failures (
     -- exit status and signal, when recorded by a job script or run_local after the process ended
     exit_status                    int,
     signal_name                    text,
-    duration_seconds               double precision
+    duration_seconds               double precision,
+    -- the task's log (run_local's per-attempt log, the SLURM task's output file);
+    -- NULL where whatever started the task did not say (SLAPP_TASK_LOG)
+    log_path                       text
 );
 
 CREATE INDEX IF NOT EXISTS segmentation_failures_by_experiment

@@ -51,7 +51,8 @@ def report_entries(states: list[EntryState],
         ``failure_message``, ``failed_at``, ``failure_hostname``,
         ``failure_job`` (``"<job id> task <task id>"``, the scheduler ids that
         name the task's log; None outside a scheduler) and
-        ``failure_manifest_path``; ``other_parameter_run_ids``;
+        ``failure_manifest_path``, ``failure_log_path`` (None when not
+        recorded); ``other_parameter_run_ids``;
         ``n_predicted_rois`` (ROIs of the run the model has a prediction for:
         None without a model or a run) and ``n_model_cells`` (those it calls
         cells: None also when it has no prediction for the run).
@@ -79,6 +80,7 @@ def report_entries(states: list[EntryState],
             "failure_job": (f"{failure.scheduler_job_id} task {failure.scheduler_task_id}"
                             if failure and failure.scheduler_job_id else None),
             "failure_manifest_path": failure.manifest_path if failure else None,
+            "failure_log_path": failure.log_path if failure else None,
         })
         rows.append(row)
     return rows

@@ -125,11 +125,13 @@ def _run(entry: dict) -> str:
 
 
 def _failure(entry: dict) -> str:
-    """The failure's class, message, time, and where its task ran (its log's name)."""
+    """The failure's class, message, time, and its task's log (or where the task ran)."""
     where = [f"manifest {entry['failure_manifest_path']} index {entry['manifest_index']}",
              f"host {entry['failure_hostname']}"]
     if entry["failure_job"]:
         where.append(f"job {entry['failure_job']}")
+    if entry["failure_log_path"]:  # recorded by whatever started the task
+        where = [entry["failure_log_path"]]
     return (f'{html.escape(entry["failure_class"] or "")}: '
             f'{html.escape(entry["failure_message"])} '
             f'<span class="when">({entry["failed_at"].strftime("%Y-%m-%d %H:%M")}; '

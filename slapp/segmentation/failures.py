@@ -32,6 +32,7 @@ from the exception itself (its ``failure_class``, see the tree in
 :mod:`slapp.errors`), not from where it was raised.
 """
 import json
+import os
 import logging
 import signal
 import socket
@@ -170,15 +171,21 @@ def classify_exit(returncode: int, oom_kills: int = 0) -> tuple[str, str, str | 
     return OTHER, f"crashed with {name}; see the task's log", name
 
 
+# The environment variable by which a task's starter names the task's log file.
+TASK_LOG_VARIABLE = "SLAPP_TASK_LOG"
+
+
 def failure_row(*, manifest_path: str | Path, manifest_index: int, failure_class: str,
                 message: str, experiment_id: int | None = None,
                 parameters_digest: str | None = None, traceback_text: str | None = None,
                 exit_status: int | None = None, signal_name: str | None = None,
-                duration_seconds: float | None = None) -> dict:
+                duration_seconds: float | None = None, log_path: str | None = None) -> dict:
     """The ``segmentation_failures`` row of one failed task on this host.
 
     Code version, host name and the scheduler's job and task ids are filled in
-    from this process.
+    from this process; the task's log is ``log_path``, else the one that whatever
+    started the task named in ``SLAPP_TASK_LOG`` (run_local, the SLURM job
+    script), else unknown (None).
     """
     task = current_task()
     return {
@@ -196,6 +203,7 @@ def failure_row(*, manifest_path: str | Path, manifest_index: int, failure_class
         "exit_status": exit_status,
         "signal_name": signal_name,
         "duration_seconds": duration_seconds,
+        "log_path": log_path or os.environ.get(TASK_LOG_VARIABLE) or None,
     }
 
 
@@ -244,7 +252,7 @@ def task_identity(manifest_path: Path, manifest_index: int,
 
 def record_ended_task(manifest_path: Path, manifest_index: int, returncode: int,
                       duration_seconds: float | None, segment_arguments: Sequence[str] = (),
-                      oom_kills: int = 0) -> dict | None:
+                      oom_kills: int = 0, log_path: str | None = None) -> dict | None:
     """Record the failure of a task process that ended by a signal or an unexpected status.
 
     Parameters
@@ -278,7 +286,7 @@ def record_ended_task(manifest_path: Path, manifest_index: int, returncode: int,
         parameters_digest=digest,
         # as a shell reports it (128 + N for signal N), whoever started the task
         exit_status=128 - returncode if returncode < 0 else returncode,
-        signal_name=signal_name, duration_seconds=duration_seconds)
+        signal_name=signal_name, duration_seconds=duration_seconds, log_path=log_path)
     logger.error("experiment %s (manifest index %d): %s", experiment_id, manifest_index,
                  message)
     record(failure)

@@ -241,7 +241,8 @@ class SegmentTask:
                 command + ["--manifest_index", str(self.index),
                            "--output_json", str(self.output_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True)
+                env={**env, failures.TASK_LOG_VARIABLE: str(self.log_path)},
+                start_new_session=True)
 
     def outcome(self) -> TaskOutcome:
         """How the finished task ended, from its exit status and output json."""
@@ -269,7 +270,7 @@ class SegmentTask:
         oom_kills = (failures.oom_kill_count() or 0) - self.oom_kills_before
         failures.record_ended_task(manifest_path, self.index, self.process.returncode,
                                    time.monotonic() - self.started, segment_arguments,
-                                   max(oom_kills, 0))
+                                   max(oom_kills, 0), str(self.log_path))
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the task's process group, if it still runs."""

@@ -53,7 +53,8 @@ JSON_COLUMNS = ("movie_fingerprint", "suite2p_settings", "stage_seconds")
 FAILURE_COLUMNS = (
     "ophys_experiment_id", "ophys_segmentation_commit_hash", "parameters_digest",
     "manifest_path", "manifest_index", "hostname", "scheduler_job_id", "scheduler_task_id",
-    "failure_class", "message", "traceback", "exit_status", "signal_name", "duration_seconds")
+    "failure_class", "message", "traceback", "exit_status", "signal_name", "duration_seconds",
+    "log_path")
 
 # Waits between whole-write attempts: from 1 s, doubling, at most 30 s (each
 # with jitter, so that the tasks of an array do not come back in lockstep).

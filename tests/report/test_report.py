@@ -224,6 +224,19 @@ def test_a_failure_names_where_its_task_ran(labeling_db, batch, run_cli, tmp_pat
     assert (f"log: manifest {manifest} index 2, host node7, job 4242 task 3)") in page
 
 
+def test_a_failure_with_a_recorded_log_names_the_log(labeling_db, batch, run_cli, tmp_path):
+    manifest, _ = batch
+    log = "/cluster/logs/slapp_segment_4242_3.log"
+    labeling_db.execute("UPDATE segmentation_failures SET log_path = %s", (log,))
+
+    result = run_cli("slapp.report", "--manifest_json", manifest, "--output_dir",
+                     tmp_path / "report", *REPORT_PARAMETERS, env=PINNED)
+
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"log: {log})" in page
+
+
 @pytest.mark.parametrize("arguments, message", [
     ([], "give --manifest_json or --experiment_selection_id"),
     (["--experiment_selection_id", "7"], "there is no experiment selection with id 7"),

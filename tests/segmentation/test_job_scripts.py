@@ -310,5 +310,6 @@ def test_scancel_while_suite2p_runs_is_recorded_as_killed_and_leaves_nothing(
             failure["scheduler_task_id"]) == (FIRST_ID + 1, "killed", "SIGTERM", 143,
                                               job_id, "1"), log
     assert failure["message"] in log
+    assert failure["log_path"] == str(tmp_path / f"slurm_{job_id}_1.log")
     assert stored_runs(labeling_db) == {}
     assert list(scratch.iterdir()) == []

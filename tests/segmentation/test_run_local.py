@@ -79,9 +79,11 @@ def test_every_entry_is_segmented_failures_reported_a_rerun_skips_overwrite_repl
     for index, experiment_id in enumerate([700000, 700001, 700002]):
         assert (logs / f"manifest_{index}_{experiment_id}_try1.log").stat().st_size
     assert list(scratch.iterdir()) == []
-    assert [(row["ophys_experiment_id"], row["failure_class"], row["message"]) for row in
+    assert [(row["ophys_experiment_id"], row["failure_class"], row["message"],
+             row["log_path"]) for row in
             labeling_db.query("SELECT * FROM segmentation_failures")] == [
-        (700001, "bad_input", f"movie {missing_movie} does not exist")]
+        (700001, "bad_input", f"movie {missing_movie} does not exist",
+         str(logs / "manifest_1_700001_try1.log"))]
 
     second = run_cli(RUN_LOCAL, "--manifest_json", manifest, "--workers", 2,
                      "--tmp_dir", scratch, *SYNTHETIC_CELLS, env={"TRANSFORM_HASH": VERSION})
