@@ -1,13 +1,16 @@
-"""Segment a synthetic movie with real Suite2P, create a job, make its artifacts, read them."""
+"""Segment a synthetic movie with real Suite2P, create a job, make its artifacts, read them,
+and label them through the labeling server."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RunningServer, sign_in
 from PIL import Image
 
 from slapp.demo.synthetic_movie import MovieSpec, write_movie
 from slapp.labeling.artifacts import CORRELATION_KEY, MANIFEST_KEYS
+from slapp.labeling.labelers import add_labeler
 from slapp.labeling.webm import decoded_frame_count
 from slapp.segmentation.h5_frames import H5Frames
 from slapp.segmentation.images import read_images
@@ -16,7 +19,7 @@ SPEC = MovieSpec(nframes=900, height=96, width=96, ncells=10, seed=2)
 
 
 @pytest.mark.slow
-def test_segment_job_artifacts_manifest(labeling_db, run_cli, tmp_path):
+def test_segment_job_artifacts_manifest(labeling_db, run_cli, cli_env, tmp_path):
     movie = tmp_path / "motion_corrected_video.h5"
     write_movie(movie, SPEC)
     manifest = tmp_path / "manifest.json"
@@ -67,3 +70,32 @@ def test_segment_job_artifacts_manifest(labeling_db, run_cli, tmp_path):
     parameters = labeling_db.query("SELECT parameters FROM roi_manifests LIMIT 1")[0][
         "parameters"]
     assert parameters["images_computed_by"] == "segment"
+
+    # the labeling server serves these real artifacts: two labelers label every ROI twice
+    twice = run_cli("slapp.labeling.create_job", "--name", "e2e-twice", "--manifest_json",
+                    manifest, "--labels_per_roi", 2)
+    assert twice.returncode == 0, twice.stderr
+    assert run_cli("slapp.labeling.artifacts", "--labeling_job", "e2e-twice", "--output_dir",
+                   tmp_path / "artifacts").returncode == 0
+    tokens = [add_labeler(labeling_db, name) for name in ("ann", "ben")]
+    server = RunningServer(cli_env, "--labeling_job", "e2e-twice", "--port", "0")
+    try:
+        for token in tokens:
+            labeler = sign_in(server.url, token)
+            while (task := labeler.get("/api/next").json()["task"]) is not None:
+                for url in task["urls"].values():
+                    served = labeler.get(url)
+                    assert served.status_code == 200 and served.content, url
+                assert labeler.post("/api/labels", json={
+                    "labeling_task_id": task["labeling_task_id"], "label": "cell",
+                    "seconds_shown": 1.0}).status_code == 201
+            labeler.close()
+    finally:
+        server.stop()
+    counts = labeling_db.query(
+        "SELECT count(*) AS n, count(DISTINCT labeler_id) AS labelers FROM roi_labels "
+        "JOIN labeling_tasks ON labeling_tasks.id = labeling_task_id "
+        "JOIN labeling_jobs ON labeling_jobs.id = labeling_job_id "
+        "WHERE labeling_jobs.name = 'e2e-twice' GROUP BY labeling_task_id")
+    n_rois = labeling_db.query("SELECT count(*) AS n FROM rois")[0]["n"]
+    assert counts == [{"n": 2, "labelers": 2}] * n_rois
