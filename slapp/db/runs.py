@@ -260,7 +260,7 @@ class Failure:
     scheduler_job_id: str | None
     scheduler_task_id: str | None
     parameters_digest: str | None
-    log_path: str | None
+    log_path: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> "Failure":
