@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RunningServer, sign_in
+from labeling_server import RunningServer, sign_in
 from PIL import Image
 
 from slapp.demo.synthetic_movie import MovieSpec, write_movie

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RunningServer, sign_in
+from labeling_server import RunningServer, sign_in
 from slapp.labeling.labelers import hash_secret
 
 API_ROUTES = [("GET", "/api/next"), ("GET", "/api/progress"), ("GET", "/api/labels/mine"),
